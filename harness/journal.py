@@ -1,0 +1,121 @@
+"""Per-process JSONL history of finished operations (RESULTS.md §1, docs/JOURNAL.md).
+
+``record()`` is on the request path: it only assigns the gap-free sequence number ``n`` and
+appends the row to an in-memory list. Serialising and writing happen in ``flush()``, called
+by one background greenlet every ``flush_interval`` seconds, and on stop, on SIGINT/SIGTERM
+and at interpreter exit (``close()`` is idempotent), so rows are never lost.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+FIELDS = ("w", "n", "scenario", "op", "user", "platform", "instance", "session",
+          "intended", "start", "end", "outcome", "code", "detail")
+OUTCOMES = ("ok", "fail", "info")
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+
+
+class Journal:
+    """Append-only journal of one process; ``w`` is this process's worker id."""
+
+    def __init__(self, path: str | Path, worker: str, *, flush_interval: float = 0.5) -> None:
+        self.path = Path(path)
+        self.worker = worker
+        self.flush_interval = flush_interval
+        self._n = 0
+        self._buf: list[dict] = []
+        self._lock = threading.Lock()  # flush may run from atexit / signal context
+        self._fh: Any = None
+        self._greenlet: Any = None
+        self._closed = False
+        self.rows_written = 0
+        self.counts: dict[str, int] = {}
+
+    @property
+    def rows(self) -> int:
+        """Rows recorded so far (written or buffered)."""
+        return self._n
+
+    def open(self) -> "Journal":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+        atexit.register(self.close)
+        return self
+
+    def start_flusher(self) -> None:
+        """Spawn the background flusher greenlet (gevent)."""
+        import gevent
+
+        def loop() -> None:
+            while not self._closed:
+                gevent.sleep(self.flush_interval)
+                self.flush()
+
+        self._greenlet = gevent.spawn(loop)
+
+    def record(self, *, scenario: str, op: str, outcome: str, code: int, start: int, end: int,
+               intended: int | None = None, user: str = "", platform: str = "", instance: str = "",
+               session: str | None = None, detail: str = "", **extra: Any) -> int:
+        """Append one row (times in unix ns); returns its ``n``. Never blocks on I/O."""
+        n = self._n
+        self._n = n + 1
+        row = {"w": self.worker, "n": n, "scenario": scenario, "op": op, "user": user,
+               "platform": platform, "instance": instance, "session": session,
+               "intended": start if intended is None else intended, "start": start, "end": end,
+               "outcome": outcome, "code": code, "detail": detail}
+        if extra:
+            row.update({k: v for k, v in extra.items() if v is not None})
+        self._buf.append(row)
+        self.counts[op] = self.counts.get(op, 0) + 1
+        return n
+
+    def flush(self) -> None:
+        """Write buffered rows to disk (and fsync-free flush to the OS)."""
+        if not self._buf or self._fh is None:
+            return
+        with self._lock:
+            buf, self._buf = self._buf, []
+            if not buf:
+                return
+            self._fh.write("\n".join(map(_dumps, buf)) + "\n")
+            self._fh.flush()
+            self.rows_written += len(buf)
+
+    def close(self) -> None:
+        if self._fh is None:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                if self._fh is not None:
+                    try:
+                        os.fsync(self._fh.fileno())
+                    except OSError:
+                        pass
+                    self._fh.close()
+                    self._fh = None
+        g, self._greenlet = self._greenlet, None
+        if g is not None:
+            try:
+                g.kill(block=False)
+            except Exception:  # pragma: no cover - interpreter teardown
+                pass
+
+
+def read_journal(path: str | Path) -> list[dict]:
+    """All rows of one journal file (test helper; large runs use harness.report.load)."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                rows.append(json.loads(line))
+    return rows

@@ -1,0 +1,342 @@
+"""Load a run folder (RESULTS.md) into plain values and DataFrames.
+
+The shell of the report pipeline: files in, DataFrames / dicts out, nothing else.
+Every loader tolerates missing or damaged files: a missing optional file gives an empty
+value, an undecodable journal line is skipped and counted (``df.attrs["bad_lines"]``).
+
+Journal loading uses ``pyarrow.json`` with an explicit schema of the flat columns and
+``unexpected_field_behavior="ignore"``: the nested extras (``kicked``, ``data``) are parsed
+but never materialised, which keeps 10^6 rows at a few hundred MB and a few seconds.
+A file the fast reader rejects (a truncated last line, a stray non-JSON line) is re-read
+line by line with the standard ``json`` module so one bad line never loses a whole file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from harness.errors import HarnessError
+
+__all__ = [
+    "JOURNAL_COLUMNS",
+    "CATEGORY_COLUMNS",
+    "ReportInputError",
+    "check_run_dir",
+    "load_journal",
+    "load_rows",
+    "load_summary",
+    "load_config",
+    "load_users_history",
+]
+
+#: Flat journal columns, in this order, in every frame :func:`load_journal` returns.
+JOURNAL_COLUMNS: tuple[str, ...] = (
+    "w", "n", "scenario", "op", "user", "platform", "instance", "session",
+    "intended", "start", "end", "outcome", "code", "detail", "conn", "race", "by",
+)
+#: Low-cardinality string columns stored as pandas ``category``.
+CATEGORY_COLUMNS: tuple[str, ...] = ("w", "scenario", "op", "outcome", "platform", "detail")
+_INT_COLUMNS: tuple[str, ...] = ("n", "intended", "start", "end", "code")
+_TIME_COLUMNS: tuple[str, ...] = ("intended", "start", "end")
+_DERIVED_COLUMNS: tuple[str, ...] = ("latency_ms", "service_ms")
+_SCHEMA = pa.schema(
+    [(c, pa.int64() if c in _INT_COLUMNS else pa.string()) for c in JOURNAL_COLUMNS]
+)
+
+
+class ReportInputError(HarnessError):
+    """The report was pointed at something that is not a run folder (exit code 2)."""
+
+    exit_code = 2
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Return ``run_dir`` as a Path, or raise :class:`ReportInputError` with one sentence."""
+    path = Path(run_dir)
+    if not path.exists():
+        raise ReportInputError(f"run folder {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise ReportInputError(f"{str(path)!r} is not a folder (expected results/<run-id>/)")
+    return path
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def _empty_table() -> pa.Table:
+    return _SCHEMA.empty_table()
+
+
+def _fast_read(data: bytes) -> pa.Table:
+    """Parse JSONL bytes with pyarrow; raises ``pa.ArrowInvalid`` on any bad line."""
+    if not data.strip():
+        return _empty_table()
+    opts = pa_json.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
+    return pa_json.read_json(io.BytesIO(data), parse_options=opts)
+
+
+def _coerce_row(obj: Any) -> dict[str, Any] | None:
+    """One decoded JSON value -> a flat row dict, or None when it does not fit the schema."""
+    if not isinstance(obj, dict):
+        return None
+    row: dict[str, Any] = {}
+    for col in JOURNAL_COLUMNS:
+        val = obj.get(col)
+        if val is None:
+            row[col] = None
+        elif col in _INT_COLUMNS:
+            if isinstance(val, bool):
+                return None
+            if isinstance(val, int):
+                row[col] = val
+            elif isinstance(val, float) and math.isfinite(val) and val.is_integer():
+                row[col] = int(val)
+            else:
+                return None
+            if not -(2**63) <= row[col] < 2**63:
+                return None
+        elif isinstance(val, str):
+            row[col] = val
+        elif isinstance(val, (int, float, bool)):
+            row[col] = str(val)
+        else:
+            return None
+    return row
+
+
+def _slow_read(data: bytes) -> tuple[pa.Table, int]:
+    """Line-by-line parse; returns (table, number of undecodable lines)."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = _coerce_row(json.loads(line))
+        except (ValueError, RecursionError):
+            row = None
+        if row is None:
+            bad += 1
+        else:
+            rows.append(row)
+    if not rows:
+        return _empty_table(), bad
+    return pa.Table.from_pylist(rows, schema=_SCHEMA), bad
+
+
+def _read_journal_file(path: Path) -> tuple[pa.Table, int]:
+    """Read one worker's JSONL file; returns (table, undecodable line count)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return _empty_table(), 1
+    try:
+        return _fast_read(data), 0
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    # Common damage: the worker died mid-write, so only the last line is cut short.
+    body = data.rstrip(b"\r\n")
+    cut = body.rfind(b"\n")
+    if cut > 0:
+        try:
+            return _fast_read(body[: cut + 1]), 1
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    return _slow_read(data)
+
+
+def _empty_frame() -> pd.DataFrame:
+    cols: dict[str, pd.Series] = {}
+    for c in JOURNAL_COLUMNS:
+        if c in _INT_COLUMNS:
+            cols[c] = pd.Series([], dtype="int64")
+        elif c in CATEGORY_COLUMNS:
+            cols[c] = pd.Series([], dtype="category")
+        else:
+            cols[c] = pd.Series([], dtype="str")
+    for c in _DERIVED_COLUMNS:
+        cols[c] = pd.Series([], dtype="float64")
+    df = pd.DataFrame(cols)
+    df.attrs["bad_lines"] = 0
+    df.attrs["files"] = 0
+    return df
+
+
+def load_journal(run_dir: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Load every ``journal/*.jsonl`` of a run into one flat DataFrame.
+
+    Columns: the flat journal fields (:data:`JOURNAL_COLUMNS`; absent extras -> null),
+    ``intended``/``start``/``end`` as int64 unix ns, ``code`` int64, the low-cardinality
+    strings (:data:`CATEGORY_COLUMNS`) as ``category``, plus ``latency_ms`` = (end -
+    intended) / 1e6 and ``service_ms`` = (end - start) / 1e6 (float ms).
+    ``columns`` (optional) keeps only those journal columns (the time columns are always
+    kept), which saves memory on very large runs.
+
+    Never raises on content: undecodable lines, rows that are not objects, fields of the
+    wrong type and rows without an ``end`` time (or without both ``intended`` and
+    ``start``) are skipped and counted in ``df.attrs["bad_lines"]``. A missing
+    ``intended`` is taken as ``start`` and vice versa; a missing ``code`` becomes 0 for
+    ``ok`` rows and -1 otherwise. ``df.attrs["files"]`` is the number of journal files.
+    """
+    root = Path(run_dir)
+    files = sorted((root / "journal").glob("*.jsonl")) if (root / "journal").is_dir() else []
+    tables: list[pa.Table] = []
+    bad = 0
+    for path in files:
+        table, nbad = _read_journal_file(path)
+        bad += nbad
+        if table.num_rows:
+            tables.append(table)
+    keep = list(JOURNAL_COLUMNS) if columns is None else [
+        c for c in JOURNAL_COLUMNS if c in set(columns) | set(_TIME_COLUMNS) | {"code", "outcome"}
+    ]
+    if not tables:
+        df = _empty_frame()[keep + list(_DERIVED_COLUMNS)]
+        df.attrs["bad_lines"] = bad
+        df.attrs["files"] = len(files)
+        return df
+    table = pa.concat_tables(tables).select(keep)
+    del tables
+    before = table.num_rows
+    table = _fill_times(table)
+    bad += before - table.num_rows
+    df = _table_to_frame(table)
+    del table
+    end = df["end"].to_numpy()
+    df["latency_ms"] = (end - df["intended"].to_numpy()) / 1e6
+    df["service_ms"] = (end - df["start"].to_numpy()) / 1e6
+    df.attrs["bad_lines"] = bad
+    df.attrs["files"] = len(files)
+    return df
+
+
+def _fill_times(table: pa.Table) -> pa.Table:
+    """Fill missing intended/start/code/n, drop rows that still lack a time (Arrow side)."""
+    intended = pc.coalesce(table["intended"], table["start"])
+    start = pc.coalesce(table["start"], table["intended"])
+    table = table.set_column(table.schema.get_field_index("intended"), "intended", intended)
+    table = table.set_column(table.schema.get_field_index("start"), "start", start)
+    good = pc.and_(pc.is_valid(table["end"]), pc.is_valid(table["intended"]))
+    if good.null_count or not pc.all(good).as_py():
+        table = table.filter(good)
+    if table["code"].null_count:
+        default = pc.if_else(pc.equal(table["outcome"], "ok"), 0, -1).cast(pa.int64())
+        default = pc.fill_null(default, -1)
+        idx = table.schema.get_field_index("code")
+        table = table.set_column(idx, "code", pc.coalesce(table["code"], default))
+    if "n" in table.column_names and table["n"].null_count:
+        idx = table.schema.get_field_index("n")
+        table = table.set_column(idx, "n", pc.fill_null(table["n"], -1))
+    return table
+
+
+def _table_to_frame(table: pa.Table) -> pd.DataFrame:
+    """Arrow table of the schema -> DataFrame with categoricals (string nulls kept)."""
+    arrays = []
+    for name in table.column_names:
+        col = table.column(name)
+        if name in CATEGORY_COLUMNS:
+            col = col.dictionary_encode()
+        arrays.append(col)
+    return pa.table(arrays, names=table.column_names).to_pandas(self_destruct=True)
+
+
+def load_rows(run_dir: str | Path, op: str) -> list[dict[str, Any]]:
+    """Return the full decoded journal rows (nested ``kicked``/``data`` kept) of one op.
+
+    Meant for small subsets such as ``"race"`` rows. Lines are pre-filtered on the raw
+    bytes before decoding, so the cost is one pass over the files. Undecodable lines are
+    skipped. Rows come in file order (worker files sorted by name).
+    """
+    root = Path(run_dir)
+    jdir = root / "journal"
+    if not jdir.is_dir():
+        return []
+    needle = json.dumps(op).encode()
+    out: list[dict[str, Any]] = []
+    for path in sorted(jdir.glob("*.jsonl")):
+        try:
+            fh = path.open("rb")
+        except OSError:
+            continue
+        with fh:
+            for line in fh:
+                if needle not in line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(obj, dict) and obj.get("op") == op:
+                    out.append(obj)
+    return out
+
+
+# --------------------------------------------------------------------------- other files
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    """Return ``summary.json`` as a dict; ``{}`` when missing or not a JSON object."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def load_config(run_dir: str | Path) -> dict[str, Any]:
+    """Return the run's effective ``config.yaml`` as a dict; ``{}`` when missing or bad."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        import yaml
+
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - any unreadable config just means "no config"
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def load_users_history(run_dir: str | Path) -> pd.DataFrame:
+    """Locust's user count over time from ``locust_stats_history.csv``.
+
+    Returns columns ``unix_s`` (float, unix seconds) and ``users`` (int), one row per
+    history line of the ``Aggregated`` row; empty when the file is missing or unreadable.
+    """
+    empty = pd.DataFrame({"unix_s": pd.Series([], dtype="float64"),
+                          "users": pd.Series([], dtype="int64")})
+    path = Path(run_dir) / "locust_stats_history.csv"
+    if not path.is_file():
+        cands = sorted(Path(run_dir).glob("*stats_history*.csv"))
+        if not cands:
+            return empty
+        path = cands[0]
+    times: list[float] = []
+    users: list[int] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                if rec.get("Name") not in ("Aggregated", None):
+                    continue
+                try:
+                    times.append(float(rec["Timestamp"]))
+                    users.append(int(float(rec["User Count"])))
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return empty
+    if not times:
+        return empty
+    return pd.DataFrame({"unix_s": np.asarray(times, dtype="float64"),
+                         "users": np.asarray(users, dtype="int64")})

@@ -1,0 +1,129 @@
+"""Where UserSigs come from (``usersig:`` in config) and the REST v4 admin client.
+
+* ``LocalSigSource`` signs with sdkAppID + secret key (TLSSigAPIv2), no I/O.
+* ``HttpSigSource`` asks the app's business server (a URL template); each fetch is the
+  journaled op ``usersig_fetch``.
+* ``RestAdmin`` calls PROTOCOL.md §6 with the admin's own UserSig.
+
+All network calls use urllib (gevent-patched under Locust) with timeouts.
+"""
+from __future__ import annotations
+
+import json
+import random
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Mapping
+
+from harness.usersig import gen_usersig
+
+
+class SigFetchError(Exception):
+    """A UserSig could not be fetched; ``code`` is the HTTP status or -1 (transport)."""
+
+    def __init__(self, code: int, desc: str) -> None:
+        super().__init__(desc)
+        self.code = code
+        self.desc = desc
+
+
+class LocalSigSource:
+    """Signs locally; ``journaled`` is False (no network op to record)."""
+
+    journaled = False
+
+    def __init__(self, sdk_app_id: int, secret_key: str) -> None:
+        self.sdk_app_id = sdk_app_id
+        self._key = secret_key
+
+    def __repr__(self) -> str:  # never show the key
+        return f"LocalSigSource(sdk_app_id={self.sdk_app_id}, secret_key=***)"
+
+    def get(self, user_id: str, expire: int) -> str:
+        """A fresh UserSig for ``user_id`` valid ``expire`` seconds from now."""
+        return gen_usersig(self.sdk_app_id, self._key, user_id, expire)
+
+
+class HttpSigSource:
+    """Fetches sigs from a business server: GET/POST a URL template, JSON path to the sig."""
+
+    journaled = True
+
+    def __init__(self, url_template: str, *, method: str = "GET", json_path: str = "userSig",
+                 timeout: float = 5.0) -> None:
+        self.url_template = url_template
+        self.method = method
+        self.json_path = [p for p in json_path.split(".") if p]
+        self.timeout = timeout
+
+    def get(self, user_id: str, expire: int) -> str:
+        url = self.url_template.replace("{userID}", urllib.parse.quote(user_id)).replace("{expire}", str(int(expire)))
+        data = None
+        headers = {}
+        if self.method == "POST":
+            data = json.dumps({"userID": user_id, "expire": int(expire)}).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, method=self.method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                body = resp.read(1 << 20)
+        except urllib.error.HTTPError as exc:
+            raise SigFetchError(exc.code, f"HTTP {exc.code} from the UserSig source") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SigFetchError(-1, f"UserSig source unreachable: {reason}") from None
+        try:
+            node: Any = json.loads(body)
+            for part in self.json_path:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise SigFetchError(-1, f"UserSig source answer has no {'.'.join(self.json_path)!r}") from None
+        if not isinstance(node, str) or not node:
+            raise SigFetchError(-1, "UserSig source answered an empty or non-string sig")
+        return node
+
+
+class RestAdmin:
+    """PROTOCOL.md §6 client. ``call`` returns ``(error_code, body)``; -1 on transport errors."""
+
+    def __init__(self, base_url: str, sdk_app_id: int, admin: str, sig_source: LocalSigSource | None,
+                 *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.sdk_app_id = sdk_app_id
+        self.admin = admin
+        self.sig_source = sig_source
+        self.timeout = timeout
+        self._sig: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.sig_source is not None and bool(self.base_url)
+
+    def call(self, service: str, command: str, body: Mapping[str, Any]) -> tuple[int, dict]:
+        if self.sig_source is None:
+            return -1, {"ErrorInfo": "no admin UserSig (secret key unknown)"}
+        if self._sig is None:
+            self._sig = self.sig_source.get(self.admin, 86400)
+        q = urllib.parse.urlencode({"sdkappid": self.sdk_app_id, "identifier": self.admin, "usersig": self._sig,
+                                    "random": random.getrandbits(31), "contenttype": "json"})
+        url = f"{self.base_url}/v4/{service}/{command}?{q}"
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                out = json.loads(resp.read(4 << 20))
+        except urllib.error.HTTPError as exc:
+            return -1, {"ErrorInfo": f"HTTP {exc.code}"}
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return -1, {"ErrorInfo": f"REST unreachable: {getattr(exc, 'reason', exc)}"}
+        if not isinstance(out, dict):
+            return -1, {"ErrorInfo": "REST answer is not a JSON object"}
+        code = out.get("ErrorCode", -1)
+        return (code if isinstance(code, int) else -1), out
+
+    def query_online(self, user_ids: list[str], detail: bool = True) -> tuple[int, dict]:
+        return self.call("openim", "query_online_status", {"To_Account": list(user_ids), "IsNeedDetail": int(detail)})
+
+    def kick(self, user_id: str) -> tuple[int, dict]:
+        return self.call("im_open_login_svc", "kick", {"UserID": user_id})

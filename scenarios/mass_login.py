@@ -1,0 +1,101 @@
+"""mass_login: login storms. Each user connects and logs in with its own account, holds the
+session online with (staggered) heartbeats for ``hold_s``, logs out / disconnects, repeats.
+
+Open model (``arrival_rate`` > 0): one scheduler per process starts flows at the target rate
+(split across workers); each flow's rows carry ``intended`` = its scheduled slot, so latency
+includes queueing; slots that cannot start (``max_concurrent`` flows in flight) are journaled
+as ``dropped``.
+"""
+from __future__ import annotations
+
+import time
+
+import gevent
+from gevent.pool import Group
+from locust import task
+
+from harness.users import ChatUser
+
+
+class MassLogin(ChatUser):
+    scenario = "mass_login"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.sc = self.cfg.scenarios.mass_login
+        self.flows = Group()
+        self.is_scheduler = False
+        if self.sc.arrival_rate > 0:
+            self.is_scheduler = not getattr(self.rt, "open_scheduler_taken", False)
+            self.rt.open_scheduler_taken = True
+        self.account = self.acquire() if not self.sc.arrival_rate else ""
+
+    def flow(self, account: str, intended: int | None = None) -> None:
+        """connect -> login -> hold (heartbeats) -> logout -> disconnect."""
+        sc = self.sc
+        d = self.device(heartbeat_s=sc.heartbeat_s)
+        try:
+            if not d.connect(intended=intended).ok:
+                return
+            sig = self.fetch_sig(account, self.cfg.usersig.expire_s, platform=d.platform, conn=d.conn)
+            if sig is None:
+                return
+            res = d.login(account, sig, intended=intended)
+            if not res.ok:
+                return
+            d.disconnected.wait(sc.hold_s)
+            if sc.logout and d.logged_in:
+                d.logout()
+        finally:
+            self.drop_device(d)
+
+    @task
+    def storm(self) -> None:
+        if self.sc.arrival_rate > 0:
+            if self.is_scheduler:
+                self.schedule()
+            else:
+                self.sleep(1.0)
+            return
+        self.flow(self.account)
+        if not self.sc.hold_s:
+            self.sleep(0.01)
+
+    def schedule(self) -> None:
+        """Start flows at ``arrival_rate / processes`` per second until the user is stopped."""
+        sc = self.sc
+        rate = sc.arrival_rate / max(1, getattr(self.rt, "processes", 1))
+        period_ns = int(1e9 / rate)
+        t0 = time.time_ns()
+        i = 0
+        while True:
+            slot = t0 + i * period_ns
+            i += 1
+            delay = (slot - time.time_ns()) / 1e9
+            if delay > 0:
+                gevent.sleep(delay)
+            if len(self.flows) >= sc.max_concurrent:
+                now = time.time_ns()
+                self.emit("dropped", outcome="fail", code=-1, start=now, end=now, intended=slot,
+                          desc="max_concurrent flows in flight")
+                continue
+            account = self.rt.pool(self.scenario).acquire()
+            if account is None:
+                now = time.time_ns()
+                self.emit("dropped", outcome="fail", code=-1, start=now, end=now, intended=slot,
+                          desc="account pool exhausted")
+                continue
+            self.flows.spawn(self._open_flow, account, slot)
+
+    def _open_flow(self, account: str, slot: int) -> None:
+        try:
+            self.flow(account, intended=slot)
+        finally:
+            self.release(account)
+
+    def on_stop(self) -> None:
+        self.flows.kill(block=True, timeout=5)
+        super().on_stop()
+        if self.account:
+            self.release(self.account)
+            self.account = ""
