@@ -530,7 +530,9 @@ class ChatClient:
         sock, ws = self._sock, self._ws
         try:
             while not self._down:
-                if not self._drain(ws):
+                stop = self._drain(ws)
+                if stop is not None:
+                    reason = stop
                     break
                 data = sock.recv(RECV_CHUNK)
                 if not data:
@@ -540,30 +542,39 @@ class ChatClient:
                 ws.receive_data(data)
         except (OSError, RemoteProtocolError, LocalProtocolError) as exc:
             reason = f"error:{type(exc).__name__}"
+        except Exception as exc:  # a bug here must still end the connection cleanly
+            log.exception("client %s: reader failed", self.conn_id)
+            reason = f"error:{type(exc).__name__}"
         finally:
             if not self._closing:
                 self._teardown(False, reason)
 
-    def _drain(self, ws: WSConnection) -> bool:
-        """Handle every pending wsproto event; False once the connection is closing/closed."""
+    def _drain(self, ws: WSConnection) -> str | None:
+        """Handle every pending wsproto event; a disconnect reason once the connection ends."""
         for event in ws.events():
             if self._down:
-                return False
+                return "closed_by_client"
             if isinstance(event, TextMessage):
                 if not self._on_text(event):
-                    return False
+                    return "error:MessageTooBig"
             elif isinstance(event, Ping):
                 self._send_event(event.response())
             elif isinstance(event, CloseConnection):
                 self.close_code = event.code
                 if ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._send_event(event.response())
-                return False
+                    self._send_event(event.response())  # answer the server's close
+                    return "closed_by_server"
+                if ws.state is ConnectionState.OPEN:
+                    # wsproto found a protocol violation in the server's frames
+                    self._send_event(CloseConnection(code=event.code, reason="protocol error"))
+                    return "error:ProtocolError"
+                return "closed_by_server"
             elif isinstance(event, BytesMessage):
                 log.debug("client %s: ignored a binary message", self.conn_id)
-        return True
+        return None
 
     def _on_text(self, event: TextMessage) -> bool:
+        """Assemble (possibly fragmented) text; False when the message is too big (closed 1009)."""
         if event.message_finished and self._parts is None:
             text = event.data
         else:

@@ -35,13 +35,20 @@ def _fail(err: HarnessError) -> None:
 
 
 def add_arguments(parser: Any) -> None:
-    g = parser.add_argument_group("chat login harness")
+    # Locust's own --config (a locust.conf file) gives way to the harness's config file;
+    # locust.conf / pyproject.toml in the working directory are still read as usual.
+    old = parser.conflict_handler
+    parser.conflict_handler = "resolve"
+    try:
+        g = parser.add_argument_group("chat login harness")
+    finally:
+        parser.conflict_handler = old
     g.add_argument("--config", dest="chat_config", default="config.yaml", metavar="PATH",
                    help="harness config file (default config.yaml next to the locustfile)")
     g.add_argument("--scenario", dest="chat_scenario", default="", metavar="NAME[,NAME]",
                    help=f"run only these scenarios ({', '.join(SCENARIO_NAMES)})")
     g.add_argument("--set", dest="chat_set", action="append", default=None, metavar="KEY=VALUE",
-                   help="override a config key by dotted path (repeatable)", include_in_web_ui=False)
+                   help="override a config key by dotted path (repeatable)")
     g.add_argument("--no-report", dest="chat_no_report", action="store_true", default=False,
                    help="skip the charts/HTML report at the end")
 
@@ -125,9 +132,8 @@ class HarnessPlugin:
         if not classes:
             raise ConfigError("scenarios", "no scenario left to run (all weights are 0 or --scenario matched none)")
         self.env.user_classes = classes
-        self.env.user_classes_by_name = {c.__name__: c for c in classes}
-        if hasattr(self.env, "_remove_user_classes_with_weight_zero"):
-            self.env._remove_user_classes_with_weight_zero()
+        if self.runner is not None and hasattr(self.runner, "user_classes"):
+            pass
         return names
 
     def _init_master_or_local(self) -> None:

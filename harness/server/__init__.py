@@ -1,0 +1,7 @@
+"""Reference login server (asyncio + aiohttp) implementing shared PROTOCOL.md.
+
+Run it with ``python -m harness.server --port 0 --secret-key KEY`` (see ``__main__``).
+Modules: ``settings`` (ServerSettings), ``core`` (sans-IO Hub: sessions, policy, expiry,
+lockout, faults), ``rest`` (REST v4, sans-IO), ``ledger`` (PROTOCOL.md section 7),
+``app`` (aiohttp shell and lifecycle).
+"""

@@ -683,3 +683,30 @@ def test_many_clients_share_one_process(server: FakeServer, client_factory) -> N
     gevent.joinall(jobs, timeout=5)
     assert [j.value.outcome for j in jobs] == ["ok"] * 50
     assert [c.get_login_user() for c in clients] == [f"u{i}" for i in range(50)]
+
+
+def test_protocol_violation_by_server_closes_with_its_code(server: FakeServer, client_factory) -> None:
+    c, rec = client_factory(server.url)
+    c.connect()
+    c.login("alice", "good")
+    conn = server.conns[0]
+    with conn.lock:
+        conn.sock.sendall(b"\x81\x02\xff\xfe")  # a text frame that is not UTF-8
+    assert wait_until(lambda: rec.named("disconnected"))
+    assert rec.named("disconnected")[0][:3] == ("S1", False, "error:ProtocolError")
+    assert wait_until(lambda: conn.got_close is not None)
+    assert conn.got_close == 1007
+    assert not c.connected and c.get_login_user() == ""
+
+
+def test_oversized_message_closes_1009(server: FakeServer, client_factory) -> None:
+    c, rec = client_factory(server.url)
+    c.connect()
+    conn = server.conns[0]
+    chunk = "x" * 600_000
+    conn.send(TextMessage(data='{"seq":1,"code":0,"desc":"' + chunk, message_finished=False))
+    conn.send(TextMessage(data=chunk + '"}', message_finished=True))
+    assert wait_until(lambda: rec.named("disconnected"))
+    assert rec.named("disconnected")[0][2] == "error:MessageTooBig"
+    assert wait_until(lambda: conn.got_close is not None)
+    assert conn.got_close == 1009

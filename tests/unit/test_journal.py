@@ -1,0 +1,37 @@
+"""The journal: gap-free n, every field of RESULTS.md §1, nothing lost on close."""
+from __future__ import annotations
+
+import json
+
+from harness.journal import FIELDS, Journal, read_journal
+
+
+def test_rows_are_gap_free_and_complete(tmp_path):
+    j = Journal(tmp_path / "journal" / "w1.jsonl", "w1").open()
+    for i in range(5):
+        j.record(scenario="mass_login", op="login", outcome="ok", code=0, start=10 + i, end=20 + i,
+                 user=f"u{i}", platform="iOS", instance="d1", session=f"S{i}", kicked=[], expire_at=99)
+    j.record(scenario="kick_race", op="kicked_offline", outcome="ok", code=0, start=30, end=30, by="S9", detail="multi_device")
+    assert j.rows == 6
+    j.flush()
+    j.record(scenario="kick_race", op="login", outcome="fail", code=70001, start=40, end=41, intended=35)
+    j.close()
+    rows = read_journal(tmp_path / "journal" / "w1.jsonl")
+    assert [r["n"] for r in rows] == list(range(7))
+    for r in rows:
+        assert set(FIELDS) <= set(r)
+        assert r["w"] == "w1"
+    assert rows[0]["intended"] == rows[0]["start"] == 10
+    assert rows[0]["kicked"] == [] and rows[0]["expire_at"] == 99
+    assert rows[5]["by"] == "S9"
+    assert rows[6]["intended"] == 35 and rows[6]["code"] == 70001
+
+
+def test_close_is_idempotent_and_appends(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, "w").open()
+    j.record(scenario="s", op="connect", outcome="ok", code=0, start=1, end=2)
+    j.close()
+    j.close()
+    assert len(path.read_text().splitlines()) == 1
+    json.loads(path.read_text())
