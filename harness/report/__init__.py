@@ -1,0 +1,265 @@
+"""The run report: run folder -> tables/*.csv, charts/*.png, report.html (RESULTS.md).
+
+Pipeline: :mod:`.load` (files -> DataFrames) -> :mod:`.aggregate` (pure pandas) ->
+:mod:`.plot` (one chart per function, Agg) -> :mod:`.html` (one self-contained page).
+:func:`build_report` is the thin shell that wires them; ``python -m harness.report`` is
+its command line. matplotlib is only imported when charts are drawn.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from harness.report import aggregate as agg
+from harness.report.compare import compare_ops, gate_flips
+from harness.report.html import (Chart, CompareContent, ReportContent, render_compare,
+                                 render_report)
+from harness.report.load import (ReportInputError, check_run_dir, load_config, load_journal,
+                                 load_rows, load_summary, load_users_history)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["build_report", "ReportInputError"]
+
+# Journal columns the report needs (user/platform/instance/race/w/n are not charted).
+_REPORT_COLUMNS = ("op", "outcome", "code", "detail", "conn", "session", "by")
+
+
+@dataclass
+class _Run:
+    """One analysed run (internal to the shell)."""
+
+    root: Path
+    name: str
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    origin_ns: int
+    ops: pd.DataFrame
+    codes: pd.DataFrame
+    per_second: pd.DataFrame
+    gates: pd.DataFrame
+    checks: pd.DataFrame
+    cdf: pd.DataFrame
+    timed_ops: list[str]
+    headline: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cfg(config: dict[str, Any], *keys: str) -> Any:
+    node: Any = config
+    for k in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(k)
+    return node
+
+
+def _analyse(root: Path, *, full: bool = True) -> _Run:
+    """Load and aggregate one run; ``full=False`` computes only what a comparison needs."""
+    summary = load_summary(root)
+    config = load_config(root)
+    df = load_journal(root, columns=_REPORT_COLUMNS)
+    notes: list[str] = []
+    if df.attrs.get("files", 0) == 0:
+        notes.append("no journal files (journal/*.jsonl): tables come from summary.json only")
+    if df.attrs.get("bad_lines", 0):
+        notes.append(f"{df.attrs['bad_lines']:,} undecodable journal line(s) were skipped")
+    if not summary:
+        notes.append("no summary.json: verdict, gates and checks are unknown; "
+                     "everything else is computed from the journal")
+    origin = agg.time_origin_ns(df)
+    duration = summary.get("duration_s")
+    duration = float(duration) if isinstance(duration, (int, float)) and not isinstance(
+        duration, bool) and duration > 0 else None
+    if df.empty and summary.get("ops"):
+        ops = agg.ops_from_summary(summary)
+        codes = agg.codes_from_summary(summary)
+    else:
+        ops = agg.op_summary(df, duration)
+        codes = agg.code_counts(df)
+    limit = _cfg(config, "gates", "violations")
+    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+    timed = agg.timed_ops(df)
+    cdf = agg.latency_cdf(df, timed)
+    per_sec = agg.per_second(df, origin) if full else agg.per_second(df.iloc[:0])
+    extra: dict[str, Any] = {}
+    users_peak: int | None = None
+    if full:
+        history = load_users_history(root)
+        if not history.empty:
+            users = agg.users_per_second(history, origin)
+            extra["users_label"] = "users (Locust)"
+        else:
+            users = agg.connections_per_second(df, origin)
+            extra["users_label"] = "open connections (journal)"
+        extra["users"] = users
+        if not users.empty:
+            users_peak = int(users.iloc[:, 1].max())
+        extra["faults"] = agg.fault_windows(df, origin)
+        extra["codes_ps"] = agg.codes_per_second(df, origin)
+        extra["err_codes"] = agg.error_code_counts(df)
+        extra["kicks"] = agg.kick_delays(df)
+        extra["relogin_ms"] = agg.ok_latencies(df, "relogin")
+        extra["switch_ms"] = agg.ok_latencies(df, "switch")
+        extra["races"] = agg.race_survivors(load_rows(root, "race")) if (
+            not df.empty and bool((df["op"].astype("object") == "race").any())) else \
+            agg.race_survivors([])
+        extra["violation_times"] = agg.check_violation_times(summary, origin)
+        bound = _cfg(config, "scenarios", "relogin_expiry", "relogin_bound_s")
+        extra["relogin_bound_ms"] = float(bound) * 1000 if isinstance(bound, (int, float)) \
+            and not isinstance(bound, bool) else None
+    head = agg.headline(summary, config, df, users_peak, root.resolve().name)
+    return _Run(root=root, name=head["run_id"], summary=summary, config=config,
+                origin_ns=origin, ops=ops, codes=codes, per_second=per_sec,
+                gates=agg.gates_table(summary), checks=agg.checks_table(summary, limit),
+                cdf=cdf, timed_ops=timed, headline=head, notes=notes, extra=extra)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_csv(df: pd.DataFrame, path: Path, *, index: bool = False) -> None:
+    _write_text_atomic(path, df.to_csv(index=index, float_format="%.6g", lineterminator="\n"))
+
+
+def _write_tables(run: _Run) -> None:
+    tables = run.root / "tables"
+    _write_csv(run.ops, tables / "ops.csv", index=True)
+    _write_csv(run.codes, tables / "codes.csv")
+    _write_csv(run.per_second, tables / "per_second.csv")
+    _write_csv(run.gates, tables / "gates.csv")
+    _write_csv(run.checks, tables / "checks.csv")
+
+
+def _render(name: str, title: str, caption: str, out_dir: Path,
+            build: Callable[[], "Figure"], notes: list[str]) -> Chart:
+    """Draw one chart to ``out_dir/name``; a drawing error becomes a note, never a crash."""
+    from harness.report import plot
+
+    path = out_dir / name
+    try:
+        fig = build()
+    except Exception as exc:  # noqa: BLE001 - one odd chart must not lose the whole report
+        notes.append(f"chart {name} could not be drawn ({type(exc).__name__}: {exc})")
+        fig, axes = plot.new_figure()
+        fig.suptitle(title)
+        plot.draw_message(axes[0, 0], "chart could not be drawn", sub=str(exc)[:200])
+    plot.save_png(fig, path)
+    return Chart(title=title, caption=caption, png=path.read_bytes(), file=f"charts/{name}")
+
+
+def _charts(run: _Run, notes: list[str]) -> list[Chart]:
+    from harness.report import plot
+
+    out = run.root / "charts"
+    x = run.extra
+    title = f"Run {run.name}"
+    xlim = None
+    hi = []
+    if not run.per_second.empty:
+        hi.append(float(run.per_second["second"].max()) + 1)
+    if not x["faults"].empty:
+        hi.append(float(x["faults"]["end_s"].max()) + 1)
+    if hi:
+        xlim = (0.0, max(hi))
+    ps = run.per_second
+    return [
+        _render("latency_over_time.png", "1. Latency percentiles over time, per operation",
+                "p50/p95/p99 of latency (end - intended, ms) of successful operations in each "
+                "1 s bucket of finish time; grey bands are injected fault windows.", out,
+                lambda: plot.chart_latency_over_time(ps, run.timed_ops, x["faults"], title),
+                notes),
+        _render("latency_cdf.png", "2. Latency distribution per operation",
+                "Share of successful operations finished within x ms (log x). Solid: latency "
+                "incl. queueing; dashed: service time, drawn where it differs.", out,
+                lambda: plot.chart_latency_cdf(run.cdf, run.timed_ops, title), notes),
+        _render("throughput.png", "3. Throughput over time",
+                f"Operations finished per second by outcome (stacked); dashed line: "
+                f"{x['users_label']}.", out,
+                lambda: plot.chart_throughput(ps, x["users"], x["users_label"], x["faults"],
+                                              title), notes),
+        _render("error_codes.png", "4. Error codes",
+                "Failed (fail or info) operations per second by protocol code, and totals.",
+                out, lambda: plot.chart_error_codes(x["codes_ps"], x["err_codes"], x["faults"],
+                                                    xlim, title), notes),
+        _render("scenarios.png", "5. Scenarios: kick races, relogin, account switch",
+                "Survivors per kick race; delay from a competing login to the kick event; "
+                "relogin recovery time after expiry; account switch latency.", out,
+                lambda: plot.chart_scenarios(x["races"], x["kicks"], x["relogin_ms"],
+                                             x["switch_ms"], x["relogin_bound_ms"], title),
+                notes),
+        _render("checks.png", "6. Correctness checks",
+                "Violations of the correctness checks (summary.json), placed in time where the "
+                "examples carry a time.", out,
+                lambda: plot.chart_checks(x["violation_times"], run.checks, x["faults"],
+                                          isinstance(run.summary.get("checks"), dict), xlim,
+                                          title), notes),
+    ]
+
+
+def _compare(run: _Run, base: _Run, charts: bool, notes: list[str]) -> CompareContent:
+    table = compare_ops(base.ops, run.ops)
+    flips = gate_flips(base.summary, run.summary)
+    tables = run.root / "tables"
+    _write_csv(table, tables / "compare_ops.csv", index=True)
+    _write_csv(flips, tables / "compare_gates.csv")
+    chart = None
+    if charts:
+        from harness.report import plot
+
+        ops = agg.ordered_ops(set(run.timed_ops) | set(base.timed_ops))
+        chart = _render("compare_cdf.png", "Latency CDF per operation: this run vs base",
+                        "Share of successful operations finished within x ms (log x); grey "
+                        "dashed = base run, blue = this run.", run.root / "charts",
+                        lambda: plot.chart_compare_cdf(base.cdf, run.cdf, ops, base.name,
+                                                       run.name), notes)
+    return CompareContent(base_name=base.name, this_name=run.name,
+                          base_headline=base.headline, ops=table, gates=flips, chart=chart)
+
+
+def build_report(run_dir: str | Path, *, charts: bool = True,
+                 compare_to: str | Path | None = None) -> Path:
+    """Write tables/, charts/ and report.html into a run folder; return report.html's path.
+
+    ``compare_to`` (a base run folder) adds a comparison: tables/compare_ops.csv,
+    tables/compare_gates.csv, charts/compare_cdf.png, compare.html and a section in
+    report.html. Raises :class:`ReportInputError` (exit code 2) only when a folder does not
+    exist; empty, partial or odd runs still get a report.
+    """
+    root = check_run_dir(run_dir)
+    base_root = check_run_dir(compare_to) if compare_to is not None else None
+    run = _analyse(root)
+    notes = list(run.notes)
+    _write_tables(run)
+    chart_list = _charts(run, notes) if charts else []
+    compare = None
+    if base_root is not None:
+        base = _analyse(base_root, full=False)
+        compare = _compare(run, base, charts, notes)
+        page = render_compare(compare, run.headline)
+        _write_text_atomic(root / "compare.html", page)
+    content = ReportContent(headline=run.headline, ops=run.ops, codes=run.codes,
+                            gates=run.gates, checks=run.checks, per_second=run.per_second,
+                            charts=chart_list, charts_enabled=charts, notes=notes,
+                            compare=compare)
+    out = root / "report.html"
+    _write_text_atomic(out, render_report(content))
+    return out
+

@@ -50,6 +50,8 @@ __all__ = [
     "checks_table",
     "check_violation_times",
     "headline",
+    "ops_from_summary",
+    "codes_from_summary",
 ]
 
 #: Column name -> quantile of the latency percentiles every summary carries.
@@ -687,3 +689,43 @@ def headline(summary: Mapping[str, Any], config: Mapping[str, Any], df: pd.DataF
         "verdict": verdict,
         "reasons": reasons,
     }
+
+
+def ops_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``summary["ops"]`` as an :func:`op_summary`-shaped frame (for runs without a journal)."""
+    ops = summary.get("ops")
+    names = ordered_ops(str(k) for k in ops) if isinstance(ops, Mapping) else []
+    data: dict[str, list[Any]] = {c: [] for c in _OP_SUMMARY_COLUMNS}
+    for name in names:
+        rec = ops.get(name) if isinstance(ops, Mapping) else None
+        rec = rec if isinstance(rec, Mapping) else {}
+        for c in _OP_SUMMARY_COLUMNS:
+            v = _num(rec.get(c))
+            data[c].append(np.nan if v is None else v)
+    out = pd.DataFrame({c: pd.Series(v, dtype="float64") for c, v in data.items()})
+    for c in ("count", *_OUTCOMES):
+        if out[c].notna().all():
+            out[c] = out[c].astype("int64")
+    out.index = pd.Index(names, name="op", dtype="str")
+    return out
+
+
+def codes_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``summary["codes"]`` (code -> count) as a :func:`code_counts`-shaped frame."""
+    codes = summary.get("codes")
+    recs = []
+    if isinstance(codes, Mapping):
+        for k, v in codes.items():
+            try:
+                code = int(k)
+            except (TypeError, ValueError):
+                continue
+            n = _num(v)
+            if n is not None:
+                recs.append((code, int(n)))
+    frame = pd.DataFrame({"code": pd.Series([c for c, _ in recs], dtype="int64"),
+                          "count": pd.Series([n for _, n in recs], dtype="int64")})
+    frame = frame.sort_values(["count", "code"], ascending=[False, True], kind="stable")
+    frame.insert(1, "name", pd.Series([code_name_short(c) for c in frame["code"]],
+                                      dtype="str", index=frame.index))
+    return frame.reset_index(drop=True)

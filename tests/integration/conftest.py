@@ -141,7 +141,7 @@ def launch_server(server_tmp: Path) -> Iterator[Callable[..., ServerProc]]:
         yield launch
     finally:
         for srv in started:
-            srv.stop(signal.SIGKILL if srv.proc.poll() is None and False else signal.SIGTERM)
+            srv.stop()
 
 
 @pytest.fixture(scope="session")

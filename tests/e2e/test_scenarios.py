@@ -1,0 +1,93 @@
+"""Each scenario headless for a few seconds on the embedded target; assertions on the journal."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+
+def test_mass_login_storm_logs_everyone_in(locust_run):
+    run = locust_run("--scenario", "mass_login", "-u", "30", "-r", "30", "-t", "6s",
+                     "--set", "scenarios.mass_login.hold_s=1", "--set", "scenarios.mass_login.heartbeat_s=0.3")
+    assert run.run_dir is not None, run.stderr
+    logins = run.rows("login")
+    assert len(logins) >= 30
+    assert all(r["outcome"] == "ok" and r["code"] == 0 for r in logins), Counter(r["code"] for r in logins)
+    assert len({r["session"] for r in logins}) == len(logins)          # a new session every time
+    assert len({r["user"] for r in logins}) == 30                      # each user its own account
+    assert run.rows("heartbeat") and all(r["outcome"] == "ok" for r in run.rows("heartbeat"))
+    assert len(run.rows("logout")) >= 30
+    assert not run.rows("kicked_offline")                              # nobody shares an account
+    # journal rows == Locust's request totals, and n is gap-free
+    rows = run.rows()
+    assert sorted(r["n"] for r in rows) == list(range(len(rows)))
+    assert run.code == 0, run.stderr[-2000:]
+
+
+def test_relogin_after_expiry_and_at_login(locust_run):
+    run = locust_run("--scenario", "relogin_expiry", "-u", "10", "-r", "10", "-t", "9s",
+                     "--set", "target.leeway_s=0", "--set", "scenarios.relogin_expiry.sig_lifetime_s=2",
+                     "--set", "scenarios.relogin_expiry.sig_jitter_s=1",
+                     "--set", "scenarios.relogin_expiry.stale_login_ratio=0.5",
+                     "--set", "gates.error_ratio.overall=0.5")
+    assert run.run_dir is not None, run.stderr
+    expired = run.rows("sig_expired")
+    relogins = run.rows("relogin")
+    assert expired, "no userSigExpired arrived"
+    assert relogins and all(r["outcome"] == "ok" for r in relogins)
+    by_trigger = Counter(str(r["data"]["trigger"]) for r in relogins)
+    assert by_trigger["sig_expired"] >= 5
+    assert by_trigger["70001"] >= 1                      # stale sigs at login were recovered too
+    # every expiry was followed by a relogin on the same connection
+    relogin_conns = Counter(r["conn"] for r in relogins if r["data"]["trigger"] == "sig_expired")
+    for e in expired:
+        assert relogin_conns[e["conn"]] >= 1
+    # failed logins are only expiry codes: no login loop on other codes
+    assert {r["code"] for r in run.rows("login") if r["outcome"] != "ok"} <= {70001}
+    assert run.code == 0, run.stderr[-2000:]
+
+
+def test_account_switch_names_the_latest_account(locust_run):
+    run = locust_run("--scenario", "account_switch", "-u", "6", "-r", "6", "-t", "5s",
+                     "--set", "scenarios.account_switch.pause_s=0.05")
+    assert run.run_dir is not None, run.stderr
+    switches = run.rows("switch")
+    assert len(switches) >= 20
+    for s in switches:
+        assert s["outcome"] == "ok", s
+        assert s["data"]["login_user"] == s["user"] == s["data"]["server_user"]
+        assert s["data"]["online"] == {s["user"]: "Online", s["data"]["from_user"]: "Offline"}
+    assert not run.rows("kicked_offline")
+    assert run.code == 0, run.stderr[-2000:]
+
+
+def test_kick_race_leaves_one_survivor_on_single_platform(locust_run):
+    run = locust_run("--scenario", "kick_race", "-u", "4", "-r", "4", "-t", "6s",
+                     "--set", "scenarios.kick_race.devices=5", "--set", "scenarios.kick_race.pause_s=0.1",
+                     "--set", "scenarios.kick_race.settle_ms=300")
+    assert run.run_dir is not None, run.stderr
+    races = run.rows("race")
+    assert len(races) >= 8
+    kicks = defaultdict(list)
+    for k in run.rows("kicked_offline"):
+        kicks[k["race"]].append(k)
+    for r in races:
+        d = r["data"]
+        assert r["outcome"] == "ok", r
+        assert len(d["survivors"]) == 1
+        assert [o["Status"] for o in d["online"]] == ["Online"]
+        assert len(kicks[r["race"]]) == 4                       # the other four got exactly one kick each
+        assert len({k["session"] for k in kicks[r["race"]]}) == 4
+        assert d["survivors"][0] not in {k["session"] for k in kicks[r["race"]]}
+    assert run.code == 0, run.stderr[-2000:]
+
+
+def test_multi_platform_policy_keeps_one_per_platform(locust_run):
+    run = locust_run("--scenario", "kick_race", "-u", "2", "-r", "2", "-t", "4s",
+                     "--set", "target.policy=multi_platform", "--set", "scenarios.kick_race.devices=4",
+                     "--set", "scenarios.kick_race.platforms=[iOS, iOS, Web, Web]",
+                     "--set", "scenarios.kick_race.pause_s=0.1", "--set", "scenarios.kick_race.settle_ms=300")
+    races = run.rows("race")
+    assert races
+    for r in races:
+        alive = sorted(dv["platform"] for dv in r["data"]["devices"] if dv["alive"])
+        assert alive == ["Web", "iOS"], r
+    assert run.code == 0, run.stderr[-2000:]
