@@ -309,10 +309,7 @@ class History:
         it = get("intended")
         if not (type(n) is int and type(st) is int and type(en) is int and type(it) is int
                 and type(w) is str and outcome in _OUTCOMES and it <= st <= en and 0 <= n <= _MAX_N):
-            fixed = self._slow_integrity(row, where)
-            if fixed is None:
-                return
-            w, n, st, en = fixed
+            w, n, st, en = self._slow_integrity(row, where)
         if n is not None:
             seen = self._seen.get(w)
             if seen is None:
@@ -328,6 +325,8 @@ class History:
                 seen[n] = 1
             if n > self._max_n[w]:
                 self._max_n[w] = n
+        if st is None or en is None:
+            return  # no usable times: counted by journal_integrity, useless as evidence
         if en > self.last_t:
             self.last_t = en
         if self.first_t is None or st < self.first_t:
@@ -338,58 +337,56 @@ class History:
         if op in _LOGIN_OPS:
             self._add_login(row, op, w, n, st, en, outcome)
         elif op == "kicked_offline":
-            sid = get("session")
+            sid = _s(get("session"))
             self.kicks.setdefault(sid, []).append(
-                (en, get("by"), get("detail"), _ckey(row), get("user"), w, n))
+                (en, _s(get("by")), _s(get("detail")), _ckey(row), _s(get("user")), w, n))
         elif op == "sig_expired":
-            sid = get("session")
+            sid = _s(get("session"))
             self.expiries.setdefault(sid, []).append(en)
-            self.expiry_rows.append((en, sid, _ckey(row), get("user"), get("scenario"), w, n))
+            self.expiry_rows.append((en, sid, _ckey(row), _s(get("user")), _s(get("scenario")), w, n))
         elif op == "logout":
             sid = get("session")
             if outcome == "ok" and isinstance(sid, str) and sid not in self.logouts:
                 self.logouts[sid] = (st, en)
         elif op == "disconnect":
-            self.conn_disc.setdefault(_ckey(row), []).append((en, outcome, get("detail")))
+            self.conn_disc.setdefault(_ckey(row), []).append((en, outcome, _s(get("detail"))))
         elif op == "rest_kick":
             if outcome != "fail" and isinstance(get("user"), str):
                 self.rest_kicks.setdefault(get("user"), []).append(st)
         elif op == "race":
             data = get("data")
-            self.races.append({"w": w, "n": n, "user": get("user"), "race": get("race"), "t": en,
+            self.races.append({"w": w, "n": n, "user": _s(get("user")), "race": _s(get("race")), "t": en,
                                "outcome": outcome, "data": data if isinstance(data, Mapping) else None})
 
     def _add_login(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         get = row.get
-        sid = get("session")
-        user = get("user")
+        sid = _s(get("session"))
+        user = _s(get("user"))
         code = _int(get("code"))
         key = _ckey(row)
         self.conn_logins.setdefault(key, []).append(
-            (st, en, op, sid, outcome, code, user, get("scenario")))
+            (st, en, op, sid, outcome, code, user, _s(get("scenario"))))
         if op == "switch":
             self.switches.append((w, n, user, sid, en, outcome, code, get("detail"), get("data")))
-        if outcome != "ok" or not isinstance(sid, str) or not sid:
-            if op == "switch" and outcome == "fail" and code == 0 and isinstance(sid, str) and sid:
-                pass  # the login of a switch worked even though the switch's checks disagreed
-            else:
-                return
+        if not isinstance(sid, str) or not sid:
+            return
+        # an ok row made a session; so did a switch whose login worked (fail 0 = checks disagreed)
+        if outcome != "ok" and not (op == "switch" and outcome == "fail" and code == 0):
+            return
         if op == "login":
             kicked = get("kicked")
             kicked_t = tuple(k for k in kicked if isinstance(k, str)) if isinstance(kicked, list) else None
-            sess = _Sess(sid, user, get("platform"), get("instance"), key, st, en,
+            sess = _Sess(sid, user, _s(get("platform")), _s(get("instance")), key, st, en,
                          _int(get("expire_at")), kicked_t, w, n, op)
             self.sessions[sid] = sess  # a login row is the authoritative record
         elif sid not in self.sessions:
             # relogin / switch rows without a login row of their own: kicked list unknown
-            data = get("data")
-            sent = st
-            self.sessions[sid] = _Sess(sid, user, get("platform"), get("instance"), key, sent, en,
+            self.sessions[sid] = _Sess(sid, user, _s(get("platform")), _s(get("instance")), key, st, en,
                                        _int(get("expire_at")), None, w, n, op)
-            del data
 
-    def _slow_integrity(self, row: Mapping, where: str | None) -> tuple | None:
-        """Validate a row that failed the fast path; returns (w, n, start, end) or None."""
+    def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
+        """Validate a row that failed the fast path; returns (w, n, start, end), each
+        None when unusable."""
         get = row.get
         problems = []
         w = get("w")
@@ -421,11 +418,9 @@ class History:
                 self.bad_rows.append({"where": where or f"row {self.rows - 1}", "w": w, "n": get("n"),
                                       "op": get("op"), "t": en if en is not None else st,
                                       "problems": problems})
-        if st is None or en is None:
-            if n is not None:  # still account for the sequence number
-                return w, n, en or st or 0, en or st or 0
-            return None
-        return w, n, st, max(st, en)
+        if st is not None and en is not None:
+            en = max(st, en)
+        return w, n, st, en
 
     # ------------------------------------------------------------------ queries
     def _conn_starts(self, key: Any) -> list[int]:
@@ -502,6 +497,11 @@ class History:
         return out
 
 
+def _s(value: Any) -> str | None:
+    """A JSON text value, or None (keeps malformed rows from becoming dict keys)."""
+    return value if isinstance(value, str) else None
+
+
 def _ckey(row: Mapping) -> Any:
     conn = row.get("conn")
     if isinstance(conn, str) and conn:
@@ -528,8 +528,8 @@ class Ledger:
             if seq is None or ev not in ("login", "end") or not isinstance(sid, str):
                 self.bad += 1
                 continue
-            out.append((seq, _int(r.get("ts")) or 0, ev, sid, r.get("userID"), r.get("platform"),
-                        r.get("reason"), r.get("by")))
+            out.append((seq, _int(r.get("ts")) or 0, ev, sid, _s(r.get("userID")), _s(r.get("platform")),
+                        _s(r.get("reason")), _s(r.get("by"))))
         out.sort(key=lambda x: x[0])
         self.rows = out
 
@@ -589,6 +589,8 @@ def _grouper(params: CheckParams, policy: str | None = None) -> Callable[[Any], 
     cache: dict[Any, tuple[str, int] | None] = {}
 
     def group(platform: Any) -> tuple[str, int] | None:
+        if not isinstance(platform, str):
+            return None
         if platform not in cache:
             try:
                 cache[platform] = (policy_group(pol, platform),
@@ -639,8 +641,7 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
             if s is None:
                 continue  # not a session this journal knows: nobody could have been told
             deadline = t_ev + settle
-            ended = h.client_end(s)
-            if ended is not None and ended[0] < deadline:
+            if _client_closed_before(h, s, deadline):
                 continue
             if deadline > h.last_t:
                 continue  # the run ended before the notification was due
@@ -649,6 +650,7 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
                 "reason": reason or "multi_device/same_instance",
                 "expected": f"one kicked_offline within settle_s={p.settle_s} s of the eviction",
                 "found": "never arrived within settle"})
+    info_users: set | None = None
     for sid, got in h.kicks.items():
         if sid in evicted:
             continue
@@ -661,7 +663,9 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
             why = "rest_kick event without a preceding rest_kick op for this user"
         elif isinstance(sid, str) and (by is None or by not in h.sessions or h.sessions[by].kicked is None):
             # the evicting login's response is unknown to us (timed out, or not journaled)
-            legit = by is not None or user in _info_users(h)
+            if by is None and info_users is None:
+                info_users = _info_users(h)
+            legit = by is not None or user in (info_users or ())
         if not legit:
             s = h.sessions.get(sid) if isinstance(sid, str) else None
             found.add("unreported", t, {
@@ -676,11 +680,19 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
 
 
 def _info_users(h: History) -> set:
-    cached = getattr(h, "_info_users", None)
-    if cached is None:
-        cached = {e[_L_USER] for lst in h.conn_logins.values() for e in lst if e[_L_OUT] == "info"}
-        h._info_users = cached  # type: ignore[attr-defined]
-    return cached
+    """Users with a login of unknown outcome (it may have made a session we never saw)."""
+    return {e[_L_USER] for lst in h.conn_logins.values() for e in lst if e[_L_OUT] == "info"}
+
+
+def _client_closed_before(h: History, s: _Sess, deadline: int) -> bool:
+    """The session's client ended it (disconnect, logout, or its own sig_expired) before ``deadline``."""
+    d = h.disconnect_of(s.conn)
+    if d is not None and s.sent <= d[0] < deadline:
+        return True
+    lo = h.logouts.get(s.sid)
+    if lo is not None and lo[0] < deadline:
+        return True
+    return any(t < deadline for t in h.expiries.get(s.sid, ()))
 
 
 def policy_limit(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
@@ -870,7 +882,7 @@ def last_login_wins(rows: Iterable[Any] | History, *, params: CheckParams | None
 
     for sid, got in h.kicks.items():
         for t, by, reason, _conn, user, _w, _n in got:
-            if reason != "multi_device" or not isinstance(by, str) or sid in flagged:
+            if reason not in ("multi_device", "same_instance") or not isinstance(by, str) or sid in flagged:
                 continue
             sb, sa = h.sessions.get(sid), h.sessions.get(by)
             if sa is not None and sb is not None:
@@ -887,7 +899,8 @@ def last_login_wins(rows: Iterable[Any] | History, *, params: CheckParams | None
     if led is not None:
         for r in led.rows:
             _seq, ts, ev, sid, user, _pl, reason, by = r
-            if ev == "end" and reason == "multi_device" and isinstance(by, str) and sid not in flagged:
+            if (ev == "end" and reason in ("multi_device", "same_instance") and isinstance(by, str)
+                    and sid not in flagged):
                 if by in seq and sid in seq and seq[by] < seq[sid]:
                     flagged.add(sid)
                     found.add("newest_evicted", ts, {

@@ -381,5 +381,10 @@ def install(events: Any) -> None:
 
     def on_init(environment: Any, runner: Any, web_ui: Any = None, **_kw: Any) -> None:
         environment.chat_plugin = HarnessPlugin(environment, runner, web_ui)
+        try:
+            from harness.faults import FaultPlugin
+        except ImportError:  # fault injection not installed
+            return
+        environment.chat_faults = FaultPlugin(environment, runner)
 
     events.init.add_listener(on_init)

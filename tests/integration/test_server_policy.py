@@ -25,7 +25,7 @@ async def _alive(clients):
 
 
 async def _kicks(clients):
-    return [await c.drain(0.2) for c, _ in clients]
+    return list(await asyncio.gather(*(c.drain(0.2) for c, _ in clients)))
 
 
 def _check_kick(events, victim, evictor, reason="multi_device"):
@@ -141,8 +141,9 @@ def test_twenty_concurrent_logins_leave_exactly_one(server):
         resps = await asyncio.gather(*(
             c.login(user, sig=s, platform=platforms[i % 5], instance=f"d{i}") for i, (c, s) in enumerate(zip(clients, sigs))))
         assert all(r["code"] == 0 for r in resps)
-        events = [await c.drain(0.3) for c in clients]
-        alive = [i for i, c in enumerate(clients) if (await c.status())["status"] == 1]
+        events = await asyncio.gather(*(c.drain(0.3) for c in clients))
+        statuses = await asyncio.gather(*(c.status() for c in clients))
+        alive = [i for i, st in enumerate(statuses) if st["status"] == 1]
         assert len(alive) == 1
         kicked_events = [e for evs in events for e in evs]
         assert len(kicked_events) == 19
@@ -156,8 +157,7 @@ def test_twenty_concurrent_logins_leave_exactly_one(server):
         assert sorted(named) == sorted(ended)
         q = await rest(http, server, "openim/query_online_status", {"To_Account": [user], "IsNeedDetail": 1})
         assert len(q["QueryResult"][0]["Detail"]) == 1
-        for c in clients:
-            await c.close()
+        await asyncio.gather(*(c.close() for c in clients))
 
     async def body():
         async with aiohttp.ClientSession() as http:

@@ -1,0 +1,236 @@
+"""How the report scales with journal size (not a test: prints numbers and ratios).
+
+Synthesizes run folders with journals of N rows (a realistic mix of ops, outcomes and
+codes over 600 s, spread over several worker files, with kick races, faults, a
+summary.json and a Locust history), then times ``build_report`` on each in a fresh
+subprocess and reads that subprocess's peak RSS (``ru_maxrss``).
+
+    .venv/bin/python bench/report_scale.py                 # sizes 1e5, 1e6
+    .venv/bin/python bench/report_scale.py --sizes 1e5,1e6,1e7 --allow-huge
+    .venv/bin/python bench/report_scale.py --no-charts     # aggregation + tables only
+
+Synthetic runs are cached under bench/out/ (ignored by git); ``--regen`` rebuilds them.
+Targets: <= 20 s and <= 1.5 GiB peak RSS at 10^6 rows; time per row should not grow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+T0_NS = 1_750_000_000 * 1_000_000_000
+DURATION_S = 600
+WORKERS = 4
+HUGE = 5_000_000
+
+# op, share of rows, scenario, median service ms
+OPS = [
+    ("connect", 0.12, "mass_login", 3.0), ("login", 0.15, "mass_login", 8.0),
+    ("heartbeat", 0.30, "mass_login", 1.0), ("status", 0.07, "account_switch", 1.5),
+    ("logout", 0.09, "mass_login", 2.0), ("disconnect", 0.12, "mass_login", 0.0),
+    ("relogin", 0.02, "relogin_expiry", 40.0), ("sig_expired", 0.02, "relogin_expiry", 0.0),
+    ("switch", 0.04, "account_switch", 15.0), ("kicked_offline", 0.02, "kick_race", 0.0),
+    ("query_online", 0.045, "kick_race", 4.0), ("race", 0.005, "kick_race", 600.0),
+]
+FAIL_CODES = np.array([70001, 6206, 70050, 70009, 6014, 70013])
+FAIL_P = np.array([0.35, 0.2, 0.15, 0.1, 0.1, 0.1])
+
+
+def _synth_worker(rng: np.random.Generator, n: int, w: str, first_session: int) -> pd.DataFrame:
+    """Flat rows of one worker (times in unix ns), sorted by end time."""
+    names = [o[0] for o in OPS]
+    share = np.array([o[1] for o in OPS])
+    idx = rng.choice(len(OPS), size=n, p=share / share.sum())
+    # arrivals ramp up over the first 60 s, then steady
+    u = rng.random(n)
+    t_s = np.where(u < 0.05, np.sqrt(rng.random(n)) * 60, 60 + rng.random(n) * (DURATION_S - 60))
+    start = T0_NS + (t_s * 1e9).astype("int64")
+    med = np.array([o[3] for o in OPS])[idx]
+    service = np.where(med > 0, rng.lognormal(np.log(np.maximum(med, 1e-3)), 0.6, n), 0.0)
+    # fault window 300..330 s: everything 5x slower
+    in_fault = (t_s > 300) & (t_s < 330)
+    service = np.where(in_fault, service * 5, service)
+    queue = np.where(rng.random(n) < 0.1, rng.exponential(20.0, n), 0.0)
+    queue = np.where(med > 0, queue, 0.0)
+    intended = start - (queue * 1e6).astype("int64")
+    end = start + (service * 1e6).astype("int64")
+    r = rng.random(n)
+    outcome = np.where(r < 0.965, "ok", np.where(r < 0.99, "fail", "info"))
+    event = med == 0
+    outcome = np.where(event, "ok", outcome)
+    code = np.where(outcome == "ok", 0,
+                    np.where(outcome == "info", -1, rng.choice(FAIL_CODES, size=n, p=FAIL_P)))
+    users = rng.integers(0, 50_000, n)
+    op = np.asarray(names, dtype=object)[idx]
+    scen = np.asarray([o[2] for o in OPS], dtype=object)[idx]
+    conn_k = (np.arange(n) // 8)
+    df = pd.DataFrame({
+        "w": w, "n": 0, "scenario": scen, "op": op,
+        "user": pd.Series(users).map(lambda u: f"storm{u}"),
+        "platform": np.asarray(["Android", "iOS", "Windows", "Web"], dtype=object)[users % 4],
+        "instance": pd.Series(users % 3).map(lambda k: f"dev{k}"),
+        "session": None, "intended": intended, "start": start, "end": end,
+        "outcome": outcome, "code": code, "detail": "",
+    })
+    df = df.sort_values("end", kind="stable").reset_index(drop=True)
+    df["n"] = np.arange(n)
+    df["conn"] = [f"{w}/{k}" for k in conn_k]
+    is_login = (df["op"] == "login") & (df["outcome"] == "ok")
+    ids = np.arange(first_session, first_session + int(is_login.sum()))
+    df.loc[is_login, "session"] = [f"S{i}" for i in ids]
+    kicked = (df["op"] == "kicked_offline").to_numpy()
+    df.loc[kicked, "detail"] = "multi_device"
+    if len(ids):
+        by = rng.choice(ids, size=int(kicked.sum()))
+        df.loc[kicked, "by"] = [f"S{i}" for i in by]
+    df.loc[df["outcome"] == "fail", "detail"] = "login failed"
+    return df
+
+
+def _race_line(rng: np.random.Generator, row: dict, i: int, w: str) -> str:
+    surv = ["S-r%d-%d" % (i, k) for k in range(1 if rng.random() < 0.97 else 2)]
+    row = dict(row)
+    row["race"] = f"{w}-race{i}"
+    row["detail"] = row["race"]
+    row["outcome"] = "ok" if len(surv) == 1 else "fail"
+    row["data"] = {"devices": [{"platform": "iOS", "instance": f"r{i}-d{k}", "session": f"S-r{i}-{k}",
+                                "code": 0, "sent": row["start"], "done": row["end"],
+                                "kicked_by": None, "alive": k == 0} for k in range(3)],
+                   "settle_ms": 500, "send_spread_ms": 1.8, "survivors": surv,
+                   "online": [{"Platform": "iOS", "Status": "Online"}], "policy": "single_platform"}
+    return json.dumps(row, separators=(",", ":"))
+
+
+def synthesize(run: Path, rows: int, seed: int = 7) -> None:
+    """Write a synthetic run folder with ``rows`` journal rows."""
+    rng = np.random.default_rng(seed)
+    (run / "journal").mkdir(parents=True, exist_ok=True)
+    per = [rows // WORKERS + (1 if k < rows % WORKERS else 0) for k in range(WORKERS)]
+    first = 0
+    total = 0
+    for k, n in enumerate(per):
+        w = f"w{k}"
+        df = _synth_worker(rng, n, w, first)
+        first += n
+        races = (df["op"] == "race").to_numpy()
+        flat = df.loc[~races]
+        text = flat.to_json(orient="records", lines=True)
+        with (run / "journal" / f"{w}.jsonl").open("w", encoding="utf-8") as fh:
+            fh.write(text if text.endswith("\n") else text + "\n")
+            for i, row in enumerate(df.loc[races].to_dict("records")):
+                row = {kk: (None if isinstance(v, float) and np.isnan(v) else v)
+                       for kk, v in row.items()}
+                fh.write(_race_line(rng, row, i, w) + "\n")
+            if k == 0:
+                for name, a, b in (("server_stall", 300, 330), ("drop_kick:0.2", 450, 470)):
+                    fh.write(json.dumps({"w": w, "n": n + 1, "scenario": "mass_login", "op": "fault",
+                                         "user": "", "intended": T0_NS + a * 10**9,
+                                         "start": T0_NS + a * 10**9, "end": T0_NS + b * 10**9,
+                                         "outcome": "info", "code": 0, "detail": name}) + "\n")
+        total += n
+    hist = pd.DataFrame({"Timestamp": np.arange(DURATION_S) + T0_NS // 10**9,
+                         "User Count": np.minimum(np.arange(DURATION_S) * 50, 3000),
+                         "Type": "", "Name": "Aggregated"})
+    hist.to_csv(run / "locust_stats_history.csv", index=False)
+    ex_t = [T0_NS + int(s * 1e9) for s in (305, 312, 461)]
+    summary = {
+        "run_id": run.name, "started": "2025-06-15T15:06:40Z", "finished": "2025-06-15T15:16:40Z",
+        "duration_s": DURATION_S, "target": "embedded", "policy": "single_platform",
+        "users_peak": 3000,
+        "checks": {"kick_exactly_once": {"violations": 3, "examples": [
+            {"session": "S1", "t": t, "what": "kicked twice"} for t in ex_t]},
+            "policy_limit": {"violations": 0, "examples": []},
+            "relogin_recovers": {"violations": 0, "examples": []}},
+        "gates": {"latency_ms.login.p99": {"limit": 2000, "value": 95.2, "passed": True},
+                  "error_ratio.overall": {"limit": 0.05, "value": 0.035, "passed": True}},
+        "exit_code": 4,
+    }
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    (run / "config.yaml").write_text("target:\n  host: ''\n  policy: single_platform\n"
+                                     "scenarios:\n  relogin_expiry:\n    relogin_bound_s: 10\n")
+    (run / ".rows").write_text(str(total))
+
+
+def _child(run: Path, charts: bool, load_only: bool) -> None:
+    sys.path.insert(0, str(ROOT))
+    t = time.perf_counter()
+    if load_only:
+        from harness.report.load import load_journal
+
+        load_journal(run)
+    else:
+        from harness.report import build_report
+
+        build_report(run, charts=charts)
+    sec = time.perf_counter() - t
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": sec, "rss_mib": rss_kib / 1024}))
+
+
+def _measure(run: Path, charts: bool, load_only: bool) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(run)]
+    if not charts:
+        cmd.append("--no-charts")
+    if load_only:
+        cmd.append("--load-only")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed for {run}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1e5,1e6", help="comma-separated row counts (default 1e5,1e6)")
+    ap.add_argument("--allow-huge", action="store_true",
+                    help=f"allow sizes above {HUGE:,} rows (needs several GB of RAM and disk)")
+    ap.add_argument("--no-charts", action="store_true")
+    ap.add_argument("--regen", action="store_true", help="rebuild the cached synthetic runs")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args.child, not args.no_charts, args.load_only)
+        return
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    if any(s > HUGE for s in sizes) and not args.allow_huge:
+        raise SystemExit(f"sizes above {HUGE:,} rows need --allow-huge")
+    print(f"{'rows':>12} {'file MB':>8} {'load s':>7} {'report s':>9} {'peak RSS MiB':>13} "
+          f"{'us/row':>7} {'time/row vs first':>18} {'RSS/row vs first':>17}")
+    first = None
+    for n in sizes:
+        run = OUT / f"scale-{n}"
+        if args.regen or not (run / ".rows").exists():
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+            t = time.perf_counter()
+            synthesize(run, n)
+            print(f"  (synthesized {n:,} rows in {time.perf_counter() - t:.1f} s)", flush=True)
+        mb = sum(p.stat().st_size for p in (run / "journal").glob("*.jsonl")) / 1e6
+        load = _measure(run, not args.no_charts, True)
+        rep = _measure(run, not args.no_charts, False)
+        per_row = rep["seconds"] / n
+        rss_row = rep["rss_mib"] / n
+        if first is None:
+            first = (per_row, rss_row)
+        print(f"{n:>12,} {mb:>8.0f} {load['seconds']:>7.2f} {rep['seconds']:>9.2f} "
+              f"{rep['rss_mib']:>13.0f} {per_row * 1e6:>7.2f} {per_row / first[0]:>18.2f} "
+              f"{rss_row / first[1]:>17.2f}", flush=True)
+    print("targets at 1e6 rows: report <= 20 s, peak RSS <= 1536 MiB; ratios ~<= 1 mean "
+          "no worse than linear")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
