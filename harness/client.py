@@ -58,6 +58,7 @@ __all__ = [
     "STATUS_LOGINING",
     "STATUS_LOGOUT",
     "CODE_LOGIN_IN_PROCESS",
+    "Backoff",
     "ChatClient",
     "ClientListener",
     "Expiry",
@@ -107,6 +108,33 @@ def parse_ws_url(url: str) -> tuple[str, int, str, str]:
         target += "?" + parts.query
     shown = f"[{host}]" if ":" in host else host
     return host, port, target, f"{shown}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Reconnect schedule: exponential backoff with full jitter, bounded.
+
+    Attempt ``k`` (0-based) waits ``uniform(0, min(cap_s, base_s * 2**k))`` seconds before it
+    starts; there are at most ``max_attempts`` attempts. Full jitter spreads a reconnect storm
+    (every client losing its connection at the same moment) over the whole window instead of
+    synchronising the retries.
+    """
+
+    base_s: float = 0.2
+    cap_s: float = 5.0
+    max_attempts: int = 8
+
+    def ceiling(self, attempt: int) -> float:
+        """Upper bound of the wait before attempt ``attempt``, seconds."""
+        return min(self.cap_s, self.base_s * (2.0 ** min(attempt, 64)))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait before attempt ``attempt`` (seconds), drawn from ``rng`` (default: ``random``)."""
+        return (rng or random).uniform(0.0, self.ceiling(attempt))
+
+    def worst_case_s(self) -> float:
+        """Longest total wait over all attempts, seconds (request/connect time not included)."""
+        return sum(self.ceiling(k) for k in range(self.max_attempts))
 
 
 @dataclass(slots=True)
@@ -217,6 +245,12 @@ class ChatClient:
     Methods are meant to be called from one user greenlet; the reader and heartbeat
     greenlets are internal. Methods never raise on network trouble; they return an
     :class:`OpResult`.
+
+    Recovery: after a loss, ``connect()`` on the same client opens a fresh connection (set
+    ``conn_id`` first to name it); the caller logs in again, pacing attempts with
+    :class:`Backoff` (harness.users.Device does this). With ``lost_on_heartbeat_timeout`` a
+    background heartbeat that gets no answer within ``request_timeout`` ends the connection
+    (``on_disconnected`` reason ``error:HeartbeatTimeout``), as the SDK treats a black-holed link.
     """
 
     __slots__ = (
@@ -230,6 +264,7 @@ class ChatClient:
         "heartbeat_interval",
         "source_address",
         "conn_id",
+        "lost_on_heartbeat_timeout",
         "last_kick",
         "last_expiry",
         "close_code",
@@ -268,6 +303,7 @@ class ChatClient:
         heartbeat_interval: float | None = None,
         source_address: str | None = None,
         conn_id: str = "",
+        lost_on_heartbeat_timeout: bool = False,
     ) -> None:
         self._host, self._port, self._target, self._host_header = parse_ws_url(url)
         self.url = url
@@ -280,6 +316,7 @@ class ChatClient:
         self.heartbeat_interval = heartbeat_interval if heartbeat_interval and heartbeat_interval > 0 else None
         self.source_address = source_address
         self.conn_id = conn_id
+        self.lost_on_heartbeat_timeout = lost_on_heartbeat_timeout
         self.last_kick: Kick | None = None
         self.last_expiry: Expiry | None = None
         self.close_code: int | None = None
@@ -373,6 +410,10 @@ class ChatClient:
             outcome = ("fail", f"{type(exc).__name__}: {exc.strerror or exc}")
         except (RemoteProtocolError, LocalProtocolError) as exc:
             outcome = ("fail", f"handshake: {exc}")
+        except BaseException:  # killed (GreenletExit) mid-connect: do not leak the socket
+            if sock is not None:
+                sock.close()
+            raise
         if outcome is not None:
             if sock is not None:
                 sock.close()
@@ -647,6 +688,11 @@ class ChatClient:
                     break
                 self._emit("on_heartbeat", result)
                 if not self._connected or self._closing:
+                    break
+                if self.lost_on_heartbeat_timeout and result.outcome == "info" and result.desc.startswith("timeout"):
+                    # like the SDK: an unanswered heartbeat means the link is dead (black hole)
+                    self._hb_sleeping = False
+                    self._teardown(False, "error:HeartbeatTimeout")
                     break
                 self._hb_sleeping = True
                 gevent.sleep(interval)

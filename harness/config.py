@@ -94,6 +94,10 @@ class ClientConfig:
     heartbeat_interval_s: float = f(30, 0.05, 3600)
     platform: str = f("Android", choices=PLATFORMS)
     source_addresses: Any = f("auto")
+    reconnect: bool = f(True)
+    reconnect_base_s: float = f(0.2, 0.001, 600)
+    reconnect_cap_s: float = f(5, 0.001, 3600)
+    reconnect_max_attempts: int = f(8, 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,8 @@ class KickRaceConfig:
     settle_ms: float = f(500, 0, 600000)
     query_online: bool = f(True)
     pause_s: float = f(0.5, 0, 3600)
+    cross_worker: bool = f(False)
+    lead_ms: float = f(200, 0, 60000)
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,108 @@ class GatesConfig:
     violations: int = f(0, 0, 10**9)
 
 
+#: Fault kinds (``faults.schedule[].kind``): the embedded server's process, or the TCP fault proxy.
+SERVER_FAULT_KINDS = ("server_restart", "server_stall")
+PROXY_FAULT_KINDS = ("latency", "reset", "blackhole", "cut")
+FAULT_KINDS = SERVER_FAULT_KINDS + PROXY_FAULT_KINDS
+#: Keys each kind takes besides ``kind``, ``at_s`` and ``name`` (value = default; None = required).
+FAULT_KEYS: dict[str, dict[str, Any]] = {
+    "server_restart": {"down_s": 1.0},
+    "server_stall": {"duration_s": None},
+    "latency": {"duration_s": None, "fraction": 1.0, "latency_ms": 100.0, "jitter_ms": 0.0},
+    "reset": {"duration_s": None, "fraction": 1.0},
+    "blackhole": {"duration_s": None, "fraction": 1.0},
+    "cut": {"duration_s": None, "fraction": 1.0, "after_bytes": 0},
+}
+_FAULT_RANGES: dict[str, tuple[type, float, float]] = {
+    "at_s": (float, 0, 86400), "down_s": (float, 0, 3600), "duration_s": (float, 0.001, 86400),
+    "fraction": (float, 0, 1), "latency_ms": (float, 0, 600_000), "jitter_ms": (float, 0, 600_000),
+    "after_bytes": (int, 0, 1 << 40),
+}
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One scheduled fault. Times in seconds (``at_s`` after the test starts), latency in ms.
+
+    ``name`` labels the journal's ``fault`` row (default: the kind). Proxy kinds act on
+    ``fraction`` of the connections through the TCP fault proxy during
+    ``[at_s, at_s + duration_s)``; ``server_restart`` is down for ``down_s`` then starts
+    again on the same port; ``server_stall`` is SIGSTOP for ``duration_s``.
+    """
+
+    kind: str
+    at_s: float
+    name: str
+    duration_s: float = 0.0
+    down_s: float = 0.0
+    fraction: float = 1.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    after_bytes: int = 0
+
+    @property
+    def proxy(self) -> bool:
+        """True when the TCP fault proxy carries out this fault."""
+        return self.kind in PROXY_FAULT_KINDS
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that matter for this kind (journal ``data`` of the fault row)."""
+        return {k: getattr(self, k) for k in ("at_s", *FAULT_KEYS[self.kind])}
+
+
+def parse_fault_schedule(items: Any, path: str = "faults.schedule") -> tuple[FaultSpec, ...]:
+    """Validate ``faults.schedule`` (a list of mappings); errors name ``faults.schedule[i].key``."""
+    if not isinstance(items, list):
+        raise ConfigError(path, f"expected a list of faults, got {items!r}")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(where, f"expected a mapping like {{kind: server_restart, at_s: 10}}, got {item!r}")
+        kind = item.get("kind")
+        if kind not in FAULT_KINDS:
+            raise ConfigError(f"{where}.kind", f"expected one of {', '.join(FAULT_KINDS)}, got {kind!r}")
+        allowed = {"kind", "at_s", "name", *FAULT_KEYS[kind]}
+        for key in item:
+            if key not in allowed:
+                hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else f" for kind {kind}"
+                raise ConfigError(f"{where}.{key}", f"unknown key{extra}")
+        values: dict[str, Any] = {}
+        for key, default in (("at_s", None), *FAULT_KEYS[kind].items()):
+            if key not in item:
+                if default is None:
+                    raise ConfigError(f"{where}.{key}", f"required for kind {kind}")
+                values[key] = default
+                continue
+            tp, lo, hi = _FAULT_RANGES[key]
+            values[key] = _coerce(item[key], tp, {"lo": lo, "hi": hi}, f"{where}.{key}")
+        name = item.get("name", kind)
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise ConfigError(f"{where}.name", f"expected a label of 1-64 characters, got {name!r}")
+        out.append(FaultSpec(kind=kind, name=name, **values))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """``faults:``: injected faults (none by default). See :class:`FaultSpec` and docs."""
+
+    seed: int = f(0, 0, 2**63 - 1)
+    proxy: str = f("auto", choices=("auto", "always"))
+    schedule: list = f([])
+
+    def specs(self) -> tuple[FaultSpec, ...]:
+        """The validated schedule."""
+        return parse_fault_schedule(self.schedule)
+
+    @property
+    def use_proxy(self) -> bool:
+        """Route the harness through the TCP fault proxy (``always``, or a proxy fault is scheduled)."""
+        return self.proxy == "always" or any(s.proxy for s in self.specs())
+
+
 @dataclass(frozen=True)
 class ReportConfig:
     enabled: bool = f(True)
@@ -193,6 +301,7 @@ class Config:
     checks: ChecksConfig = field(default_factory=ChecksConfig)
     gates: GatesConfig = field(default_factory=GatesConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
     def scenario(self, name: str) -> Any:
         return getattr(self.scenarios, name)
@@ -338,6 +447,19 @@ def _validate_semantics(cfg: Config) -> None:
         if name not in CHECK_NAMES:
             raise ConfigError(f"checks.enabled[{i}]", f"expected one of {', '.join(CHECK_NAMES)}, got {name!r}")
     _validate_gates(cfg.gates)
+    _validate_faults(cfg)
+
+
+def _validate_faults(cfg: Config) -> None:
+    c = cfg.client
+    if c.reconnect_cap_s < c.reconnect_base_s:
+        raise ConfigError("client.reconnect_cap_s", f"expected >= client.reconnect_base_s "
+                          f"({_num(c.reconnect_base_s)}), got {_num(c.reconnect_cap_s)}")
+    for i, spec in enumerate(cfg.faults.specs()):
+        if spec.kind in SERVER_FAULT_KINDS and not cfg.target.embedded:
+            raise ConfigError(f"faults.schedule[{i}].kind",
+                              f"{spec.kind} needs the embedded target (target.host empty); "
+                              "against your own server use the proxy faults (latency, reset, blackhole, cut)")
 
 
 def _validate_gates(g: GatesConfig) -> None:
@@ -392,8 +514,10 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
         if not isinstance(raw, dict):
             raise ConfigError("--config", f"{p} must hold a mapping at the top level")
     raw = _deepcopy(raw)
+    _faults_list_form(raw)
     for item in overrides:
         _apply_set(raw, item)
+        _faults_list_form(raw)
     env = os.environ if env is None else env
     target = raw.setdefault("target", {}) if isinstance(raw.get("target", {}), dict) else raw["target"]
     if isinstance(target, dict):
@@ -409,6 +533,12 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
     cfg = _build(Config, raw, "")
     _validate_semantics(cfg)
     return cfg
+
+
+def _faults_list_form(raw: Any) -> None:
+    """``faults: [...]`` (a bare list) is short for ``faults: {schedule: [...]}``."""
+    if isinstance(raw, dict) and isinstance(raw.get("faults"), list):
+        raw["faults"] = {"schedule": raw["faults"]}
 
 
 def _deepcopy(obj: Any) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -21,11 +22,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event
+from gevent.pool import Group
 
 from harness import config as config_mod
 from harness.config import SCENARIO_NAMES, Config, load_config
@@ -72,6 +74,106 @@ class AccountPool:
         return self._in_use
 
 
+# ----------------------------------------------------------------------------- file descriptors
+#: descriptors a load process needs besides its users' connections (logs, journal, zmq, REST, ...)
+FD_MARGIN = 64
+#: and a share on top, for connections in their TIME_WAIT-free closing and transient REST calls
+FD_MARGIN_RATIO = 0.02
+
+
+def _nr_open() -> int:
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 1 << 20
+
+
+def raise_nofile_limit(want: int | None = None) -> tuple[int, int]:
+    """Raise this process's RLIMIT_NOFILE soft limit to the hard limit; when ``want`` (a
+    number of descriptors) is above the hard limit, also try to raise the hard limit (works
+    only with CAP_SYS_RESOURCE, e.g. as root; capped by fs.nr_open). Returns the resulting
+    (soft, hard). Never raises; children started later (the embedded target) inherit it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return (1 << 30, 1 << 30)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    inf = resource.RLIM_INFINITY
+    if want and hard != inf and want > hard:
+        new_hard = min(want, _nr_open())
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_hard, new_hard))
+        except (ValueError, OSError):
+            pass
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    goal = hard if hard != inf else _nr_open()
+    if soft == inf or soft < goal:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (goal, hard))
+        except (ValueError, OSError):
+            pass
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft, hard
+
+
+def fds_per_user(cfg: Config, scenario: str) -> int:
+    """Connections one Locust user of ``scenario`` holds at once (kick_race: one per device;
+    +1 for a REST query or an http UserSig fetch it may have in flight)."""
+    extra = 1 if cfg.usersig.source == "http" else 0
+    if scenario == "kick_race":
+        sc = cfg.scenarios.kick_race
+        return sc.devices + (1 if sc.query_online else 0) + extra
+    if scenario == "account_switch":
+        return 1 + (1 if cfg.scenarios.account_switch.query_online else 0) + extra
+    return 1 + extra
+
+
+def fds_needed(cfg: Config, weights: dict[str, int], users: int, processes: int = 1) -> tuple[int, int]:
+    """Descriptors needed for ``users`` Locust users spread over ``processes`` load processes:
+    (per load process, for the target's side in total). ``weights``: scenario -> weight of
+    the scenarios in the mix (Locust splits users by weight). The open model (mass_login
+    ``arrival_rate`` > 0) holds ``min(max_concurrent, rate/processes x (hold_s + 2 s))`` flows
+    per process whatever ``users`` is."""
+    processes = max(1, processes)
+    total_w = sum(w for w in weights.values() if w > 0) or 1
+    per_proc = 0.0
+    total = 0.0
+    for name, w in weights.items():
+        if w <= 0:
+            continue
+        share = users * w / total_w
+        fd = fds_per_user(cfg, name)
+        if name == "mass_login" and cfg.scenarios.mass_login.arrival_rate > 0:
+            ml = cfg.scenarios.mass_login
+            flows = min(ml.max_concurrent, math.ceil(ml.arrival_rate / processes * (ml.hold_s + 2.0)))
+            per_proc += flows * fd + math.ceil(share / processes)
+            total += flows * fd * processes
+            continue
+        per_proc += math.ceil(share / processes) * fd
+        total += share * fd
+    def pad(n: float) -> int:
+        return int(math.ceil(n * (1 + FD_MARGIN_RATIO))) + FD_MARGIN
+
+    return pad(per_proc), pad(total)
+
+
+def check_fit(cfg: Config, weights: dict[str, int], users: int, processes: int, limit: int,
+              target_limit: int | None = None) -> None:
+    """Raise ConfigError (exit 2, one sentence) when ``users`` cannot fit in ``limit``
+    descriptors per load process (or ``target_limit`` for an embedded target)."""
+    per_proc, total = fds_needed(cfg, weights, users, processes)
+    mix = ", ".join(f"{n} {fds_per_user(cfg, n)}/user" for n, w in weights.items() if w > 0)
+    where = f"each of {processes} load processes" if processes > 1 else "the load process"
+    if per_proc > limit:
+        raise ConfigError("-u", f"{users} users need about {per_proc} file descriptors in {where} ({mix}) "
+                          f"but RLIMIT_NOFILE allows {limit}; use fewer users, more --processes/workers, "
+                          f"or raise the hard limit (ulimit -Hn)")
+    if target_limit is not None and total > target_limit:
+        raise ConfigError("-u", f"{users} users need about {total} connections on the embedded target "
+                          f"({mix}) but its RLIMIT_NOFILE allows {target_limit}; use fewer users, "
+                          f"raise the hard limit (ulimit -Hn), or run the server separately (target.host)")
+
+
 def loopback_sources(host: str, configured: Any) -> list[str | None]:
     """Source addresses to spread connections over (avoids ephemeral-port exhaustion)."""
     if configured in ("none", None):
@@ -85,6 +187,108 @@ def loopback_sources(host: str, configured: Any) -> list[str | None]:
     if ip.startswith("127.") and sys.platform.startswith("linux"):
         return [f"127.0.0.{i}" for i in range(2, 255)]
     return [None]
+
+
+# ----------------------------------------------------------------------------- cross-worker races
+RACE_REQ, RACE_GO, RACE_PART, RACE_END = "chat_race_req", "chat_race_go", "chat_race_part", "chat_race_end"
+
+
+class RaceHub:
+    """The worker side of cross-worker kick races (``scenarios.kick_race.cross_worker``).
+
+    Message flow (the master relays; workers never talk to each other)::
+
+        owner  --chat_race_req-->  master  --chat_race_go (start instant, my devices)-->  each participant
+        participant: connect, sleep until the instant, log in, settle, --chat_race_part--> master --> owner
+        owner: query_online, journal the ``race`` row, --chat_race_end--> master --> participants close
+
+    Owner: :meth:`request` / :meth:`finish`. Participant: :meth:`on_go` runs its devices in a
+    greenlet of :attr:`parts`; :meth:`stop` (at test stop) kills them, so their devices close
+    and journal it before the worker's final stats report.
+    """
+
+    def __init__(self) -> None:
+        self.send: Callable[[str, dict], None] | None = None  # to the master (set on workers)
+        self.waits: dict[str, tuple[int, list, Event]] = {}
+        self.ends: dict[str, Event] = {}
+        self.parts = Group()
+        self.helper: Any = None   # a ChatUser that journals this worker's devices of any race
+
+    def request(self, req: dict, expected: int, timeout: float) -> list[dict]:
+        """Owner: ask the master to run race ``req["race"]``; the device rows that arrived
+        within ``timeout`` seconds (fewer than ``expected`` when a part went missing)."""
+        rows: list[dict] = []
+        done = Event()
+        self.waits[req["race"]] = (expected, rows, done)
+        try:
+            if self.send is None:
+                return rows
+            self.send(RACE_REQ, req)
+            done.wait(timeout)
+            return list(rows)
+        finally:
+            self.waits.pop(req["race"], None)
+
+    def finish(self, race: str) -> None:
+        """Owner: the race row is written; participants may close their devices."""
+        if self.send is not None:
+            try:
+                self.send(RACE_END, {"race": race})
+            except Exception:  # pragma: no cover - master gone; participants time out
+                log.warning("could not end race %s", race)
+
+    def on_part(self, data: dict) -> None:
+        """Owner: one participant's device rows arrived (relayed by the master)."""
+        w = self.waits.get(data.get("race"))
+        if w is None:
+            return  # late (timed out) or not ours
+        expected, rows, done = w
+        rows.extend(r for r in data.get("devices") or [] if isinstance(r, dict))
+        if len(rows) >= expected:
+            done.set()
+
+    def on_end(self, data: dict) -> None:
+        ev = self.ends.get(data.get("race"))
+        if ev is not None:
+            ev.set()
+
+    def on_go(self, environment: Any, data: dict) -> None:
+        """Participant: run my devices of a race, send their rows, hold them until the end."""
+        from scenarios.kick_race import RacePart  # late: harness does not import scenarios at load
+
+        race = data.get("race")
+        end = self.ends[race] = Event()
+
+        def run() -> None:
+            part = None
+            try:
+                rows: list[dict] = []
+                try:
+                    part = RacePart.for_go(environment, data)
+                    rows = part.run(int(data.get("start_ns") or 0))
+                except Exception:  # a bug must not leave the owner waiting silently
+                    log.exception("race %s: participant failed", race)
+                if self.send is not None:
+                    try:
+                        self.send(RACE_PART, {"race": race, "owner": data.get("owner"), "devices": rows})
+                    except Exception:  # pragma: no cover - master gone
+                        log.warning("could not send the result of race %s", race)
+                end.wait(float(data.get("hold_s") or 10.0))
+            finally:
+                self.ends.pop(race, None)
+                if part is not None:
+                    part.close()
+
+        self.parts.spawn(run)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every participant greenlet (their devices close and journal it); release owners."""
+        for ev in list(self.ends.values()):
+            ev.set()
+        self.parts.join(timeout=timeout)
+        self.parts.kill(block=True, timeout=timeout)
+        for _exp, _rows, done in list(self.waits.values()):
+            done.set()
 
 
 # ----------------------------------------------------------------------------- runtime
@@ -107,6 +311,9 @@ class Runtime:
     pools: dict[str, AccountPool] = field(default_factory=dict)
     target: Any = None
     started_ns: int = 0
+    processes: int = 1            # load-generating processes in the run (set by the master)
+    worker_index: int = 0         # this process's index among them
+    races: RaceHub = field(default_factory=RaceHub)
     _sources: list[str | None] = field(default_factory=lambda: [None])
     _src_i: int = 0
     _conn_i: int = 0

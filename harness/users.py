@@ -3,10 +3,13 @@ event (live stats) and to the journal (truth). One finished operation = one ``em
 request event + one journal row, so the two always reconcile.
 
 ``Device`` is one simulated SDK instance (a ChatClient) with its journaling listener; a
-ChatUser owns one or more devices.
+ChatUser owns one or more devices. Devices of users that hold sessions (``RECONNECT_SCENARIOS``,
+or a User class with ``reconnect = True``) recover like the SDK when ``client.reconnect`` is on:
+see :meth:`Device.on_disconnected`.
 """
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +17,10 @@ import gevent
 from gevent.event import Event
 from locust import User, constant
 
-from harness.client import ChatClient, ClientListener, OpResult
+from harness.client import Backoff, ChatClient, ClientListener, OpResult
 from harness.protocol import code_label
 from harness.sources import SigFetchError
+from harness.usersig import UserSigError, decode_usersig
 
 if TYPE_CHECKING:  # pragma: no cover
     from harness.runtime import Runtime
@@ -24,8 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover
 REQUEST_TYPES = {"connect": "WS", "login": "WS", "logout": "WS", "status": "WS", "heartbeat": "WS",
                  "relogin": "WS", "switch": "WS", "race": "WS", "disconnect": "WS",
                  "usersig_fetch": "REST", "query_online": "REST", "rest_kick": "REST",
-                 "kicked_offline": "EVENT", "sig_expired": "EVENT",
+                 "kicked_offline": "EVENT", "sig_expired": "EVENT", "reconnect": "WS",
                  "fault": "INTERNAL", "dropped": "INTERNAL"}
+
+#: Scenarios whose users hold sessions: their devices reconnect by default (client.reconnect).
+RECONNECT_SCENARIOS = frozenset({"mass_login", "relogin_expiry"})
+#: Login codes that mean "get a fresh UserSig" (70001 expired, 6206 expired, 70052 revoked).
+FRESH_SIG_CODES = frozenset({70001, 6206, 70052})
 
 
 class OpFailure(Exception):
@@ -41,10 +50,22 @@ def failure_text(outcome: str, code: int, desc: str) -> str:
 
 
 class Device(ClientListener):
-    """One simulated SDK instance of a user, journaling everything it sees."""
+    """One simulated SDK instance of a user, journaling everything it sees.
+
+    Recovery (``reconnect``; default: ``client.reconnect`` for users that hold sessions): when
+    the connection is lost while a session is held (closed by the server or the network, not
+    by us) the device reconnects in the background, pacing attempts with :class:`Backoff`
+    (``client.reconnect_base_s``/``_cap_s``/``_max_attempts``), and logs in again with the same
+    account: with the cached UserSig, or a fresh one (same lifetime) once it has expired or
+    the server answers 70001/6206/70052. Each attempt is journaled (``connect`` and ``login``
+    rows on a new ``conn``), then one ``reconnect`` row: start = the loss, end = back online
+    (ok) or the last attempt (fail/info with its code; info "stopped" when the device was
+    closed meanwhile). ``disconnected`` is set only when the device is down for good. With
+    recovery on, a first ``connect()`` that is refused is retried on the same schedule too.
+    """
 
     def __init__(self, user: "ChatUser", platform: str, instance: str, *, race: str | None = None,
-                 heartbeat_s: float | None = None) -> None:
+                 heartbeat_s: float | None = None, reconnect: bool | None = None) -> None:
         super().__init__()
         self.user = user
         self.rt = user.rt
@@ -58,11 +79,24 @@ class Device(ClientListener):
         self.kicked = Event()
         self.expired = Event()
         self.disconnected = Event()
+        cc = self.rt.cfg.client
+        if reconnect is None:
+            wanted = getattr(user, "reconnect", None)
+            reconnect = cc.reconnect and (wanted if isinstance(wanted, bool) else user.scenario in RECONNECT_SCENARIOS)
+        self.backoff: Backoff | None = (Backoff(cc.reconnect_base_s, cc.reconnect_cap_s, cc.reconnect_max_attempts)
+                                        if reconnect else None)
+        self.sig = ""                     # the UserSig of the last login sent (the SDK's cached sig)
+        self.expire_at: int | None = None  # sigExpireAt of the current session, unix s
+        self.reconnects: list[OpResult] = []  # outcome of each recovery, in order
+        self._rng = random.Random()
+        self._recovering: gevent.Greenlet | None = None
+        self._stop = Event()              # set by close(): no more recovery
         self.client = ChatClient(
             self.rt.ws_url, sdk_app_id=self.rt.sdk_app_id, platform=platform, instance_id=instance,
-            listener=self, connect_timeout=self.rt.cfg.client.connect_timeout_s,
-            request_timeout=self.rt.cfg.client.request_timeout_s, heartbeat_interval=heartbeat_s,
-            source_address=self.rt.next_source_address(), conn_id=self.conn)
+            listener=self, connect_timeout=cc.connect_timeout_s,
+            request_timeout=cc.request_timeout_s, heartbeat_interval=heartbeat_s,
+            source_address=self.rt.next_source_address(), conn_id=self.conn,
+            lost_on_heartbeat_timeout=self.backoff is not None)
 
     # ---------------------------------------------------------------- journaling
     def _fields(self) -> dict:
@@ -78,15 +112,35 @@ class Device(ClientListener):
 
     # ---------------------------------------------------------------- operations
     def connect(self, intended: int | None = None) -> OpResult:
+        """Connect (journaled). With recovery on, a refused/failed connect is retried with backoff."""
+        res = self._connect_once(intended)
+        attempt = 1
+        while (not res.ok and self.backoff is not None and attempt < self.backoff.max_attempts
+               and not self._stop.is_set()):
+            if self._stop.wait(self.backoff.delay(attempt, self._rng)):
+                break
+            self._new_conn()
+            res = self._connect_once(None)
+            attempt += 1
+        return res
+
+    def _connect_once(self, intended: int | None) -> OpResult:
         return self.record(self.client.connect(), user="", intended=intended)
+
+    def _new_conn(self) -> None:
+        """A new connection id (a reconnect is a new connection in the journal)."""
+        self.conn = self.rt.next_conn_id()
+        self.client.conn_id = self.conn
 
     def login(self, account: str, sig: str, intended: int | None = None) -> OpResult:
         self.account = account
+        self.sig = sig
         res = self.client.login(account, sig)
         extra: dict[str, Any] = {}
         if res.outcome == "ok" and res.data:
             extra["kicked"] = [k.get("sessionID") for k in res.data.get("kicked") or [] if isinstance(k, dict)]
             extra["expire_at"] = res.data.get("sigExpireAt")
+            self.expire_at = extra["expire_at"] if isinstance(extra["expire_at"], int) else None
         return self.record(res, user=account, intended=intended, **extra)
 
     def logout(self) -> OpResult:
@@ -105,11 +159,104 @@ class Device(ClientListener):
         return self.record(self.client.heartbeat())
 
     def close(self) -> None:
+        """Close for good: stops a recovery in progress (its ``reconnect`` row says ``stopped``)."""
+        self._stop.set()
         self.client.close()
+        g = self._recovering
+        if g is not None and g is not gevent.getcurrent() and not g.dead:
+            g.join(timeout=1.0)
+            if not g.dead:
+                g.kill(block=True, timeout=2.0)
+            self.client.close()  # a connection the recovery opened meanwhile
 
     @property
     def logged_in(self) -> bool:
         return self.client.get_login_status() == 1
+
+    @property
+    def recovering(self) -> bool:
+        """True while a reconnect is in progress."""
+        g = self._recovering
+        return g is not None and not g.dead
+
+    # ---------------------------------------------------------------- recovery
+    def _fresh_sig(self) -> str | None:
+        """A new UserSig for the account with the lifetime of the cached one (journaled fetch)."""
+        lifetime = self.rt.cfg.usersig.expire_s
+        try:
+            lifetime = decode_usersig(self.sig)[0].expire
+        except UserSigError:
+            pass
+        return self.user.fetch_sig(self.account, max(1, int(lifetime)), platform=self.platform, conn=self.conn)
+
+    def _relogin(self) -> tuple[OpResult | None, bool]:
+        """Log in again on the new connection; (result or None when no sig, fresh sig used?)."""
+        fresh = self.expire_at is not None and time.time() >= self.expire_at
+        sig = self._fresh_sig() if fresh or not self.sig else self.sig
+        if sig is None:
+            return None, fresh
+        res = self.login(self.account, sig)
+        if not res.ok and res.code in FRESH_SIG_CODES and not fresh:
+            fresh = True
+            sig = self._fresh_sig()
+            if sig is None:
+                return None, fresh
+            res = self.login(self.account, sig)
+        return res, fresh
+
+    def _recover(self, old_session: str | None, reason: str, lost_ns: int) -> None:
+        """Reconnect + log in again (runs in its own greenlet); journals one ``reconnect`` row."""
+        assert self.backoff is not None
+        old_conn = self.conn
+        last: OpResult | None = None
+        attempts = 0
+        fresh_sig = False
+        outcome, stopped = "info", False
+        try:
+            for attempt in range(self.backoff.max_attempts):
+                if self._stop.wait(self.backoff.delay(attempt, self._rng)):
+                    stopped = True
+                    break
+                attempts += 1
+                self._new_conn()
+                last = self._connect_once(None)
+                if not last.ok:
+                    continue
+                if self._stop.is_set():
+                    stopped = True
+                    break
+                res, fresh = self._relogin()
+                fresh_sig = fresh_sig or fresh
+                if res is None:  # no UserSig (source down): try again later on a new connection
+                    self.client.close()
+                    continue
+                last = res
+                if res.ok:
+                    outcome = "ok"
+                    break
+                if res.outcome == "fail" and res.code != -1:
+                    outcome = "fail"  # the server refused the account: no login loop
+                    break
+                self.client.close()  # no answer: start over on a new connection
+            else:
+                outcome = last.outcome if last is not None else "info"
+        except gevent.GreenletExit:
+            stopped = True
+            raise
+        finally:
+            if stopped or self._stop.is_set():
+                outcome = "info" if outcome != "ok" else outcome
+            end = last.end_ns if last is not None and outcome != "info" else time.time_ns()
+            code = 0 if outcome == "ok" else (last.code if last is not None else -1)
+            desc = "" if outcome == "ok" else ("stopped: device closed" if stopped else (last.desc if last else ""))
+            result = OpResult("reconnect", outcome, code, desc, lost_ns, max(end, lost_ns),
+                              session_id=last.session_id if outcome == "ok" and last is not None else None)
+            self.reconnects.append(result)
+            self.record(result, user=self.account, session=result.session_id,
+                        data={"trigger": reason, "old_conn": old_conn, "old_session": old_session,
+                              "attempts": attempts, "fresh_sig": fresh_sig})
+            if outcome != "ok":
+                self.disconnected.set()
 
     # ---------------------------------------------------------------- listener callbacks
     def on_kicked_offline(self, session_id: str, reason: str, by: dict | None, at_ns: int) -> None:
@@ -129,6 +276,12 @@ class Device(ClientListener):
         self.user.emit("disconnect", outcome="ok" if by_client else "info", code=0 if by_client else -1,
                        start=at_ns, end=at_ns, user=self.account, session=session_id,
                        desc="closed_by_client" if by_client else (reason or "closed_by_server"), **self._fields())
+        if self.recovering:
+            return  # a connection the recovery opened was lost: the recovery goes on
+        if (not by_client and session_id is not None and self.backoff is not None and self.account
+                and not self._stop.is_set()):
+            self._recovering = gevent.spawn(self._recover, session_id, reason or "closed_by_server", at_ns)
+            return
         self.disconnected.set()
 
     def on_heartbeat(self, result: OpResult) -> None:
@@ -226,6 +379,7 @@ class ChatUser(User):
             from locust.exception import StopUser
 
             raise StopUser()
+        self.cfg = self.rt.cfg  # a worker adopts the master's config when the target is bound
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

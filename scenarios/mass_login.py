@@ -64,9 +64,11 @@ class MassLogin(ChatUser):
     def schedule(self) -> None:
         """Start flows at ``arrival_rate / processes`` per second until the user is stopped."""
         sc = self.sc
-        rate = sc.arrival_rate / max(1, getattr(self.rt, "processes", 1))
+        procs = max(1, getattr(self.rt, "processes", 1))
+        rate = sc.arrival_rate / procs
         period_ns = int(1e9 / rate)
-        t0 = time.time_ns()
+        # workers interleave their slots instead of all arriving at the same instants
+        t0 = time.time_ns() + period_ns * (getattr(self.rt, "worker_index", 0) % procs) // procs
         i = 0
         while True:
             slot = t0 + i * period_ns

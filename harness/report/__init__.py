@@ -69,7 +69,10 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
     df = load_journal(root, columns=_REPORT_COLUMNS)
     notes: list[str] = []
     if df.attrs.get("files", 0) == 0:
-        notes.append("no journal files (journal/*.jsonl): tables come from summary.json only")
+        notes.append("no journal files (journal/*.jsonl) in this run folder"
+                     + (": the tables come from summary.json" if summary.get("ops") else ""))
+    elif df.empty:
+        notes.append("the journal has no rows: no operation finished in this run")
     if df.attrs.get("bad_lines", 0):
         notes.append(f"{df.attrs['bad_lines']:,} undecodable journal line(s) were skipped")
     if not summary:
@@ -110,7 +113,7 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
         extra["relogin_ms"] = agg.ok_latencies(df, "relogin")
         extra["switch_ms"] = agg.ok_latencies(df, "switch")
         extra["races"] = agg.race_survivors(load_rows(root, "race")) if (
-            not df.empty and bool((df["op"].astype("object") == "race").any())) else \
+            bool(agg.eq(df["op"], "race").any())) else \
             agg.race_survivors([])
         extra["violation_times"] = agg.check_violation_times(summary, origin)
         bound = _cfg(config, "scenarios", "relogin_expiry", "relogin_bound_s")

@@ -30,6 +30,7 @@ __all__ = [
     "EVENT_OPS",
     "EXIT_CODES",
     "code_name_short",
+    "eq",
     "ordered_ops",
     "time_origin_ns",
     "journal_span_s",
@@ -116,6 +117,16 @@ def _op_series(df: pd.DataFrame) -> pd.Series:
     return op
 
 
+def eq(s: pd.Series, value: str) -> np.ndarray:
+    """Boolean mask ``s == value`` (nulls False); fast on categoricals (compares codes)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.categories
+        if value not in cats:
+            return np.zeros(len(s), dtype=bool)
+        return s.cat.codes.to_numpy() == cats.get_loc(value)
+    return (s == value).fillna(False).to_numpy(dtype=bool)
+
+
 def _str_values(s: pd.Series) -> np.ndarray:
     """A string column as an object ndarray (categoricals decoded), nulls as None."""
     return s.astype("object").where(s.notna(), None).to_numpy()
@@ -181,15 +192,14 @@ def op_summary(df: pd.DataFrame, duration_s: float | None = None) -> pd.DataFram
     op = _op_series(df)
     names = list(op.cat.categories)
     codes = op.cat.codes.to_numpy().astype("int64")
-    outcome = df["outcome"].astype("object").to_numpy()
     ncat = len(names)
     count = np.bincount(codes, minlength=ncat)
     res: dict[str, np.ndarray] = {"count": count}
     for name in _OUTCOMES:
-        res[name] = np.bincount(codes[outcome == name], minlength=ncat)
+        res[name] = np.bincount(codes[eq(df["outcome"], name)], minlength=ncat)
     span = journal_span_s(df) if duration_s is None else float(duration_s)
     res["rate_per_s"] = count / span if span > 0 else np.full(ncat, np.nan)
-    ok = outcome == "ok"
+    ok = eq(df["outcome"], "ok")
     qs = list(PERCENTILES.values())
     for col, values, cols in (
         ("latency_ms", df["latency_ms"].to_numpy(dtype="float64"), list(PERCENTILES) + ["max_ms"]),
@@ -237,8 +247,8 @@ def error_code_counts(df: pd.DataFrame) -> pd.DataFrame:
 def _error_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
-    mask = (df["outcome"].astype("object") != "ok") & (df["op"].astype("object") != "fault")
-    return df.loc[mask.to_numpy()]
+    mask = ~eq(df["outcome"], "ok") & ~eq(df["op"], "fault")
+    return df.loc[mask]
 
 
 def _seconds(df: pd.DataFrame, origin_ns: int) -> np.ndarray:
@@ -269,12 +279,11 @@ def per_second(df: pd.DataFrame, origin_ns: int | None = None) -> pd.DataFrame:
     codes = op.cat.codes.to_numpy().astype("int64")
     width = int(sec.max()) + 1
     key = codes * width + sec
-    outcome = df["outcome"].astype("object").to_numpy()
     uniq, inverse = np.unique(key, return_inverse=True)
     res: dict[str, Any] = {"count": np.bincount(inverse, minlength=len(uniq))}
     for name in _OUTCOMES:
-        res[name] = np.bincount(inverse[outcome == name], minlength=len(uniq))
-    ok = outcome == "ok"
+        res[name] = np.bincount(inverse[eq(df["outcome"], name)], minlength=len(uniq))
+    ok = eq(df["outcome"], "ok")
     groups, _, quant, _ = _nearest_rank(inverse[ok], df["latency_ms"].to_numpy("float64")[ok],
                                         [0.50, 0.95, 0.99])
     for i, c in enumerate(("p50_ms", "p95_ms", "p99_ms")):
@@ -360,7 +369,7 @@ def fault_windows(df: pd.DataFrame, origin_ns: int | None = None) -> pd.DataFram
                           "label": pd.Series([], dtype="str")})
     if df.empty:
         return empty
-    rows = df.loc[(df["op"].astype("object") == "fault").to_numpy()]
+    rows = df.loc[eq(df["op"], "fault")]
     if rows.empty:
         return empty
     origin = time_origin_ns(df) if origin_ns is None else int(origin_ns)
@@ -383,7 +392,7 @@ def ok_latencies(df: pd.DataFrame, op: str, column: str = "latency_ms") -> np.nd
     """The ok rows' ``column`` values (ms) of one op, as a float array (NaN dropped)."""
     if df.empty:
         return np.empty(0)
-    mask = ((df["op"].astype("object") == op) & (df["outcome"].astype("object") == "ok")).to_numpy()
+    mask = eq(df["op"], op) & eq(df["outcome"], "ok")
     vals = df[column].to_numpy("float64")[mask]
     return vals[~np.isnan(vals)]
 
@@ -407,7 +416,8 @@ def latency_cdf(df: pd.DataFrame, ops: Sequence[str] | None = None,
 
     Long frame: ``op``, ``kind`` (``"latency"`` = end - intended, ``"service"`` = end -
     start; service is only listed for ops where some row has ``intended != start``),
-    ``ms`` (float) and ``fraction`` (0..1, share of ok rows finished within ``ms``).
+    ``ms`` (float), ``fraction`` (0..1, share of ok rows finished within ``ms``) and ``n``
+    (ok rows behind the curve).
     At most about ``max_points`` points per curve (the tails are kept).
     """
     frames = []
@@ -416,15 +426,18 @@ def latency_cdf(df: pd.DataFrame, ops: Sequence[str] | None = None,
         if len(lat) == 0:
             continue
         x, y = _cdf_points(lat, max_points)
-        frames.append(pd.DataFrame({"op": op, "kind": "latency", "ms": x, "fraction": y}))
+        frames.append(pd.DataFrame({"op": op, "kind": "latency", "ms": x, "fraction": y,
+                                    "n": len(lat)}))
         svc = ok_latencies(df, op, "service_ms")
         if len(svc) == len(lat) and not np.array_equal(np.sort(svc), np.sort(lat)):
             x, y = _cdf_points(svc, max_points)
-            frames.append(pd.DataFrame({"op": op, "kind": "service", "ms": x, "fraction": y}))
+            frames.append(pd.DataFrame({"op": op, "kind": "service", "ms": x, "fraction": y,
+                                        "n": len(svc)}))
     if not frames:
         return pd.DataFrame({"op": pd.Series([], dtype="str"), "kind": pd.Series([], dtype="str"),
                              "ms": pd.Series([], dtype="float64"),
-                             "fraction": pd.Series([], dtype="float64")})
+                             "fraction": pd.Series([], dtype="float64"),
+                             "n": pd.Series([], dtype="int64")})
     out = pd.concat(frames, ignore_index=True)
     out["op"] = out["op"].astype("str")
     out["kind"] = out["kind"].astype("str")
@@ -477,12 +490,11 @@ def kick_delays(df: pd.DataFrame) -> pd.DataFrame:
                           "delay_ms": pd.Series([], dtype="float64")})
     if df.empty or "by" not in df.columns or "session" not in df.columns:
         return empty
-    op = df["op"].astype("object")
-    kicks = df.loc[((op == "kicked_offline") & df["by"].notna()).to_numpy()]
+    kicks = df.loc[eq(df["op"], "kicked_offline") & df["by"].notna().to_numpy()]
     if kicks.empty:
         return empty
-    logins = df.loc[((op == "login") & (df["outcome"].astype("object") == "ok")
-                     & df["session"].notna()).to_numpy()]
+    logins = df.loc[eq(df["op"], "login") & eq(df["outcome"], "ok")
+                    & df["session"].notna().to_numpy()]
     if logins.empty:
         return empty
     sent = pd.Series(logins["start"].to_numpy("int64"), index=logins["session"].to_numpy())
@@ -607,7 +619,8 @@ def _example_time(example: Any, depth: int = 0) -> int | None:
 def check_violation_times(summary: Mapping[str, Any], origin_ns: int) -> pd.DataFrame:
     """Times of the violation examples in ``summary["checks"]`` that carry one.
 
-    An example's time is the first of the keys ``t``, ``time``, ``ts``, ``at``, ``when``,
+    A check's optional ``times`` list (every violation's time) wins over its examples. An
+    example's time is the first of the keys ``t``, ``time``, ``ts``, ``at``, ``when``,
     ``end``, ``start``, ``intended`` (also one level down) holding unix ns/us/ms/s or ISO
     text. Columns ``check`` and ``second`` (float, since ``origin_ns``).
     """
@@ -615,11 +628,16 @@ def check_violation_times(summary: Mapping[str, Any], origin_ns: int) -> pd.Data
     recs = []
     if isinstance(checks, Mapping):
         for name, c in checks.items():
-            ex = c.get("examples") if isinstance(c, Mapping) else None
-            for e in ex if isinstance(ex, list) else []:
-                t = _example_time(e)
-                if t is not None:
-                    recs.append({"check": str(name), "second": (t - origin_ns) / 1e9})
+            if not isinstance(c, Mapping):
+                continue
+            times = c.get("times")
+            if isinstance(times, list) and times:
+                stamps = [_as_unix_ns(t) for t in times]
+            else:
+                ex = c.get("examples")
+                stamps = [_example_time(e) for e in (ex if isinstance(ex, list) else [])]
+            recs.extend({"check": str(name), "second": (t - origin_ns) / 1e9}
+                        for t in stamps if t is not None)
     if not recs:
         return pd.DataFrame({"check": pd.Series([], dtype="str"),
                              "second": pd.Series([], dtype="float64")})

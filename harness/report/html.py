@@ -86,6 +86,9 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+_WORSE_WHEN_UP = ("p50", "p90", "p95", "p99", "max", "error")
+
+
 def _fmt(value: Any, column: str = "") -> tuple[str, str]:
     """Cell text and CSS class for one value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -94,12 +97,16 @@ def _fmt(value: Any, column: str = "") -> tuple[str, str]:
         return "–", ""
     if isinstance(value, (bool, np.bool_)):
         return ("PASS", "pass") if value else ("FAIL", "fail")
+    if column in ("code", "exit_code") and isinstance(value, (int, float, np.integer, np.floating)):
+        return str(int(value)), ""
     if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value, "dtype").kind in "iu"):
         return f"{int(value):,}", ""
     if isinstance(value, float) or (hasattr(value, "dtype") and getattr(value, "dtype").kind == "f"):
         v = float(value)
         if column.endswith("change_pct"):
-            cls = "up" if v > 0.5 else ("down" if v < -0.5 else "")
+            cls = ""
+            if column.startswith(_WORSE_WHEN_UP):  # latency / errors: up is worse
+                cls = "up" if v > 0.5 else ("down" if v < -0.5 else "")
             return f"{v:+.1f}%", cls
         if v.is_integer() and abs(v) < 1e15:
             return f"{int(v):,}", ""

@@ -78,12 +78,20 @@ def _empty_table() -> pa.Table:
     return _SCHEMA.empty_table()
 
 
-def _fast_read(data: bytes) -> pa.Table:
-    """Parse JSONL bytes with pyarrow; raises ``pa.ArrowInvalid`` on any bad line."""
-    if not data.strip():
-        return _empty_table()
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+def _fast_read(source: bytes | Path) -> pa.Table:
+    """Parse JSONL (bytes, or a file streamed by pyarrow) with pyarrow; raises
+    ``pa.ArrowInvalid`` on any bad line."""
+    if isinstance(source, bytes):
+        if not source or source.isspace():
+            return _empty_table()
+        src: Any = io.BytesIO(source)
+    else:
+        src = str(source)
     opts = pa_json.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
-    return pa_json.read_json(io.BytesIO(data), parse_options=opts)
+    return pa_json.read_json(src, parse_options=opts)
 
 
 def _coerce_row(obj: Any) -> dict[str, Any] | None:
@@ -138,20 +146,24 @@ def _slow_read(data: bytes) -> tuple[pa.Table, int]:
 def _read_journal_file(path: Path) -> tuple[pa.Table, int]:
     """Read one worker's JSONL file; returns (table, undecodable line count)."""
     try:
-        data = path.read_bytes()
+        if path.stat().st_size == 0:
+            return _empty_table(), 0
+        return _fast_read(path), 0  # streamed from disk: no copy of the file in memory
+    except _ARROW_ERRORS:
+        pass
     except OSError:
         return _empty_table(), 1
     try:
-        return _fast_read(data), 0
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        pass
+        data = path.read_bytes()
+    except OSError:
+        return _empty_table(), 1
     # Common damage: the worker died mid-write, so only the last line is cut short.
     body = data.rstrip(b"\r\n")
     cut = body.rfind(b"\n")
     if cut > 0:
         try:
             return _fast_read(body[: cut + 1]), 1
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        except _ARROW_ERRORS:
             pass
     return _slow_read(data)
 

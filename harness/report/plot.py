@@ -22,7 +22,7 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 __all__ = [
@@ -92,7 +92,7 @@ def draw_message(ax: Axes, text: str, *, color: str = "#555555", size: float = 2
     ax.text(0.5, 0.55 if sub else 0.5, text, transform=ax.transAxes, ha="center",
             va="center", fontsize=size, color=color, fontweight="bold", wrap=True)
     if sub:
-        ax.text(0.5, 0.35, sub, transform=ax.transAxes, ha="center", va="center",
+        ax.text(0.5, 0.42, sub, transform=ax.transAxes, ha="center", va="center",
                 fontsize=max(10.0, size / 2.2), color="#555555", wrap=True)
 
 
@@ -104,8 +104,8 @@ def shade_faults(ax: Axes, faults: pd.DataFrame) -> None:
     for i, rec in enumerate(faults.itertuples(index=False)):
         label = "fault window" if i == 0 else None
         if rec.end_s > rec.start_s:
-            ax.axvspan(rec.start_s, rec.end_s, color="#7f7f7f", alpha=0.18, lw=0, label=label,
-                       zorder=0)
+            ax.axvspan(rec.start_s, rec.end_s, color="#7f7f7f", alpha=0.22, lw=0, label=label,
+                       zorder=1.5)
         else:
             ax.axvline(rec.start_s, color="#7f7f7f", alpha=0.6, lw=2, ls=":", label=label)
         ax.text(rec.start_s, 0.98 - 0.07 * (i % 3), f" {rec.label}", transform=trans,
@@ -113,8 +113,9 @@ def shade_faults(ax: Axes, faults: pd.DataFrame) -> None:
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
 
 
-def _time_axis(ax: Axes, xlim: tuple[float, float] | None) -> None:
-    ax.set_xlabel(_TIME_LABEL)
+def _time_axis(ax: Axes, xlim: tuple[float, float] | None, label: bool = True) -> None:
+    if label:
+        ax.set_xlabel(_TIME_LABEL)
     if xlim is not None and xlim[1] > xlim[0]:
         ax.set_xlim(*xlim)
 
@@ -122,9 +123,9 @@ def _time_axis(ax: Axes, xlim: tuple[float, float] | None) -> None:
 def _fmt_ms(v: float) -> str:
     if not np.isfinite(v):
         return "n/a"
-    if v >= 100:
+    if abs(v) >= 100:
         return f"{v:,.0f} ms"
-    if v >= 1:
+    if abs(v) >= 1:
         return f"{v:.1f} ms"
     return f"{v:.3f} ms"
 
@@ -133,33 +134,53 @@ def _ms_formatter() -> FuncFormatter:
     return FuncFormatter(lambda v, _pos: f"{v:g}")
 
 
+def _minor_label(v: float, _pos: object = None) -> str:
+    if v <= 0:
+        return ""
+    mant = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return f"{v:g}" if any(abs(mant - m) < 1e-6 for m in (2, 5)) else ""
+
+
+def _log_axis(axis: object, lo: float = 0.0, hi: float = 0.0) -> None:
+    """Plain-number labels on a log axis; minor ticks at 2x and 5x labelled when the view
+    spans at most two decades (so short ranges still get readable numbers)."""
+    axis.set_major_formatter(_ms_formatter())  # type: ignore[attr-defined]
+    vlo, vhi = axis.get_view_interval()  # type: ignore[attr-defined]
+    if vlo > 0 and vhi / vlo <= 100:
+        axis.set_minor_formatter(FuncFormatter(_minor_label))  # type: ignore[attr-defined]
+    else:
+        axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- chart 1
 
 
 def draw_latency_over_time(ax: Axes, rows: pd.DataFrame, op: str, faults: pd.DataFrame,
-                           xlim: tuple[float, float] | None = None) -> None:
+                           xlim: tuple[float, float] | None = None, *,
+                           legend: bool = True) -> None:
     """p50/p95/p99 latency (ms) per 1 s bucket of one op (``per_second`` rows of that op)."""
-    ax.set_title(f"{op}: latency per second (ok rows)")
+    ax.set_title(f"{op}")
     data = rows.dropna(subset=["p50_ms"]) if not rows.empty else rows
     if data.empty:
         draw_message(ax, "no data", sub=f"no successful {op} rows")
         return
     x = data["second"].to_numpy("float64") + 0.5
     for col, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
-        ax.plot(x, data[col].to_numpy("float64"), color=PCT_COLORS[col], lw=1.6, label=label,
+        ax.plot(x, data[col].to_numpy("float64"), color=PCT_COLORS[col], lw=1.2, label=label,
                 marker="o" if len(x) < 30 else None, ms=4)
     vals = data[["p50_ms", "p99_ms"]].to_numpy("float64")
     lo, hi = np.nanmin(vals), np.nanmax(vals)
     if lo > 0 and hi / lo > 30:
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(_ms_formatter())
-        ax.set_ylabel("latency (ms, log scale)")
+        _log_axis(ax.yaxis, lo, hi)
+        ax.set_ylabel("ms (log scale)")
     else:
         ax.set_ylim(bottom=0)
-        ax.set_ylabel("latency (ms)")
+        ax.set_ylabel("ms")
     shade_faults(ax, faults)
     _time_axis(ax, xlim)
-    ax.legend(loc="upper right")
+    if legend:
+        ax.legend(loc="upper right")
 
 
 def chart_latency_over_time(per_sec: pd.DataFrame, ops: Sequence[str], faults: pd.DataFrame,
@@ -168,19 +189,35 @@ def chart_latency_over_time(per_sec: pd.DataFrame, ops: Sequence[str], faults: p
     with _style():
         ops = list(ops)
         nrows, ncols = _grid(max(1, len(ops)))
-        fig, axes = new_figure(nrows, ncols, sharex=True)
-        fig.suptitle(f"{title}\nLatency = end - intended (includes queueing); 1 s buckets of "
-                     "finish time; p50/p95/p99 of successful operations")
+        fig, axes = new_figure(nrows, ncols)
+        fig.suptitle(f"{title}: latency per operation over time\nlatency = end - intended "
+                     "(includes queueing), p50/p95/p99 of the successful operations finishing "
+                     "in each 1 s bucket")
         xlim = _xlim(per_sec, faults)
         flat = axes.ravel()
         if not ops:
             draw_message(flat[0], "no data", sub="no timed operations in the journal")
             flat[0].set_title("latency over time")
-        for ax, op in zip(flat, ops):
-            draw_latency_over_time(ax, per_sec.loc[per_sec["op"] == op], op, faults, xlim)
+        for i, (ax, op) in enumerate(zip(flat, ops)):
+            draw_latency_over_time(ax, per_sec.loc[per_sec["op"] == op], op, faults, xlim,
+                                   legend=False)
+            ax.set_xlabel(_TIME_LABEL if i + ncols >= len(ops) else "")
         for ax in flat[len(ops) if ops else 1:]:
             ax.set_visible(False)
+        _figure_legend(fig, flat[: len(ops)])
         return fig
+
+
+def _figure_legend(fig: Figure, axes: Sequence[Axes]) -> None:
+    """One legend for all panels (the union of their labelled artists), top right."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    if seen:
+        order = sorted(seen, key=lambda lab: {"p50": 0, "p95": 1, "p99": 2}.get(lab, 3))
+        fig.legend([seen[k] for k in order], order, loc="outside lower center",
+                   ncols=len(order))
 
 
 def _xlim(per_sec: pd.DataFrame, faults: pd.DataFrame) -> tuple[float, float] | None:
@@ -195,9 +232,9 @@ def _xlim(per_sec: pd.DataFrame, faults: pd.DataFrame) -> tuple[float, float] | 
 # --------------------------------------------------------------------------- chart 2
 
 
-def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str) -> None:
+def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str, *, legend: bool = True) -> None:
     """CDF (log x, ms) of one op: latency solid, service time dashed where it differs."""
-    ax.set_title(f"{op}: share of successful ops finished within x")
+    ax.set_title(op)
     if curves.empty:
         draw_message(ax, "no data", sub=f"no successful {op} rows")
         return
@@ -212,7 +249,8 @@ def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str) -> None:
         ax.step(np.r_[x[0], x], np.r_[0.0, y], where="post", color=color, ls=ls, lw=2,
                 label=label)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(_ms_formatter())
+    xs = np.maximum(curves["ms"].to_numpy("float64"), 1e-3)
+    _log_axis(ax.xaxis, float(xs.min()), float(xs.max()))
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("% of ok ops")
     ax.set_ylim(0, 101)
@@ -225,8 +263,13 @@ def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str) -> None:
         fr = lat["fraction"].to_numpy("float64")
         p50 = ms[min(np.searchsorted(fr, 0.5 - 1e-12), len(ms) - 1)]
         p99 = ms[min(np.searchsorted(fr, 0.99 - 1e-12), len(ms) - 1)]
-        n_text = f"p50 {_fmt_ms(p50)}, p99 {_fmt_ms(p99)}"
-    ax.legend(loc="lower right", title=n_text or None)
+        n_text = f"n = {int(lat['n'].iloc[0]) if 'n' in lat else len(ms):,}\np50 {_fmt_ms(p50)}\np99 {_fmt_ms(p99)}"
+    if legend:
+        ax.legend(loc="lower right")
+    if n_text:
+        ax.text(0.98, 0.05 if not legend else 0.35, n_text, transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=11,
+                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#cccccc"})
 
 
 def chart_latency_cdf(cdf: pd.DataFrame, ops: Sequence[str], title: str) -> Figure:
@@ -235,16 +278,24 @@ def chart_latency_cdf(cdf: pd.DataFrame, ops: Sequence[str], title: str) -> Figu
         ops = list(ops)
         nrows, ncols = _grid(max(1, len(ops)))
         fig, axes = new_figure(nrows, ncols)
-        fig.suptitle(f"{title}\nLatency distribution per operation (successful ops); dashed = "
-                     "service time where it differs from latency (queueing)")
+        fig.suptitle(f"{title}: latency distribution per operation\nshare of successful "
+                     "operations finished within x ms; dashed = service time, drawn where "
+                     "queueing makes it differ")
         flat = axes.ravel()
         if not ops:
             draw_message(flat[0], "no data", sub="no timed operations in the journal")
             flat[0].set_title("latency distribution")
-        for ax, op in zip(flat, ops):
-            draw_cdf(ax, cdf.loc[cdf["op"] == op], op)
+        for i, (ax, op) in enumerate(zip(flat, ops)):
+            draw_cdf(ax, cdf.loc[cdf["op"] == op], op, legend=False)
+            if i + ncols < len(ops):
+                ax.set_xlabel("")
+            if len(ops) > 1:
+                ax.set_ylabel("")
         for ax in flat[len(ops) if ops else 1:]:
             ax.set_visible(False)
+        _figure_legend(fig, flat[: len(ops)])
+        if len(ops) > 1:
+            fig.supylabel("% of successful operations")
         return fig
 
 
@@ -281,7 +332,8 @@ def draw_throughput(ax: Axes, outcomes: pd.DataFrame, users: pd.DataFrame, users
         h2, l2 = ax2.get_legend_handles_labels()
         handles += h2
         labels += l2
-    ax.legend(handles, labels, loc="upper left")
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.08),
+              ncols=len(labels))
 
 
 def chart_throughput(per_sec: pd.DataFrame, users: pd.DataFrame, users_label: str,
@@ -306,37 +358,56 @@ def _top_codes(totals: pd.DataFrame, top: int) -> list[int]:
     return [int(c) for c in totals["code"].head(top)]
 
 
+_OTHER = -(2**62)
+
+
+def _code_label(code: int, names: dict[int, str]) -> str:
+    if code == _OTHER:
+        return "other codes"
+    if code == 0:
+        return "0 (check failed, no error code)"
+    return names.get(code, str(code))
+
+
 def draw_codes_over_time(ax: Axes, codes_ps: pd.DataFrame, totals: pd.DataFrame,
                          faults: pd.DataFrame, xlim: tuple[float, float] | None = None,
-                         top: int = 8) -> None:
-    """Stacked bars: failed operations per second by code (top ``top`` codes, rest as other)."""
-    ax.set_title("Failed operations per second, by code")
+                         top: int = 8, max_buckets: int = 150) -> None:
+    """Stacked areas: failed operations per second by code (top ``top`` codes, rest as other).
+
+    Long runs are binned into wider buckets (at most ``max_buckets``) so the chart stays
+    readable; the y axis stays a per-second rate.
+    """
     if codes_ps.empty:
+        ax.set_title("Failed operations per second, by code")
         draw_message(ax, "no failed operations", color=OUTCOME_COLORS["ok"])
-        shade_faults(ax, faults)
         return
+    lo, hi = int(codes_ps["second"].min()), int(codes_ps["second"].max())
+    if xlim is not None:
+        lo, hi = min(lo, int(xlim[0])), max(hi, int(math.ceil(xlim[1])) - 1)
+    width = max(1, math.ceil((hi - lo + 1) / max_buckets))
     keep = _top_codes(totals, top)
     names = dict(zip(totals["code"].astype(int), totals["name"]))
-    key = codes_ps["code"].where(codes_ps["code"].isin(keep), other=np.iinfo("int64").min)
-    wide = codes_ps.assign(key=key).pivot_table(index="second", columns="key", values="count",
-                                                aggfunc="sum", fill_value=0)
-    x = wide.index.to_numpy("float64")
-    bottom = np.zeros(len(x))
+    key = codes_ps["code"].where(codes_ps["code"].isin(keep), other=_OTHER)
+    bucket = (codes_ps["second"] - lo) // width * width + lo
+    wide = (codes_ps.assign(key=key, bucket=bucket)
+            .pivot_table(index="bucket", columns="key", values="count", aggfunc="sum",
+                         fill_value=0)
+            .reindex(range(lo, hi + 1, width), fill_value=0))
+    order = [c for c in keep + [_OTHER] if c in wide.columns]
+    x = np.r_[wide.index.to_numpy("float64"), float(wide.index[-1] + width)]
+    ys = [np.r_[wide[c].to_numpy("float64"), wide[c].to_numpy("float64")[-1:]] / width
+          for c in order]
     cmap = matplotlib.colormaps["tab10"]
-    order = keep + ([np.iinfo("int64").min] if np.iinfo("int64").min in wide.columns else [])
-    for i, code in enumerate(order):
-        if code not in wide.columns:
-            continue
-        y = wide[code].to_numpy("float64")
-        label = names.get(code, str(code)) if code != np.iinfo("int64").min else "other codes"
-        color = cmap(i % 10) if code != np.iinfo("int64").min else "#bbbbbb"
-        ax.bar(x, y, width=1.0, bottom=bottom, align="edge", color=color, label=label, lw=0)
-        bottom += y
+    colors = [cmap(i % 10) if c != _OTHER else "#bbbbbb" for i, c in enumerate(order)]
+    ax.stackplot(x, *ys, labels=[_code_label(c, names) for c in order], colors=colors,
+                 step="post", alpha=0.9)
+    unit = "1 s" if width == 1 else f"{width} s"
+    ax.set_title(f"Failed operations per second, by code ({unit} buckets)")
     ax.set_ylabel("failed operations / s")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(bottom=0)
     shade_faults(ax, faults)
     _time_axis(ax, xlim)
-    ax.legend(loc="upper left", ncols=2 if len(order) > 4 else 1)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3)
 
 
 def draw_code_totals(ax: Axes, totals: pd.DataFrame, top: int = 12) -> None:
@@ -346,7 +417,8 @@ def draw_code_totals(ax: Axes, totals: pd.DataFrame, top: int = 12) -> None:
         draw_message(ax, "0 failures", color=OUTCOME_COLORS["ok"])
         return
     t = totals.head(top).iloc[::-1]
-    bars = ax.barh(t["name"].astype(str), t["count"].to_numpy("float64"),
+    names = dict(zip(totals["code"].astype(int), totals["name"]))
+    bars = ax.barh([_code_label(int(c), names) for c in t["code"]], t["count"].to_numpy("float64"),
                    color=OUTCOME_COLORS["fail"])
     ax.bar_label(bars, labels=[f"{int(v):,}" for v in t["count"]], padding=3)
     ax.set_xlabel("failed operations")
@@ -410,12 +482,13 @@ def draw_ms_histogram(ax: Axes, values_ms: np.ndarray, title: str, what: str,
     if lo > 0 and hi / lo > 50:
         bins = np.geomspace(lo, hi, 40)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_ms_formatter())
         ax.set_xlabel(f"{what} (ms, log scale)")
     else:
         bins = 40 if hi > lo else 1
         ax.set_xlabel(f"{what} (ms)")
     ax.hist(v, bins=bins, color="#1f77b4", alpha=0.85, label=f"n = {len(v):,}")
+    if ax.get_xscale() == "log":
+        _log_axis(ax.xaxis)
     srt = np.sort(v)
     for q, color in ((0.5, "#2ca02c"), (0.99, "#d62728")):
         val = srt[max(math.ceil(q * len(srt) - 1e-9), 1) - 1]
@@ -481,7 +554,7 @@ def draw_violations(ax: Axes, points: pd.DataFrame, checks: pd.DataFrame,
     ypos = {c: i for i, c in enumerate(order)}
     ax.scatter(points["second"].to_numpy("float64"), points["check"].map(ypos).to_numpy("float64"),
                marker="x", s=90, color=OUTCOME_COLORS["fail"], lw=2,
-               label=f"violation example ({len(points):,} of {total:,} violations shown)")
+               label=f"violation ({len(points):,} of {total:,} have a time and are shown)")
     ax.set_yticks(range(len(order)), [labels.get(c, c) for c in order])
     ax.set_ylim(-0.7, len(order) - 0.3)
     shade_faults(ax, faults)
@@ -519,7 +592,9 @@ def draw_compare_cdf(ax: Axes, base: pd.DataFrame, this: pd.DataFrame, op: str,
         ax.step(np.r_[x[0], x], np.r_[0.0, y], where="post", color=color, ls=ls, lw=2,
                 label=name)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(_ms_formatter())
+    both = pd.concat([base["ms"], this["ms"]]).to_numpy("float64")
+    both = np.maximum(both, 1e-3)
+    _log_axis(ax.xaxis, float(both.min()), float(both.max()))
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("% of ok ops")
     ax.set_ylim(0, 101)

@@ -68,7 +68,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     """One connection: frames strictly in order; §2 limits; session ends when it closes."""
     hub = request.app[HUB_KEY]
     st = hub.settings
-    ws = web.WebSocketResponse(max_msg_size=st.max_frame_bytes, compress=False, timeout=CLOSE_TIMEOUT_S)
+    # aiohttp refuses frames >= max_msg_size; the contract refuses frames > max_frame_bytes.
+    ws = web.WebSocketResponse(max_msg_size=st.max_frame_bytes + 1, compress=False, timeout=CLOSE_TIMEOUT_S)
     if not ws.can_prepare(request).ok:
         return _json({"error": "expected a WebSocket upgrade request"}, status=400)
     await ws.prepare(request)
@@ -207,14 +208,15 @@ async def serve(settings: ServerSettings, stop: asyncio.Event,
     tasks: list[asyncio.Task[None]] = []
     try:
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
+        host = "127.0.0.1" if settings.host == "localhost" else settings.host  # one socket, one port
+        site = web.TCPSite(runner, host, settings.port, backlog=4096)
         await site.start()
         port = int(runner.addresses[0][1])
         tasks.append(asyncio.create_task(sweeper(hub, settings.sweep_interval_s)))
         if ledger is not None:
             tasks.append(asyncio.create_task(ledger_flusher(ledger)))
         if ready is not None:
-            ready(settings.host, port)
+            ready(host, port)
         await stop.wait()
     finally:
         for task in tasks:

@@ -18,6 +18,8 @@ Rules (shared PROTOCOL.md sections 3-5, 7):
 * Expiry: one heap keyed by ``time + expire + leeway`` with lazy deletion (ended sessions
   stay in the heap until popped; the heap is rebuilt when dead entries dominate).
 * Every ended session gets at most one event; a live session none (``dup_kick`` aside).
+* Frames that ``parse_request`` refuses (6017 / 7003) count as malformed; ``max_bad_frames``
+  of them in a row close the connection (1008); any valid request resets the count.
 
 Seeded faults (each visible to a client; off unless configured):
 

@@ -162,11 +162,6 @@ def uid(prefix: str = "u") -> str:
     return f"{prefix}{os.getpid() % 1000}x{next(_ids)}"
 
 
-@pytest.fixture
-def new_user() -> Callable[[str], str]:
-    return uid
-
-
 # ---------------------------------------------------------------------------------------
 # Protocol client
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,412 @@
+"""Benchmark: connect+login+close flows per second per generator core, side by side in ONE run.
+
+Contenders, each against the same reference server (one process, pinned to CPU 1) with the
+load generator pinned to CPU 0, same users (-u), same duration:
+
+  harness  the mass_login scenario (locustfile.py) with hold_s=0, logout=false: connect ->
+           sign a UserSig -> login -> close, journaled; counted from its journal (ok login rows)
+  bare     bench/_bare_locustfile.py: a bare Locust User, raw gevent socket + wsproto, request
+           event only (no harness, no journal, pre-made sigs); counted from its own ok times
+  tsung    the same exchange in tsung's websocket plugin (when `tsung` is on PATH); counted from
+           tsung.log's per-second `match` stats (answer has "code":0); failures from match.log
+
+Each contender runs ``--warmup`` s, then a measuring window of ``--seconds`` s in which the
+bench samples the generator's and the server's CPU time (psutil). Printed per contender:
+successful flows/s (wall), generator cores used, and flows per generator CPU-second ("per
+core"), then the ratios harness/bare (target >= 0.85) and harness/tsung (target >= 2).
+With ``--profile auto`` (default) a missed target triggers a cProfile run of the harness and
+prints where its CPU time goes.
+
+Loopback only; every process started here is stopped by pid; files go to a temp dir.
+
+  .venv/bin/python bench/client_login_rate.py [--seconds 15] [--users 50] [--rounds 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root (harness.*)
+
+from _common import (  # noqa: E402
+    BENCH,
+    LOOPBACK,
+    REPO,
+    SDKAPPID,
+    RefServer,
+    Result,
+    Window,
+    count_between,
+    cpu_plan,
+    fmt_table,
+    journal_logins,
+    log_tail,
+    mass_login_args,
+    measure_window,
+    median,
+    new_secret,
+    profile_summary,
+    spawn,
+    stop_tree,
+    wait_exit,
+)
+from harness.usersig import gen_usersig  # noqa: E402
+
+TARGET_BARE = 0.85
+TARGET_TSUNG = 2.0
+SIG_LIFETIME_S = 86400
+
+
+# ----------------------------------------------------------------------------- harness (mass_login)
+def harness_cmd(server: RefServer, users: int, run_s: int, results_dir: Path) -> list[str]:
+    """The mass_login command line (after ``python``): connect+login+close flows, no report."""
+    return mass_login_args(REPO / "locustfile.py", server, users, run_s, results_dir)
+
+
+def run_harness(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
+    results = work / f"harness-{tag}"
+    results.mkdir()
+    env = dict(os.environ, CHAT_SECRET_KEY=server.secret_key)
+    run_s = int(args.warmup + args.seconds + 2)
+    proc = spawn([sys.executable] + harness_cmd(server, args.users, run_s, results), env=env, cwd=REPO,
+                 cpu=cpu, log_path=work / f"harness-{tag}.log")
+    try:
+        win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=time.monotonic())
+        if wait_exit(proc, run_s + 120) is None:
+            stop_tree(proc)
+    finally:
+        stop_tree(proc)
+    if win is None:
+        return Result("harness", note="exited early: " + log_tail(work / f"harness-{tag}.log"))
+    ok, bad = journal_logins(results)
+    return _windowed("harness", win, ok, bad)
+
+
+def _windowed(name: str, win: Window, ok: list[int], bad: list[int]) -> Result:
+    return Result(name, ok=count_between(ok, win.a_ns, win.b_ns), failed=count_between(bad, win.a_ns, win.b_ns),
+                  seconds=win.seconds, gen_util=win.gen_util, server_util=win.server_util,
+                  gen_sys=win.gen_sys_s / win.gen_cpu_s if win.gen_cpu_s else 0.0,
+                  extra={"ok_total": len(ok), "failed_total": len(bad)})
+
+
+# ----------------------------------------------------------------------------- bare Locust user
+def run_bare(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
+    sigs = work / "bare-sigs.json"
+    if not sigs.exists():
+        users = [[f"bare_{i}", gen_usersig(SDKAPPID, server.secret_key, f"bare_{i}", SIG_LIFETIME_S)]
+                 for i in range(args.users)]
+        sigs.write_text(json.dumps({"sdkappid": SDKAPPID, "users": users}), encoding="utf-8")
+    out = work / f"bare-{tag}.json"
+    run_s = int(args.warmup + args.seconds + 2)
+    env = dict(os.environ, BENCH_SIGS=str(sigs), BENCH_OUT=str(out))
+    cmd = [sys.executable, "-m", "locust", "-f", str(BENCH / "_bare_locustfile.py"), "--headless",
+           "-u", str(args.users), "-r", str(args.users), "-t", f"{run_s}s", "--host", server.ws_host,
+           "--only-summary", "--loglevel", "WARNING"]
+    proc = spawn(cmd, env=env, cwd=work, cpu=cpu, log_path=work / f"bare-{tag}.log")
+    try:
+        win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=time.monotonic())
+        if wait_exit(proc, run_s + 60) is None:
+            stop_tree(proc)
+    finally:
+        stop_tree(proc)
+    if win is None or not out.exists():
+        return Result("bare", note="no result: " + log_tail(work / f"bare-{tag}.log"))
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    res = _windowed("bare", win, doc["ok"], [])
+    res.extra["failed_total"] = res.failed = int(doc["fail"])  # bare keeps only a failure total
+    res.note = "failed = whole run"
+    return res
+
+
+# ----------------------------------------------------------------------------- tsung
+TSUNG_XML = """<?xml version="1.0"?>
+<!DOCTYPE tsung SYSTEM "/usr/share/tsung/tsung-1.0.dtd" []>
+<tsung loglevel="warning" dumptraffic="false" version="1.0">
+  <clients>
+    <client host="localhost" use_controller_vm="true" maxusers="{maxusers}"/>
+  </clients>
+  <servers>
+    <server host="{host}" port="{port}" type="tcp"/>
+  </servers>
+  <load duration="{run_s}" unit="second">
+    <arrivalphase phase="1" duration="{run_s}" unit="second">
+      <users maxnumber="{users}" arrivalrate="{rate}" unit="second"/>
+    </arrivalphase>
+  </load>
+  <options>
+    <option name="file_server" id="accounts" value="{csv}"/>
+  </options>
+  <sessions>
+    <session name="login_flow" probability="100" type="ts_websocket">
+      <setdynvars sourcetype="file" fileid="accounts" delimiter=";" order="iter">
+        <var name="uid"/>
+        <var name="sig"/>
+      </setdynvars>
+      <for from="1" to="{loops}" incr="1" var="i">
+        <request>
+          <websocket type="connect" path="/ws"></websocket>
+        </request>
+        <request subst="true">
+          <match do="log" when="nomatch">"code":0[,}}]</match>
+          <websocket type="message" frame="text">{{"cmd":"login","seq":1,"sdkAppID":{sdkappid},"userID":"%%_uid%%","userSig":"%%_sig%%","platform":"Android","instanceID":"ts-%%_uid%%-%%_i%%"}}</websocket>
+        </request>
+        <request>
+          <websocket type="close"></websocket>
+        </request>
+      </for>
+    </session>
+  </sessions>
+</tsung>
+"""
+
+_DUMP = re.compile(r"^# stats: dump at (\d+)")
+_COUNT = re.compile(r"^stats: (match|nomatch) (\d+) (\d+)\s*$")
+
+
+def parse_tsung_log(text: str) -> list[tuple[int, int, int]]:
+    """Per stats dump: ``(unix s, cumulative "code":0 answers, cumulative other answers)``."""
+    dumps: list[tuple[int, int, int]] = []
+    ts, match, nomatch = None, 0, 0
+    for line in text.splitlines():
+        m = _DUMP.match(line)
+        if m:
+            if ts is not None:
+                dumps.append((ts, match, nomatch))
+            ts = int(m.group(1))
+            continue
+        m = _COUNT.match(line)
+        if m and ts is not None:
+            if m.group(1) == "match":
+                match = int(m.group(3))
+            else:
+                nomatch = int(m.group(3))
+    if ts is not None:
+        dumps.append((ts, match, nomatch))
+    return dumps
+
+
+def match_log_failures(text: str) -> int:
+    """Entries in tsung's match.log (logged only for answers without "code":0)."""
+    return sum(1 for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def run_tsung(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
+    tsung, epmd = shutil.which("tsung"), shutil.which("epmd")
+    if not tsung or not epmd:
+        return Result("tsung", note="tsung not installed")
+    home = work / "tsung-home"
+    home.mkdir(exist_ok=True)
+    csv = work / "tsung-accounts.csv"
+    if not csv.exists():
+        csv.write_text("".join(f"tsung_{i};{gen_usersig(SDKAPPID, server.secret_key, f'tsung_{i}', SIG_LIFETIME_S)}\n"
+                               for i in range(args.users)), encoding="utf-8")
+    run_s = int(args.warmup + args.seconds + 2)
+    xml = work / f"tsung-{tag}.xml"
+    xml.write_text(TSUNG_XML.format(maxusers=args.users * 2 + 10, host=LOOPBACK, port=server.port, run_s=run_s,
+                                    users=args.users, rate=max(2 * args.users, 10), csv=csv, loops=10_000_000,
+                                    sdkappid=SDKAPPID), encoding="utf-8")
+    logdir = work / f"tsung-{tag}"
+    logdir.mkdir()
+    epmd_port = _free_port()
+    # Our own epmd on loopback (not a leftover daemon), stopped by pid below.
+    epmd_proc = spawn([epmd, "-port", str(epmd_port), "-address", LOOPBACK], cpu=cpu,
+                      log_path=work / "epmd.log")
+    env = dict(os.environ, HOME=str(home), ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS=LOOPBACK,
+               ERL_ZFLAGS="-tsung_controller dumpstats_interval 1000 -kernel inet_dist_use_interface {127,0,0,1}")
+    proc = None
+    try:
+        time.sleep(0.3)
+        proc = spawn([tsung, "-n", "-f", str(xml), "-l", str(logdir), "start"], env=env, cwd=work, cpu=cpu,
+                     log_path=work / f"tsung-{tag}.log")
+        win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=time.monotonic())
+        if wait_exit(proc, run_s + 60) is None:
+            stop_tree(proc)
+    finally:
+        stop_tree(proc)
+        stop_tree(epmd_proc)
+    runs = sorted(p for p in logdir.iterdir() if p.is_dir())
+    if win is None or not runs or not (runs[-1] / "tsung.log").exists():
+        return Result("tsung", note="no result: " + log_tail(work / f"tsung-{tag}.log"))
+    dumps = parse_tsung_log((runs[-1] / "tsung.log").read_text(errors="replace"))
+    mlog = runs[-1] / "match.log"
+    failures_logged = match_log_failures(mlog.read_text(errors="replace")) if mlog.exists() else 0
+    a_s, b_s = win.a_ns / 1e9, win.b_ns / 1e9
+    inside = [d for d in dumps if a_s <= d[0] <= b_s]
+    if len(inside) < 2:
+        return Result("tsung", note="too few stats dumps in the window")
+    (t0, m0, n0), (t1, m1, n1) = inside[0], inside[-1]
+    res = Result("tsung", ok=m1 - m0, failed=n1 - n0, seconds=float(t1 - t0), gen_util=win.gen_util,
+                 server_util=win.server_util, gen_sys=win.gen_sys_s / win.gen_cpu_s if win.gen_cpu_s else 0.0,
+                 extra={"ok_total": dumps[-1][1], "failed_total": dumps[-1][2], "match_log": failures_logged})
+    if failures_logged != dumps[-1][2]:
+        res.note = f"match.log has {failures_logged} entries, tsung.log nomatch {dumps[-1][2]}"
+    return res
+
+
+# ----------------------------------------------------------------------------- profiling
+def profile_harness(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None) -> str:
+    """Run mass_login under cProfile (same users, a shorter run) and summarise where the CPU went."""
+    results = work / "harness-profile"
+    results.mkdir()
+    out = work / "harness.prof"
+    run_s = int(min(args.seconds, 10) + 3)
+    env = dict(os.environ, CHAT_SECRET_KEY=server.secret_key)
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(out)] + harness_cmd(server, args.users, run_s, results)
+    proc = spawn(cmd, env=env, cwd=REPO, cpu=cpu, log_path=work / "harness-profile.log")
+    try:
+        if wait_exit(proc, run_s + 120) is None:
+            stop_tree(proc)
+    finally:
+        stop_tree(proc)
+    if not out.exists():
+        return f"profile: no cProfile output (see {work / 'harness-profile.log'})"
+    return profile_summary(out)
+
+
+# ----------------------------------------------------------------------------- main
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if a > 0 and b > 0 else None
+
+
+def _verdict(r: float | None, target: float) -> str:
+    if r is None:
+        return "n/a"
+    return "ok" if r >= target else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="connect+login+close flows per generator core: harness vs bare Locust vs tsung")
+    p.add_argument("--seconds", type=float, default=15.0, help="measuring window per contender, s (default 15)")
+    p.add_argument("--warmup", type=float, default=5.0, help="start-up + ramp excluded before the window, s (default 5)")
+    p.add_argument("--users", type=int, default=50, help="concurrent users / tsung sessions (default 50)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat all contenders, order alternating (default 1)")
+    p.add_argument("--only", default="harness,bare,tsung", metavar="NAMES",
+                   help="comma-separated contenders to run (default harness,bare,tsung)")
+    p.add_argument("--no-tsung", action="store_true", help="skip tsung even when installed")
+    p.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
+                   help="cProfile the harness when a target is missed (auto), always or never")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journals, tsung logs)")
+    args = p.parse_args(argv)
+    if not (1 <= args.users <= 5000) or args.seconds < 3 or args.seconds > 600 or args.warmup < 2 \
+            or not (1 <= args.rounds <= 10):
+        p.error("use 1 <= --users <= 5000, 3 <= --seconds <= 600, --warmup >= 2, 1 <= --rounds <= 10")
+
+    gen_cpu, srv_cpu = cpu_plan()
+    work = Path(tempfile.mkdtemp(prefix="bench-login-rate-"))
+    print(f"client_login_rate: users={args.users} window={args.seconds:g}s warmup={args.warmup:g}s "
+          f"rounds={args.rounds}; generator on CPU {gen_cpu}, server on CPU {srv_cpu}; files in {work}", flush=True)
+    if gen_cpu is None:
+        print("note: fewer than 2 usable CPUs: no pinning, 'per core' is per generator CPU-second only")
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+    runners = {"harness": run_harness, "bare": run_bare, "tsung": run_tsung}
+    unknown = [n for n in wanted if n not in runners]
+    if unknown or not wanted:
+        p.error(f"--only takes names from harness, bare, tsung (got {args.only!r})")
+    contenders = [(n, runners[n]) for n in runners if n in wanted and not (n == "tsung" and args.no_tsung)]
+    per: dict[str, list[Result]] = {name: [] for name, _ in contenders}
+    server = RefServer(work, secret_key=new_secret(), policy="multi_platform", cpu=srv_cpu)
+    profile_text = ""
+    try:
+        server.start()
+        for rnd in range(args.rounds):
+            order = contenders if rnd % 2 == 0 else contenders[::-1]
+            for name, fn in order:
+                print(f"  round {rnd + 1}: {name} ...", flush=True)
+                res = fn(server, work, args, gen_cpu, f"r{rnd}")
+                per[name].append(res)
+                if res.note and not res.seconds:
+                    print(f"    {res.note}")
+                    if name == "tsung" and res.note == "tsung not installed":
+                        break
+                else:
+                    print(f"    {res.rate:8.1f} flows/s, generator {res.gen_util:.2f} cores ({res.gen_sys:.0%} kernel), "
+                          f"{res.per_core:8.1f} flows per CPU-s, server {res.server_util:.2f} cores"
+                          + (f"  ({res.note})" if res.note else ""), flush=True)
+        agg = {name: _aggregate(rs) for name, rs in per.items()}
+        h, b, t = agg.get("harness"), agg.get("bare"), agg.get("tsung")
+        missed = _report(agg, args)
+        if args.profile == "always" or (args.profile == "auto" and missed):
+            print("\nprofiling the harness (cProfile; shorter run) ...", flush=True)
+            profile_text = profile_harness(server, work, args, gen_cpu)
+            print(profile_text)
+            if h and b and h.per_core and b.per_core:
+                print(f"\nper flow: harness {1e6 / h.per_core:.0f} us CPU, bare {1e6 / b.per_core:.0f} us CPU"
+                      + (f", tsung {1e6 / t.per_core:.0f} us CPU" if t and t.per_core else ""))
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _aggregate(results: list[Result]) -> Result | None:
+    """Median over rounds (per field); None when no round produced numbers."""
+    good = [r for r in results if r.seconds > 0]
+    if not good:
+        return None
+    first = good[0]
+    rates = [r.rate for r in good]
+    mid = sorted(good, key=lambda r: r.rate)[len(good) // 2] if len(good) % 2 else None
+    if mid is not None:
+        return mid
+    # even count: a synthetic result carrying medians
+    secs = median([r.seconds for r in good])
+    return Result(first.name, ok=int(median(rates) * secs), failed=int(median([r.failed for r in good])),
+                  seconds=secs, gen_util=median([r.gen_util for r in good]),
+                  server_util=median([r.server_util for r in good]), note="median of rounds")
+
+
+def _report(agg: dict[str, Result | None], args: argparse.Namespace) -> bool:
+    rows = []
+    for name, r in agg.items():
+        if r is None:
+            rows.append((name, "-", "-", "-", "-", "-", "-", "-"))
+            continue
+        rows.append((name, r.ok, r.failed, f"{r.seconds:.1f}", f"{r.rate:.1f}", f"{r.gen_util:.2f}",
+                     f"{r.per_core:.1f}", f"{r.server_util:.2f}"))
+    print()
+    print(fmt_table(["contender", "ok logins", "failed", "window s", "flows/s", "gen cores", "flows/CPU-s",
+                     "server cores"], rows))
+    h, b, t = agg.get("harness"), agg.get("bare"), agg.get("tsung")
+    missed = False
+    ratio_rows = []
+    for label, other, target in (("harness/bare", b, TARGET_BARE), ("harness/tsung", t, TARGET_TSUNG)):
+        if other is None or h is None:
+            ratio_rows.append((label, "-", "-", f">= {target:g}", "n/a (not run)"))
+            continue
+        per_core = _ratio(h.per_core, other.per_core)
+        wall = _ratio(h.rate, other.rate)
+        verdict = _verdict(per_core, target)
+        missed |= verdict == "MISSED"
+        ratio_rows.append((label, f"{per_core:.2f}" if per_core else "-", f"{wall:.2f}" if wall else "-",
+                           f">= {target:g}", verdict))
+    print()
+    print(fmt_table(["ratio", "per core", "wall flows/s", "target", "verdict (per core)"], ratio_rows))
+    print("\nper core = successful flows per CPU-second of the generator process tree (pinned to one CPU);"
+          "\nwall = successful flows/s in the window. Each contender runs the same users against the same server.")
+    for name, r in agg.items():
+        if r is not None and r.server_util >= 0.9:
+            print(f"note: the server was CPU-bound during {name} ({r.server_util:.2f} cores): wall rates are "
+                  f"capped by it; compare per core")
+        if r is not None and r.failed:
+            print(f"note: {name} had {r.failed} failed logins")
+    return missed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,654 @@
+"""Correctness checks over hand-written journals (docs/JOURNAL.md rows), one history per
+behaviour: a clean run passes, every kind of fault is counted with a useful example."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.checks import (
+    CHECK_NAMES,
+    CheckParams,
+    ChecksInputError,
+    History,
+    expiry_on_time,
+    journal_integrity,
+    kick_exactly_once,
+    last_login_wins,
+    main,
+    policy_limit,
+    read_locust_total,
+    relogin_recovers,
+    run_checks,
+    switch_consistency,
+)
+from harness.errors import ConfigError
+
+NS = 1_000_000_000
+T0 = 1_700_000_000  # unix s
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ts(s: float) -> int:
+    """Seconds after T0 -> unix ns."""
+    return T0 * NS + int(s * NS)
+
+
+class J:
+    """A tiny journal writer: rows as users.py writes them, n assigned per worker."""
+
+    def __init__(self, scenario: str = "kick_race") -> None:
+        self.rows: list[dict] = []
+        self.n: dict[str, int] = {}
+        self.scenario = scenario
+
+    def add(self, op: str, start: float, end: float | None = None, *, w: str = "w0", user: str = "u1",
+            outcome: str = "ok", code: int = 0, session: str | None = None, platform: str = "Android",
+            instance: str = "i0", conn: str | None = "w0/1", detail: str = "", scenario: str | None = None,
+            **extra: object) -> dict:
+        n = self.n.get(w, 0)
+        self.n[w] = n + 1
+        row = {"w": w, "n": n, "scenario": scenario or self.scenario, "op": op, "user": user,
+               "platform": platform, "instance": instance, "session": session, "intended": ts(start),
+               "start": ts(start), "end": ts(start if end is None else end), "outcome": outcome,
+               "code": code, "detail": detail}
+        if conn is not None:
+            row["conn"] = conn
+        row.update({k: v for k, v in extra.items() if v is not None})
+        self.rows.append(row)
+        return row
+
+    def login(self, session: str, conn: str, sent: float, done: float, *, kicked: tuple = (), user: str = "u1",
+              platform: str = "Android", expire_at: int | None = None, **kw: object) -> dict:
+        return self.add("login", sent, done, user=user, session=session, conn=conn, platform=platform,
+                        kicked=list(kicked), expire_at=expire_at, **kw)
+
+    def kick(self, session: str, conn: str, t: float, by: str | None, reason: str = "multi_device",
+             user: str = "u1") -> dict:
+        return self.add("kicked_offline", t, user=user, session=session, conn=conn, by=by, detail=reason)
+
+    def expired(self, session: str, conn: str, t: float, user: str = "u1") -> dict:
+        return self.add("sig_expired", t, user=user, session=session, conn=conn)
+
+    def tick(self, t: float, conn: str = "w0/99") -> dict:
+        """Some unrelated later row (moves the run's last row time)."""
+        return self.add("heartbeat", t, t, conn=conn, user="other")
+
+
+def kinds(res) -> list[str]:
+    return [e["kind"] for e in res.examples]
+
+
+# --------------------------------------------------------------------------- kick_exactly_once
+
+
+def handover(j: J, *, kick_rows: int = 1) -> None:
+    """A on conn c1, then B on c2 evicts A (B's response lists A)."""
+    j.login("A", "c1", 1.0, 1.1)
+    j.login("B", "c2", 2.0, 2.1, kicked=("A",))
+    for i in range(kick_rows):
+        j.kick("A", "c1", 2.05 + i * 0.01, by="B")
+
+
+def test_kick_clean_handover_has_no_violations():
+    j = J()
+    handover(j)
+    j.tick(10)
+    res = kick_exactly_once(j.rows)
+    assert res.violations == 0 and res.examples == []
+
+
+def test_kick_missing_notification_is_counted_as_never_arrived():  # fault drop_kick
+    j = J()
+    handover(j, kick_rows=0)
+    j.tick(10)
+    res = kick_exactly_once(j.rows, params=CheckParams(settle_s=2))
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "missing" and ex["session"] == "A" and ex["evicted_by"] == "B"
+    assert ex["user"] == "u1" and "never arrived within settle" in ex["found"]
+    assert ex["t"] == ts(2.1) and res.times == [ts(2.1)]
+
+
+def test_kick_missing_is_excused_when_run_ended_within_settle():
+    j = J()
+    handover(j, kick_rows=0)
+    j.tick(3.0)  # the run ends 0.9 s after the eviction, settle is 2 s
+    assert kick_exactly_once(j.rows, params=CheckParams(settle_s=2)).violations == 0
+
+
+def test_kick_missing_is_excused_when_client_disconnected_first():
+    j = J()
+    handover(j, kick_rows=0)
+    j.add("disconnect", 2.05, session="A", conn="c1", detail="closed_by_client")
+    j.tick(10)
+    assert kick_exactly_once(j.rows).violations == 0
+
+
+def test_kick_duplicate_notification_is_counted():  # fault dup_kick
+    j = J()
+    handover(j, kick_rows=2)
+    j.tick(10)
+    res = kick_exactly_once(j.rows)
+    assert res.violations == 1
+    assert kinds(res) == ["duplicate"] and res.examples[0]["session"] == "A" and res.examples[0]["count"] == 2
+
+
+def test_kick_for_session_never_evicted_is_counted():  # fault kick_newest, as kick_exactly_once sees it
+    j = J()
+    j.login("A", "c1", 1.0, 1.1)
+    j.login("B", "c2", 2.0, 2.1, kicked=())
+    j.kick("B", "c2", 2.15, by="A")
+    j.tick(10)
+    res = kick_exactly_once(j.rows)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "unreported" and ex["session"] == "B" and ex["by"] == "A"
+
+
+def test_rest_kick_event_is_legit_only_after_a_rest_kick_op():
+    j = J()
+    j.login("A", "c1", 1.0, 1.1)
+    j.add("rest_kick", 2.0, 2.2, conn=None, user="u1")
+    j.kick("A", "c1", 2.1, by=None, reason="rest_kick")
+    j.tick(10)
+    assert kick_exactly_once(j.rows).violations == 0
+    j2 = J()
+    j2.login("A", "c1", 1.0, 1.1)
+    j2.kick("A", "c1", 2.1, by=None, reason="rest_kick")
+    j2.tick(10)
+    res = kick_exactly_once(j2.rows)
+    assert res.violations == 1 and "rest_kick" in res.examples[0]["found"]
+
+
+def test_kick_uses_ledger_evictions_when_present():
+    j = J()
+    j.login("A", "c1", 1.0, 1.1)
+    j.add("rest_kick", 2.0, 2.2, conn=None)
+    j.tick(10)
+    ledger = [
+        {"seq": 1, "ts": ts(1.05), "event": "login", "sessionID": "A", "userID": "u1", "platform": "Android",
+         "instanceID": "i0", "reason": None, "by": None},
+        {"seq": 2, "ts": ts(2.1), "event": "end", "sessionID": "A", "userID": "u1", "platform": "Android",
+         "instanceID": "i0", "reason": "rest_kick", "by": None},
+    ]
+    res = kick_exactly_once(j.rows, ledger=ledger)
+    assert res.violations == 1 and res.examples[0]["kind"] == "missing"
+    assert res.examples[0]["reported_by"] == "ledger"
+    j.kick("A", "c1", 2.15, by=None, reason="rest_kick")
+    assert kick_exactly_once(j.rows, ledger=ledger).violations == 0
+
+
+# --------------------------------------------------------------------------- policy_limit
+
+
+def race_row(j: J, devices: list[dict], online: list | None = None, policy: str = "single_platform") -> dict:
+    return j.add("race", 1.0, 3.0, conn=None, race="r1",
+                 data={"devices": devices, "settle_ms": 500, "send_spread_ms": 1.0,
+                       "survivors": [d["session"] for d in devices if d["alive"]], "online": online,
+                       "policy": policy})
+
+
+def dev(platform: str, session: str, sent: float, done: float, alive: bool, kicked_by: str | None = None) -> dict:
+    return {"platform": platform, "instance": f"r1-{session}", "session": session, "code": 0,
+            "sent": ts(sent), "done": ts(done), "kicked_by": kicked_by, "alive": alive}
+
+
+def test_policy_race_clean():
+    j = J()
+    race_row(j, [dev("Android", "A", 1.0, 1.1, False, "B"), dev("iOS", "B", 1.2, 1.3, True)],
+             online=[{"Platform": "iOS", "Status": "Online"}])
+    assert policy_limit(j.rows).violations == 0
+
+
+def test_policy_two_survivors_in_single_platform_is_a_violation():  # fault double_login in a race
+    j = J()
+    race_row(j, [dev("Android", "A", 1.0, 1.1, True), dev("iOS", "B", 1.2, 1.3, True)],
+             online=[{"Platform": "Android", "Status": "Online"}, {"Platform": "iOS", "Status": "Online"}])
+    res = policy_limit(j.rows)
+    assert res.violations == 2
+    assert sorted(kinds(res)) == ["race_online", "race_survivors"]
+    surv = next(e for e in res.examples if e["kind"] == "race_survivors")
+    assert surv["survivors"] == ["A", "B"] and surv["limit"] == 1 and surv["race"] == "r1"
+
+
+def test_policy_groups_follow_the_policy():
+    j = J()
+    race_row(j, [dev("Android", "A", 1.0, 1.1, True), dev("Web", "B", 1.2, 1.3, True)])
+    assert policy_limit(j.rows, params=CheckParams(policy="dual_platform")).violations == 0
+    assert policy_limit(j.rows, params=CheckParams(policy="single_platform")).violations == 1
+
+
+def test_policy_double_login_seen_from_journal_sessions():  # fault double_login outside races
+    j = J()
+    j.login("A", "c1", 1.0, 1.1)
+    j.login("B", "c2", 2.0, 2.1, kicked=())
+    j.add("logout", 9.0, 9.1, session="A", conn="c1")
+    j.add("logout", 9.0, 9.1, session="B", conn="c2")
+    j.tick(12)
+    res = policy_limit(j.rows, params=CheckParams(settle_s=2))
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "sessions_overlap" and {s["session"] for s in ex["sessions"]} == {"A", "B"}
+    assert ex["overlap_s"] == pytest.approx(6.9, abs=0.01)
+
+
+def test_policy_handover_with_eviction_is_clean():
+    j = J()
+    handover(j)
+    j.add("logout", 9.0, 9.1, session="B", conn="c2")
+    j.tick(12)
+    assert policy_limit(j.rows).violations == 0
+
+
+def ledger_rows(*spec: tuple) -> list[dict]:
+    out = []
+    for i, (ev, sid, platform, reason, by) in enumerate(spec, 1):
+        out.append({"seq": i, "ts": ts(i), "event": ev, "sessionID": sid, "userID": "u1", "platform": platform,
+                    "instanceID": sid, "reason": reason, "by": by})
+    return out
+
+
+def test_policy_ledger_replay():
+    clean = ledger_rows(("login", "A", "Android", None, None), ("end", "A", "Android", "multi_device", "B"),
+                        ("login", "B", "iOS", None, None))
+    assert policy_limit([], ledger=clean).violations == 0
+    late_end = ledger_rows(("login", "A", "Android", None, None), ("login", "B", "iOS", None, None),
+                           ("end", "A", "Android", "multi_device", "B"))
+    assert policy_limit([], ledger=late_end).violations == 0  # the end is written right after: tolerated
+    double = ledger_rows(("login", "A", "Android", None, None), ("login", "B", "iOS", None, None),
+                         ("end", "A", "Android", "logout", None))
+    res = policy_limit([], ledger=double)
+    assert res.violations == 1
+    assert res.examples[0]["kind"] == "ledger_over_limit" and res.examples[0]["live"] == ["A", "B"]
+    assert res.examples[0]["seq"] == 2
+
+
+# --------------------------------------------------------------------------- last_login_wins
+
+
+def test_newest_kicked_instead_of_oldest_is_a_violation():  # fault kick_newest
+    j = J()
+    j.login("A", "c1", 1.0, 1.1)
+    j.login("B", "c2", 2.0, 2.1, kicked=())
+    j.kick("B", "c2", 2.15, by="A")
+    j.tick(10)
+    res = last_login_wins(j.rows)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "newest_evicted" and ex["session"] == "B" and ex["by"] == "A"
+    assert ex["older"]["session"] == "A" and ex["newer"]["session"] == "B"
+
+
+def test_last_login_wins_clean_and_concurrent_logins_are_not_judged():
+    j = J()
+    handover(j)
+    # concurrent: C sent before D completed, D kicked by C: order unknown, not a violation
+    j.login("C", "c3", 5.0, 5.3, user="u2")
+    j.login("D", "c4", 5.1, 5.2, user="u2", kicked=())
+    j.kick("D", "c4", 5.25, by="C", user="u2")
+    assert last_login_wins(j.rows).violations == 0
+
+
+def test_last_login_wins_race_older_alive_newer_dead():
+    j = J()
+    race_row(j, [dev("Android", "A", 1.0, 1.1, True), dev("iOS", "B", 1.2, 1.3, False, kicked_by="A")])
+    res = last_login_wins(j.rows)
+    assert res.violations == 1 and res.examples[0]["kind"] == "older_survived"
+    assert res.examples[0]["older"] == "A" and res.examples[0]["newer"] == "B"
+
+
+def test_last_login_wins_from_ledger_order():
+    led = ledger_rows(("login", "A", "Android", None, None), ("login", "B", "iOS", None, None),
+                      ("end", "B", "iOS", "multi_device", "A"))
+    res = last_login_wins([], ledger=led)
+    assert res.violations == 1 and res.examples[0]["session"] == "B"
+    good = ledger_rows(("login", "A", "Android", None, None), ("end", "A", "Android", "multi_device", "B"),
+                       ("login", "B", "iOS", None, None))
+    assert last_login_wins([], ledger=good).violations == 0
+
+
+# --------------------------------------------------------------------------- switch_consistency
+
+
+def switch(j: J, t: float, **data_over: object) -> dict:
+    data = {"from_user": "alice", "from_session": "S1", "login_user": "bob", "server_user": "bob",
+            "server_status": 1, "online": {"bob": "Online", "alice": "Offline"}}
+    data.update(data_over)
+    return j.add("switch", t, t + 0.2, user="bob", session="S2", conn="c1", data=data)
+
+
+def test_switch_clean():
+    j = J("account_switch")
+    j.login("S1", "c1", 0.5, 0.6, user="alice")
+    switch(j, 1.0)
+    switch(j, 2.0, online=None)
+    assert switch_consistency(j.rows).violations == 0
+
+
+def test_switch_mismatch_is_counted_with_what_differed():
+    j = J("account_switch")
+    switch(j, 1.0, server_user="alice")
+    switch(j, 2.0, online={"bob": "Online", "alice": "Online"})
+    res = switch_consistency(j.rows)
+    assert res.violations == 2
+    assert "server status userID = 'alice'" in res.examples[0]["found"]
+    assert "'alice' is 'Online', expected Offline" in res.examples[1]["found"]
+
+
+def test_switch_from_session_must_not_be_kicked():
+    j = J("account_switch")
+    switch(j, 1.0)
+    j.kick("S1", "c1", 1.1, by="X", user="alice")
+    res = switch_consistency(j.rows)
+    assert res.violations == 1 and "switched-from session S1 got kicked_offline" in res.examples[0]["found"]
+
+
+def test_switch_whose_login_failed_is_not_judged():
+    j = J("account_switch")
+    j.add("switch", 1.0, 1.2, user="bob", outcome="fail", code=70001, conn="c1", data=None)
+    assert switch_consistency(j.rows).violations == 0
+
+
+# --------------------------------------------------------------------------- relogin_recovers
+
+
+def expiry_cycle(j: J, t: float, *, relogin_end: float | None, outcome: str = "ok") -> None:
+    j.expired("S1", "c1", t)
+    if relogin_end is not None:
+        j.add("login", t + 0.1, relogin_end, session="S2" if outcome == "ok" else None, conn="c1",
+              outcome=outcome, code=0 if outcome == "ok" else 70001, kicked=[], expire_at=T0 + 100)
+        j.add("relogin", t, relogin_end, session="S2" if outcome == "ok" else None, conn="c1", outcome=outcome,
+              code=0 if outcome == "ok" else 70001,
+              data={"trigger": "sig_expired", "old_session": "S1", "attempts": 1})
+
+
+def test_relogin_clean():
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 0.0, 0.1)
+    expiry_cycle(j, 10.0, relogin_end=10.5)
+    j.tick(40)
+    assert relogin_recovers(j.rows).violations == 0
+
+
+def test_no_relogin_after_expiry_is_a_violation():
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 0.0, 0.1)
+    expiry_cycle(j, 10.0, relogin_end=None)
+    j.add("heartbeat", 15.0, 15.01, conn="c1")
+    j.tick(40)
+    res = relogin_recovers(j.rows, params=CheckParams(relogin_bound_s=10))
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "no_relogin" and ex["session"] == "S1" and ex["trigger"] == "sig_expired"
+    assert ex["found"] == "no relogin attempt on this connection"
+
+
+def test_relogin_failed_or_too_late_is_a_violation():
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 0.0, 0.1)
+    expiry_cycle(j, 10.0, relogin_end=10.5, outcome="fail")
+    j.tick(40)
+    res = relogin_recovers(j.rows)
+    assert res.violations >= 1 and "70001" in res.examples[0]["found"]
+    j2 = J("relogin_expiry")
+    j2.login("S1", "c1", 0.0, 0.1)
+    expiry_cycle(j2, 10.0, relogin_end=25.0)
+    j2.tick(40)
+    res2 = relogin_recovers(j2.rows, params=CheckParams(relogin_bound_s=10))
+    assert res2.violations == 1 and "after 15.0 s" in res2.examples[0]["found"]
+
+
+def test_relogin_excused_when_run_ends_within_bound():
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 0.0, 0.1)
+    expiry_cycle(j, 10.0, relogin_end=None)
+    j.tick(12)
+    assert relogin_recovers(j.rows, params=CheckParams(relogin_bound_s=10)).violations == 0
+
+
+def test_expired_sig_login_failure_needs_a_relogin():
+    j = J("relogin_expiry")
+    j.add("login", 1.0, 1.1, conn="c1", outcome="fail", code=70001)
+    j.tick(40)
+    res = relogin_recovers(j.rows)
+    assert res.violations == 1 and res.examples[0]["trigger"] == "login failed 70001"
+    j.add("relogin", 1.1, 1.6, session="S2", conn="c1", data={"trigger": 70001, "old_session": None,
+                                                              "attempts": 1})
+    assert relogin_recovers(j.rows).violations == 0
+
+
+def test_login_loop_is_a_violation():
+    j = J("relogin_expiry")
+    j.add("login", 1.0, 1.1, conn="c1", outcome="fail", code=70050)
+    j.add("login", 1.3, 1.4, conn="c1", outcome="fail", code=70050)
+    j.add("login", 5.0, 5.1, conn="c1", session="S1", kicked=[])
+    j.tick(40)
+    res = relogin_recovers(j.rows)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "login_loop" and ex["failed_code"] == 70050 and ex["gap_s"] == pytest.approx(0.2)
+
+
+# --------------------------------------------------------------------------- expiry_on_time
+
+
+def expiring_session(j: J, expire_at_s: int = 10) -> None:
+    j.login("S1", "c1", 0.0, 0.1, expire_at=T0 + expire_at_s)
+
+
+def test_expiry_on_time_clean():
+    j = J("relogin_expiry")
+    expiring_session(j)
+    j.expired("S1", "c1", 15.4)  # deadline = 10 + leeway 5
+    j.tick(40)
+    assert expiry_on_time(j.rows, params=CheckParams(leeway_s=5)).violations == 0
+
+
+def test_expiry_late_is_a_violation():  # fault delay_expiry (8 s late)
+    j = J("relogin_expiry")
+    expiring_session(j)
+    j.expired("S1", "c1", 23.0)
+    j.tick(40)
+    res = expiry_on_time(j.rows, params=CheckParams(leeway_s=5, expiry_tolerance_s=3))
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "late" and ex["session"] == "S1" and ex["deadline"] == ts(15)
+    assert "8.0 s after the deadline" in ex["found"]
+
+
+def test_expiry_early_is_a_violation():
+    j = J("relogin_expiry")
+    expiring_session(j)
+    j.expired("S1", "c1", 13.0)
+    j.tick(40)
+    res = expiry_on_time(j.rows, params=CheckParams(leeway_s=5, clock_skew_s=1))
+    assert res.violations == 1 and res.examples[0]["kind"] == "early"
+
+
+def test_expiry_twice_is_a_violation():
+    j = J("relogin_expiry")
+    expiring_session(j)
+    j.expired("S1", "c1", 15.2)
+    j.expired("S1", "c1", 15.9)
+    j.tick(40)
+    res = expiry_on_time(j.rows)
+    assert res.violations == 1 and res.examples[0]["kind"] == "twice"
+
+
+def test_expiry_missing_is_a_violation_unless_session_ended_or_run_ended():
+    j = J("relogin_expiry")
+    expiring_session(j)
+    for t in range(2, 40, 2):
+        j.add("heartbeat", t, t + 0.01, conn="c1")
+    res = expiry_on_time(j.rows)
+    assert res.violations == 1 and res.examples[0]["kind"] == "missing"
+    j2 = J("relogin_expiry")
+    expiring_session(j2)
+    j2.add("logout", 12.0, 12.1, session="S1", conn="c1")
+    j2.tick(40)
+    assert expiry_on_time(j2.rows).violations == 0
+    j3 = J("relogin_expiry")
+    expiring_session(j3)
+    j3.tick(16)  # run ended before deadline + tolerance
+    assert expiry_on_time(j3.rows).violations == 0
+
+
+def test_expiry_event_for_a_kicked_session_is_a_violation():
+    j = J()
+    handover(j)
+    j.expired("A", "c1", 3.0)
+    j.tick(10)
+    res = expiry_on_time(j.rows)
+    assert res.violations == 1 and res.examples[0]["kind"] == "two_events"
+
+
+# --------------------------------------------------------------------------- journal_integrity
+
+
+def test_integrity_clean_and_matching_locust_total():
+    j = J()
+    handover(j)
+    j.add("heartbeat", 3.0, 3.01, w="w1")
+    assert journal_integrity(j.rows, locust_total=len(j.rows)).violations == 0
+
+
+def test_integrity_gap_in_n():
+    j = J()
+    for t in range(6):
+        j.add("heartbeat", t, t + 0.01)
+    del j.rows[2:4]
+    res = journal_integrity(j.rows)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "gap" and ex["w"] == "w0" and (ex["missing_from"], ex["missing_to"]) == (2, 3)
+
+
+def test_integrity_duplicate_n_and_bad_rows():
+    j = J()
+    j.add("heartbeat", 1.0, 1.01)
+    j.rows.append(dict(j.rows[0]))
+    j.add("login", 2.0, 1.5, outcome="maybe")
+    res = journal_integrity(j.rows)
+    assert res.violations == 2
+    bad = next(e for e in res.examples if e["kind"] == "bad_row")
+    assert any("outcome" in p for p in bad["problems"]) and any("end < start" in p for p in bad["problems"])
+    assert any(e["kind"] == "duplicate_n" and e["n"] == 0 for e in res.examples)
+
+
+def test_integrity_locust_total_mismatch():
+    j = J()
+    handover(j)
+    res = journal_integrity(j.rows, locust_total=len(j.rows) + 2)
+    assert res.violations == 1
+    assert res.examples[0]["journal_rows"] == 3 and res.examples[0]["locust_requests"] == 5
+
+
+def test_history_never_raises_on_garbage_rows():
+    rows = [None, 5, {"op": "login", "session": ["x"], "user": {"a": 1}, "kicked": "A"},
+            {"w": "w0", "n": 0, "op": "kicked_offline", "session": {"x": 1}, "start": 1, "end": 1,
+             "intended": 1, "outcome": "ok", "by": [1]},
+            {"w": "w0", "n": 1, "op": "race", "start": 1, "end": 2, "intended": 1, "outcome": "ok",
+             "data": {"devices": [None, {"platform": ["x"], "alive": True}], "online": "nope"}}]
+    h = History.from_rows(rows)
+    for check in (kick_exactly_once, policy_limit, last_login_wins, switch_consistency, relogin_recovers,
+                  expiry_on_time, journal_integrity):
+        check(h)
+    assert journal_integrity(h).violations >= 3
+
+
+# --------------------------------------------------------------------------- run_checks + CLI
+
+
+def write_run(tmp_path: Path, rows_by_worker: dict[str, list[dict]], *, config: str | None = None,
+              locust_total: int | None = None, junk: bytes = b"") -> Path:
+    run = tmp_path / "20250101-000000-kick_race"
+    (run / "journal").mkdir(parents=True)
+    for w, rows in rows_by_worker.items():
+        data = "".join(json.dumps(r) + "\n" for r in rows).encode() + junk
+        (run / "journal" / f"{w}.jsonl").write_bytes(data)
+    (run / "config.yaml").write_text(config or "target:\n  policy: single_platform\nrun:\n  settle_s: 2\n")
+    if locust_total is not None:
+        (run / "locust_stats.csv").write_text(
+            "Type,Name,Request Count,Failure Count\nWS,login,3,0\n,Aggregated,%d,0\n" % locust_total)
+    return run
+
+
+def test_run_checks_on_a_run_folder(tmp_path):
+    j = J()
+    handover(j)
+    j.tick(10)
+    run = write_run(tmp_path, {"w0": j.rows}, locust_total=len(j.rows))
+    assert read_locust_total(run) == len(j.rows)
+    res = run_checks(run, locust_total=read_locust_total(run))
+    assert list(res) == list(CHECK_NAMES)
+    assert all(r.violations == 0 for r in res.values())
+    only = run_checks(run, enabled=["kick_exactly_once"])
+    assert list(only) == ["kick_exactly_once"]
+
+
+def test_run_checks_counts_a_damaged_line_and_rejects_bad_config(tmp_path):
+    j = J()
+    handover(j)
+    run = write_run(tmp_path, {"w0": j.rows}, junk=b'{"w": "w0", "n": 4, "op"')
+    assert run_checks(run)["journal_integrity"].violations == 1
+    with pytest.raises(ConfigError, match="checks.enabled"):
+        run_checks(run, enabled=["no_such_check"])
+    with pytest.raises(ConfigError, match="target.policy"):
+        run_checks(run, config={"target": {"policy": "everything"}})
+    with pytest.raises(ChecksInputError):
+        run_checks(tmp_path / "missing")
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    j = J()
+    handover(j, kick_rows=0)  # drop_kick
+    j.tick(10)
+    bad = write_run(tmp_path / "bad", {"w0": j.rows})
+    assert main([str(bad)]) == 4
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == len(CHECK_NAMES)
+    assert lines[0].startswith("kick_exactly_once") and "violations=1" in lines[0] and '"session": "A"' in lines[0]
+    good = J()
+    handover(good)
+    ok_run = write_run(tmp_path / "good", {"w0": good.rows})
+    assert main([str(ok_run)]) == 0
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_module(tmp_path):
+    j = J()
+    handover(j, kick_rows=2)  # dup_kick
+    j.tick(10)
+    run = write_run(tmp_path, {"w0": j.rows})
+    proc = subprocess.run([sys.executable, "-m", "harness.checks", str(run)], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert "kick_exactly_once" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_last_login_wins_race_without_survivor():
+    j = J()
+    race_row(j, [dev("Android", "A", 1.0, 1.1, False, kicked_by="B"),
+                 dev("iOS", "B", 1.2, 1.3, False, kicked_by="A")])
+    res = last_login_wins(j.rows)
+    assert res.violations == 1 and res.examples[0]["kind"] == "no_survivor"
+    assert res.examples[0]["newest"] == "B"
+
+
+def test_missing_kick_seen_by_a_race_is_not_excused_by_the_later_disconnect():  # drop_kick in kick_race
+    j = J()
+    handover(j, kick_rows=0)
+    race_row(j, [dev("Android", "A", 1.0, 1.1, True), dev("Android", "B", 2.0, 2.1, True)])
+    j.add("disconnect", 2.6, session="A", conn="c1", detail="closed_by_client")
+    j.tick(10)
+    res = kick_exactly_once(j.rows, params=CheckParams(settle_s=2))
+    assert res.violations == 1 and res.examples[0]["kind"] == "missing"
+    assert "race still saw the device logged in" in res.examples[0]["found"]
+    # the server did pick the right device: not a last_login_wins problem
+    assert last_login_wins(j.rows).violations == 0

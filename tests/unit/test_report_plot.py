@@ -1,0 +1,97 @@
+"""harness.report.plot: each chart function draws into the Axes it is given and says so plainly
+when there is nothing to draw."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from harness.report import plot
+
+EMPTY_PS = pd.DataFrame({"second": pd.Series([], dtype="int64"), "op": pd.Series([], dtype="str"),
+                         "p50_ms": [], "p95_ms": [], "p99_ms": []})
+NO_FAULTS = pd.DataFrame({"start_s": [], "end_s": [], "label": []})
+FAULTS = pd.DataFrame({"start_s": [2.0], "end_s": [4.0], "label": ["server_stall"]})
+
+
+def _texts(ax) -> str:
+    return " | ".join(t.get_text() for t in ax.texts)
+
+
+def test_figure_is_1600x900():
+    fig, axes = plot.new_figure(2, 2)
+    assert axes.shape == (2, 2)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=plot.DPI, format="png")
+    assert Image.open(io.BytesIO(buf.getvalue())).size == (1600, 900)
+
+
+def test_empty_inputs_say_no_data():
+    fig, axes = plot.new_figure(2, 4)
+    a = axes.ravel()
+    plot.draw_latency_over_time(a[0], EMPTY_PS, "login", NO_FAULTS)
+    plot.draw_cdf(a[1], pd.DataFrame(columns=["kind", "ms", "fraction"]), "login")
+    plot.draw_throughput(a[2], pd.DataFrame(columns=["second", "ok", "fail", "info"]),
+                         pd.DataFrame(), "users", NO_FAULTS)
+    plot.draw_race_survivors(a[3], pd.DataFrame(columns=["survivors", "outcome", "policy"]))
+    plot.draw_ms_histogram(a[4], np.empty(0), "Switch", "switch latency", empty_hint="no switch rows")
+    plot.draw_compare_cdf(a[5], pd.DataFrame(columns=["ms", "fraction"]),
+                          pd.DataFrame(columns=["ms", "fraction"]), "login", "base", "this")
+    for ax in a[:6]:
+        assert "no data" in _texts(ax)
+    assert "no switch rows" in _texts(a[4])
+    plot.draw_codes_over_time(a[6], pd.DataFrame(columns=["second", "code", "count"]),
+                              pd.DataFrame(columns=["code", "name", "count"]), NO_FAULTS)
+    assert "no failed operations" in _texts(a[6])
+    plot.draw_code_totals(a[7], pd.DataFrame(columns=["code", "name", "count"]))
+    assert "0 failures" in _texts(a[7])
+
+
+def test_violations_chart_states():
+    checks0 = pd.DataFrame({"check": ["policy_limit"], "violations": [0]})
+    checks2 = pd.DataFrame({"check": ["kick_exactly_once", "policy_limit"], "violations": [2, 0]})
+    points = pd.DataFrame({"check": ["kick_exactly_once"], "second": [3.0]})
+    fig, axes = plot.new_figure(1, 4)
+    a = axes.ravel()
+    plot.draw_violations(a[0], points.iloc[:0], checks0, NO_FAULTS, evaluated=False)
+    assert "checks not evaluated" in _texts(a[0])
+    plot.draw_violations(a[1], points.iloc[:0], checks0, NO_FAULTS, evaluated=True)
+    assert "0 violations" in _texts(a[1])
+    plot.draw_violations(a[2], points, checks2, FAULTS, evaluated=True)
+    assert len(a[2].collections) >= 1  # the violation markers
+    assert "server_stall" in _texts(a[2])  # fault window labelled
+    assert any("2 violations" in t.get_text() for t in a[2].get_yticklabels())
+    plot.draw_violations(a[3], points.iloc[:0], checks2, NO_FAULTS, evaluated=True)
+    assert len(a[3].patches) == 1  # one bar: the only check with violations
+
+
+def test_time_charts_shade_and_label_faults():
+    ps = pd.DataFrame({"second": [0, 1, 2, 3, 4, 5], "op": ["login"] * 6,
+                       "ok": [5] * 6, "fail": [1] * 6, "info": [0] * 6,
+                       "p50_ms": [1.0, 2, 3, 4, 5, 6], "p95_ms": [2.0, 3, 4, 5, 6, 7],
+                       "p99_ms": [3.0, 4, 5, 6, 7, 8]})
+    users = pd.DataFrame({"second": [0.0, 3.0], "users": [10, 20]})
+    fig, axes = plot.new_figure(1, 2)
+    plot.draw_latency_over_time(axes[0, 0], ps, "login", FAULTS)
+    plot.draw_throughput(axes[0, 1], ps[["second", "ok", "fail", "info"]], users, "users (Locust)", FAULTS)
+    for ax in axes.ravel():
+        assert "server_stall" in _texts(ax)
+        assert "fault window" in ax.get_legend_handles_labels()[1]
+    labels = [t.get_text() for t in axes[0, 1].get_legend().get_texts()]
+    assert labels == ["ok", "fail", "info (outcome unknown)", "fault window", "users (Locust)"]
+    assert [line.get_label() for line in axes[0, 0].get_lines()] == ["p50", "p95", "p99"]
+
+
+def test_code_labels_name_codes():
+    codes_ps = pd.DataFrame({"second": [0, 0, 1], "code": [70001, -1, 0], "count": [2, 1, 1]})
+    totals = pd.DataFrame({"code": [70001, -1, 0], "name": ["70001 USERSIG_EXPIRED", "-1 TRANSPORT", "0 OK"],
+                           "count": [2, 1, 1]})
+    fig, axes = plot.new_figure(1, 2)
+    plot.draw_codes_over_time(axes[0, 0], codes_ps, totals, NO_FAULTS)
+    plot.draw_code_totals(axes[0, 1], totals)
+    legend = [t.get_text() for t in axes[0, 0].get_legend().get_texts()]
+    assert legend == ["70001 USERSIG_EXPIRED", "-1 TRANSPORT", "0 (check failed, no error code)"]
+    bars = [t.get_text() for t in axes[0, 1].get_yticklabels()]
+    assert "70001 USERSIG_EXPIRED" in bars
