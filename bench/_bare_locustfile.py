@@ -1,7 +1,8 @@
 """Baseline for bench/client_login_rate.py: a bare Locust User doing connect + login + close.
 
 A raw gevent socket + wsproto handshake, one login text frame, read the answer, WebSocket
-close handshake, socket close. It fires Locust's request event (``connect``, ``login``) and
+close handshake, socket close. Connections are spread over source addresses 127.0.0.2..254
+round-robin, as the harness does on loopback. It fires Locust's request event (``connect``, ``login``) and
 nothing else: no harness, no journal, no UserSig signing (sigs are pre-generated).
 
 Driven by the environment (set by the bench, never needed by hand):
@@ -45,6 +46,7 @@ class BareLogin(User):
             raise RuntimeError("the bare bench only talks to loopback (--host ws://127.0.0.1:PORT)")
         self.addr = (u.hostname, u.port or 80)
         self.host_header = f"{u.hostname}:{u.port or 80}"
+        self.sources, self.src_i = shared["sources"], shared["src_i"]
         self.k = 0
 
     def _fire(self, name: str, began: float, exc: Exception | None) -> None:
@@ -58,7 +60,8 @@ class BareLogin(User):
         began = time.perf_counter()
         sock = None
         try:
-            sock = gsocket.create_connection(self.addr, timeout=TIMEOUT_S)
+            src = self.sources[next(self.src_i) % len(self.sources)]
+            sock = gsocket.create_connection(self.addr, timeout=TIMEOUT_S, source_address=(src, 0))
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
             ws = WSConnection(ConnectionType.CLIENT)
             sock.sendall(ws.send(Request(host=self.host_header, target="/ws")))
@@ -108,7 +111,10 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
     environment.bare = {"sdkappid": int(doc["sdkappid"]), "users": [tuple(u) for u in doc["users"]],
-                        "next": itertools.count(), "ok": array("q"), "counts": {"fail": 0}}
+                        "next": itertools.count(), "ok": array("q"), "counts": {"fail": 0},
+                        # like the harness (client.source_addresses: auto): spread connections over
+                        # 127.0.0.2..254 so TIME_WAIT sockets do not exhaust one address's ports
+                        "sources": [f"127.0.0.{i}" for i in range(2, 255)], "src_i": itertools.count()}
 
 
 def _on_quit(environment: Any, **_kw: Any) -> None:

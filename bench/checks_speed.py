@@ -5,7 +5,7 @@ kick races with evictions and events, relogin cycles with expiries), then times
 ``harness.checks.run_checks`` on it and prints rows/s, peak RSS growth and the ratio to the
 15 s budget. Not part of the test run.
 
-    .venv/bin/python bench/checks_speed.py [--rows 1000000] [--workers 4] [--keep DIR]
+    .venv/bin/python bench/checks_speed.py [--rows 1000000] [--workers 4] [--mix mixed|race] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -112,7 +112,10 @@ def relogin(wr: Writer, i: int, t: int) -> int:
     return rows + 2
 
 
-def synthesize(root: Path, rows: int, workers: int) -> int:
+def synthesize(root: Path, rows: int, workers: int, mix: str = "mixed") -> int:
+    """Write ``rows`` journal rows over ``workers`` files; ``mix`` "mixed" (70% mass logins,
+    20% kick races, 10% relogin cycles) or "race" (kick races only: every row matters to a
+    check, the slowest case)."""
     (root / "journal").mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text("target:\n  policy: single_platform\nrun:\n  settle_s: 2\n")
     per = rows // workers
@@ -123,7 +126,7 @@ def synthesize(root: Path, rows: int, workers: int) -> int:
         i = 0
         while wr.n < per:
             t = t0 + i * 3_000_000
-            kind = i % 10
+            kind = 8 if mix == "race" else i % 10
             if kind < 7:
                 mass_login(wr, i, t)
             elif kind < 9:
@@ -140,12 +143,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--mix", choices=("mixed", "race"), default="mixed")
     ap.add_argument("--keep", type=Path, default=None, help="write the run here and keep it")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp) / "run"
         t = time.perf_counter()
-        total = synthesize(root, args.rows, args.workers)
+        total = synthesize(root, args.rows, args.workers, args.mix)
         gen = time.perf_counter() - t
         size = sum(p.stat().st_size for p in (root / "journal").glob("*.jsonl"))
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -153,7 +157,7 @@ def main() -> int:
         results = run_checks(root)
         took, cpu = time.perf_counter() - t, time.process_time() - c
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"synthesized {total:,} rows ({size / 1e6:.0f} MB) in {gen:.1f} s")
+    print(f"synthesized {total:,} rows ({size / 1e6:.0f} MB, mix {args.mix}) in {gen:.1f} s")
     for name, res in results.items():
         print(f"  {name:<20} violations={res.violations}")
     print(f"run_checks: {took:.2f} s wall, {cpu:.2f} s CPU, {total / cpu:,.0f} rows/CPU-s, "

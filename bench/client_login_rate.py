@@ -132,7 +132,9 @@ TSUNG_XML = """<?xml version="1.0"?>
 <!DOCTYPE tsung SYSTEM "/usr/share/tsung/tsung-1.0.dtd" []>
 <tsung loglevel="warning" dumptraffic="false" version="1.0">
   <clients>
-    <client host="localhost" use_controller_vm="true" maxusers="{maxusers}"/>
+    <client host="localhost" use_controller_vm="true" maxusers="{maxusers}">
+{ips}
+    </client>
   </clients>
   <servers>
     <server host="{host}" port="{port}" type="tcp"/>
@@ -217,7 +219,10 @@ def run_tsung(server: RefServer, work: Path, args: argparse.Namespace, cpu: int 
                                for i in range(args.users)), encoding="utf-8")
     run_s = int(args.warmup + args.seconds + 2)
     xml = work / f"tsung-{tag}.xml"
-    xml.write_text(TSUNG_XML.format(maxusers=args.users * 2 + 10, host=LOOPBACK, port=server.port, run_s=run_s,
+    # Source addresses round-robin per session over 127.0.0.2..254, as the harness spreads its
+    # connections: TIME_WAIT sockets must not exhaust the ports of one address.
+    ips = "\n".join(f'      <ip value="127.0.0.{2 + i}"/>' for i in range(min(args.users, 253)))
+    xml.write_text(TSUNG_XML.format(maxusers=args.users * 2 + 10, ips=ips, host=LOOPBACK, port=server.port, run_s=run_s,
                                     users=args.users, rate=max(2 * args.users, 10), csv=csv, loops=10_000_000,
                                     sdkappid=SDKAPPID), encoding="utf-8")
     logdir = work / f"tsung-{tag}"
@@ -226,8 +231,11 @@ def run_tsung(server: RefServer, work: Path, args: argparse.Namespace, cpu: int 
     # Our own epmd on loopback (not a leftover daemon), stopped by pid below.
     epmd_proc = spawn([epmd, "-port", str(epmd_port), "-address", LOOPBACK], cpu=cpu,
                       log_path=work / "epmd.log")
+    # Stats every second; Erlang distribution on loopback; no scheduler busy-waiting, so the CPU
+    # time we sample is work, not spinning (at saturation tsung would not spin either).
     env = dict(os.environ, HOME=str(home), ERL_EPMD_PORT=str(epmd_port), ERL_EPMD_ADDRESS=LOOPBACK,
-               ERL_ZFLAGS="-tsung_controller dumpstats_interval 1000 -kernel inet_dist_use_interface {127,0,0,1}")
+               ERL_ZFLAGS="-tsung_controller dumpstats_interval 1000 -kernel inet_dist_use_interface {127,0,0,1} "
+                          "+sbwt none +sbwtdcpu none +sbwtdio none")
     proc = None
     try:
         time.sleep(0.3)
@@ -291,10 +299,11 @@ def _verdict(r: float | None, target: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="connect+login+close flows per generator core: harness vs bare Locust vs tsung")
-    p.add_argument("--seconds", type=float, default=15.0, help="measuring window per contender, s (default 15)")
-    p.add_argument("--warmup", type=float, default=5.0, help="start-up + ramp excluded before the window, s (default 5)")
+    p.add_argument("--seconds", type=float, default=10.0, help="measuring window per contender and round, s (default 10)")
+    p.add_argument("--warmup", type=float, default=4.0, help="start-up + ramp excluded before the window, s (default 4)")
     p.add_argument("--users", type=int, default=50, help="concurrent users / tsung sessions (default 50)")
-    p.add_argument("--rounds", type=int, default=1, help="repeat all contenders, order alternating (default 1)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of all contenders, order alternating; ratios are medians of per-round ratios (default 3)")
     p.add_argument("--only", default="harness,bare,tsung", metavar="NAMES",
                    help="comma-separated contenders to run (default harness,bare,tsung)")
     p.add_argument("--no-tsung", action="store_true", help="skip tsung even when installed")
@@ -302,51 +311,46 @@ def main(argv: list[str] | None = None) -> int:
                    help="cProfile the harness when a target is missed (auto), always or never")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journals, tsung logs)")
     args = p.parse_args(argv)
-    if not (1 <= args.users <= 5000) or args.seconds < 3 or args.seconds > 600 or args.warmup < 2 \
+    if not (1 <= args.users <= 5000) or not (3 <= args.seconds <= 600) or not (2 <= args.warmup <= 60) \
             or not (1 <= args.rounds <= 10):
-        p.error("use 1 <= --users <= 5000, 3 <= --seconds <= 600, --warmup >= 2, 1 <= --rounds <= 10")
+        p.error("use 1 <= --users <= 5000, 3 <= --seconds <= 600, 2 <= --warmup <= 60, 1 <= --rounds <= 10")
+    wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+    runners = {"harness": run_harness, "bare": run_bare, "tsung": run_tsung}
+    if not wanted or any(n not in runners for n in wanted):
+        p.error(f"--only takes names from harness, bare, tsung (got {args.only!r})")
+    contenders = [(n, runners[n]) for n in runners if n in wanted and not (n == "tsung" and args.no_tsung)]
 
     gen_cpu, srv_cpu = cpu_plan()
     work = Path(tempfile.mkdtemp(prefix="bench-login-rate-"))
     print(f"client_login_rate: users={args.users} window={args.seconds:g}s warmup={args.warmup:g}s "
           f"rounds={args.rounds}; generator on CPU {gen_cpu}, server on CPU {srv_cpu}; files in {work}", flush=True)
     if gen_cpu is None:
-        print("note: fewer than 2 usable CPUs: no pinning, 'per core' is per generator CPU-second only")
-    wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-    runners = {"harness": run_harness, "bare": run_bare, "tsung": run_tsung}
-    unknown = [n for n in wanted if n not in runners]
-    if unknown or not wanted:
-        p.error(f"--only takes names from harness, bare, tsung (got {args.only!r})")
-    contenders = [(n, runners[n]) for n in runners if n in wanted and not (n == "tsung" and args.no_tsung)]
-    per: dict[str, list[Result]] = {name: [] for name, _ in contenders}
+        print("note: fewer than 2 usable CPUs: no pinning; 'per core' is per generator CPU-second")
+    rounds: list[dict[str, Result]] = []
     server = RefServer(work, secret_key=new_secret(), policy="multi_platform", cpu=srv_cpu)
-    profile_text = ""
     try:
         server.start()
         for rnd in range(args.rounds):
             order = contenders if rnd % 2 == 0 else contenders[::-1]
+            done: dict[str, Result] = {}
             for name, fn in order:
-                print(f"  round {rnd + 1}: {name} ...", flush=True)
                 res = fn(server, work, args, gen_cpu, f"r{rnd}")
-                per[name].append(res)
-                if res.note and not res.seconds:
-                    print(f"    {res.note}")
-                    if name == "tsung" and res.note == "tsung not installed":
-                        break
+                done[name] = res
+                if res.seconds:
+                    print(f"  round {rnd + 1} {name:7}: {res.rate:8.1f} flows/s, generator {res.gen_util:.2f} cores "
+                          f"({res.gen_sys:.0%} kernel), {res.per_core:8.1f} flows per CPU-s, server "
+                          f"{res.server_util:.2f} cores" + (f"  ({res.note})" if res.note else ""), flush=True)
                 else:
-                    print(f"    {res.rate:8.1f} flows/s, generator {res.gen_util:.2f} cores ({res.gen_sys:.0%} kernel), "
-                          f"{res.per_core:8.1f} flows per CPU-s, server {res.server_util:.2f} cores"
-                          + (f"  ({res.note})" if res.note else ""), flush=True)
-        agg = {name: _aggregate(rs) for name, rs in per.items()}
-        h, b, t = agg.get("harness"), agg.get("bare"), agg.get("tsung")
-        missed = _report(agg, args)
+                    print(f"  round {rnd + 1} {name:7}: {res.note}", flush=True)
+            rounds.append(done)
+            if done.get("tsung") is not None and done["tsung"].note == "tsung not installed":
+                contenders = [c for c in contenders if c[0] != "tsung"]
+        missed, per_flow = report(rounds, [n for n in runners if n in wanted])
         if args.profile == "always" or (args.profile == "auto" and missed):
-            print("\nprofiling the harness (cProfile; shorter run) ...", flush=True)
-            profile_text = profile_harness(server, work, args, gen_cpu)
-            print(profile_text)
-            if h and b and h.per_core and b.per_core:
-                print(f"\nper flow: harness {1e6 / h.per_core:.0f} us CPU, bare {1e6 / b.per_core:.0f} us CPU"
-                      + (f", tsung {1e6 / t.per_core:.0f} us CPU" if t and t.per_core else ""))
+            print("\nwhere the harness's CPU goes (cProfile of a shorter mass_login run, same users) ...", flush=True)
+            print(profile_harness(server, work, args, gen_cpu))
+            if per_flow:
+                print("\nCPU per successful flow (median): " + ", ".join(f"{n} {us:.0f} us" for n, us in per_flow.items()))
     finally:
         server.stop()
         if not args.keep:
@@ -354,58 +358,57 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _aggregate(results: list[Result]) -> Result | None:
-    """Median over rounds (per field); None when no round produced numbers."""
-    good = [r for r in results if r.seconds > 0]
-    if not good:
-        return None
-    first = good[0]
-    rates = [r.rate for r in good]
-    mid = sorted(good, key=lambda r: r.rate)[len(good) // 2] if len(good) % 2 else None
-    if mid is not None:
-        return mid
-    # even count: a synthetic result carrying medians
-    secs = median([r.seconds for r in good])
-    return Result(first.name, ok=int(median(rates) * secs), failed=int(median([r.failed for r in good])),
-                  seconds=secs, gen_util=median([r.gen_util for r in good]),
-                  server_util=median([r.server_util for r in good]), note="median of rounds")
-
-
-def _report(agg: dict[str, Result | None], args: argparse.Namespace) -> bool:
+def report(rounds: list[dict[str, Result]], names: list[str]) -> tuple[bool, dict[str, float]]:
+    """Print medians per contender and the ratios (median of per-round ratios, so each ratio
+    compares runs made minutes apart at most). Returns (a target was missed, CPU us per flow)."""
     rows = []
-    for name, r in agg.items():
-        if r is None:
-            rows.append((name, "-", "-", "-", "-", "-", "-", "-"))
+    per_flow: dict[str, float] = {}
+    for name in names:
+        rs = [r[name] for r in rounds if name in r and r[name].seconds > 0]
+        if not rs:
+            note = next((r[name].note.splitlines()[0] for r in rounds if name in r), "not run")
+            rows.append((name, "-", "-", "-", "-", "-", "-", note))
             continue
-        rows.append((name, r.ok, r.failed, f"{r.seconds:.1f}", f"{r.rate:.1f}", f"{r.gen_util:.2f}",
-                     f"{r.per_core:.1f}", f"{r.server_util:.2f}"))
+        per_flow[name] = median([1e6 / r.per_core for r in rs if r.per_core])
+        rows.append((name, sum(r.ok for r in rs), sum(r.failed for r in rs), f"{median([r.rate for r in rs]):.1f}",
+                     f"{median([r.gen_util for r in rs]):.2f}", f"{median([r.per_core for r in rs]):.1f}",
+                     f"{median([r.server_util for r in rs]):.2f}", f"{len(rs)} rounds"))
     print()
-    print(fmt_table(["contender", "ok logins", "failed", "window s", "flows/s", "gen cores", "flows/CPU-s",
-                     "server cores"], rows))
-    h, b, t = agg.get("harness"), agg.get("bare"), agg.get("tsung")
+    print(fmt_table(["contender", "ok logins", "failed", "flows/s", "gen cores", "flows/CPU-s", "server cores", ""],
+                    rows))
     missed = False
     ratio_rows = []
-    for label, other, target in (("harness/bare", b, TARGET_BARE), ("harness/tsung", t, TARGET_TSUNG)):
-        if other is None or h is None:
+    for other, target in (("bare", TARGET_BARE), ("tsung", TARGET_TSUNG)):
+        label = f"harness/{other}"
+        pairs = [(r["harness"], r[other]) for r in rounds
+                 if "harness" in r and other in r and r["harness"].seconds and r[other].seconds]
+        core = [_ratio(h.per_core, o.per_core) for h, o in pairs]
+        wall = [_ratio(h.rate, o.rate) for h, o in pairs]
+        core = [x for x in core if x is not None]
+        wall = [x for x in wall if x is not None]
+        if not core:
             ratio_rows.append((label, "-", "-", f">= {target:g}", "n/a (not run)"))
             continue
-        per_core = _ratio(h.per_core, other.per_core)
-        wall = _ratio(h.rate, other.rate)
-        verdict = _verdict(per_core, target)
+        c, w = median(core), median(wall) if wall else 0.0
+        verdict = _verdict(c, target)
         missed |= verdict == "MISSED"
-        ratio_rows.append((label, f"{per_core:.2f}" if per_core else "-", f"{wall:.2f}" if wall else "-",
-                           f">= {target:g}", verdict))
+        spread = f" [{min(core):.2f}..{max(core):.2f}]" if len(core) > 1 else ""
+        ratio_rows.append((label, f"{c:.2f}{spread}", f"{w:.2f}", f">= {target:g}", verdict))
     print()
     print(fmt_table(["ratio", "per core", "wall flows/s", "target", "verdict (per core)"], ratio_rows))
-    print("\nper core = successful flows per CPU-second of the generator process tree (pinned to one CPU);"
-          "\nwall = successful flows/s in the window. Each contender runs the same users against the same server.")
-    for name, r in agg.items():
-        if r is not None and r.server_util >= 0.9:
-            print(f"note: the server was CPU-bound during {name} ({r.server_util:.2f} cores): wall rates are "
-                  f"capped by it; compare per core")
-        if r is not None and r.failed:
-            print(f"note: {name} had {r.failed} failed logins")
-    return missed
+    print("\nper core = successful flows per CPU-second of the generator's process tree (pinned to one CPU),"
+          "\n           i.e. flows/s of one fully busy core; the ratio is the median of per-round ratios [min..max]."
+          "\nwall     = successful flows/s in the window (capped by latency, the server and other load on the host).")
+    for r in rounds:
+        for name, res in r.items():
+            if res.seconds and res.server_util >= 0.9:
+                print(f"note: the server was CPU-bound during a {name} run ({res.server_util:.2f} cores): "
+                      f"that wall rate is capped by it; compare per core")
+    for name in names:
+        failed = sum(r[name].failed for r in rounds if name in r)
+        if failed:
+            print(f"note: {name} had {failed} failed logins (not counted as flows)")
+    return missed, per_flow
 
 
 if __name__ == "__main__":

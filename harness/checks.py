@@ -218,23 +218,18 @@ def _int(value: Any) -> int | None:
 class _Sess:
     """One session the journal saw succeed (ok login / relogin / switch row)."""
 
-    __slots__ = ("sid", "user", "platform", "instance", "conn", "sent", "done", "expire_at",
-                 "kicked", "w", "n", "op")
+    __slots__ = ("sid", "user", "platform", "conn", "sent", "done", "expire_at", "kicked")
 
-    def __init__(self, sid: str, user: str, platform: str, instance: str, conn: Any, sent: int, done: int,
-                 expire_at: int | None, kicked: tuple | None, w: Any, n: Any, op: str) -> None:
+    def __init__(self, sid: str, user: str | None, platform: str | None, conn: Any, sent: int, done: int,
+                 expire_at: int | None, kicked: tuple | None) -> None:
         self.sid = sid
         self.user = user
         self.platform = platform
-        self.instance = instance
         self.conn = conn
         self.sent = sent
         self.done = done
         self.expire_at = expire_at
         self.kicked = kicked
-        self.w = w
-        self.n = n
-        self.op = op
 
     def ref(self) -> dict[str, Any]:
         """The session as an example fragment."""
@@ -280,6 +275,13 @@ def _switch_data(data: Any) -> tuple | None:
     return tuple(data.get(k) if k != "online" else online for k in _SWITCH_KEYS)
 
 
+_EMPTY: list = []
+
+
+def _by_start_end(e: tuple) -> tuple:
+    return (e[0], e[1])
+
+
 # Per-connection login-ish entry: (start, end, op, session, outcome, code, user, scenario)
 _L_START, _L_END, _L_OP, _L_SID, _L_OUT, _L_CODE, _L_USER, _L_SCEN = range(8)
 
@@ -313,6 +315,7 @@ class History:
         self.bad_rows: list[dict] = []
         self.bad_count = 0
         self._starts: dict[Any, list[int]] | None = None
+        self._evictions: dict[str, tuple] | None = None
 
     # ------------------------------------------------------------------ feeding
     @classmethod
@@ -340,14 +343,14 @@ class History:
         self._starts = None
         seen_by_w = self._seen
         max_n = self._max_n
-        index = self._index
+        handler = self._handlers().get
         last_t = self.last_t
         count = self.rows
         cur_w: Any = None
         seen = bytearray()
         top = -1
         outcomes = _OUTCOMES
-        skip = _SKIP_OPS
+        skip = _SKIP_OPS  # fast exit for the most common rows (heartbeats ...)
         try:
             for row in rows:
                 if type(row) is not dict:
@@ -397,47 +400,69 @@ class History:
                 op = get("op")
                 if type(op) is not str or op in skip:
                     continue
-                index(row, op, w, n, st, en, outcome)
+                add = handler(op)
+                if add is not None:
+                    add(row, op, w, n, st, en, outcome)
         finally:
             if cur_w is not None:
                 max_n[cur_w] = top
             self.last_t = last_t
             self.rows = count
 
-    def _index(self, row: Mapping, op: Any, w: Any, n: Any, st: int, en: int, outcome: Any) -> None:
+    def _handlers(self) -> dict[str, Callable[..., None]]:
+        """op -> the method that indexes a row of that op (ops not listed are not indexed)."""
+        return {"login": self._add_login, "relogin": self._add_login, "switch": self._add_login,
+                "kicked_offline": self._add_kick, "sig_expired": self._add_expiry,
+                "logout": self._add_logout, "disconnect": self._add_disconnect,
+                "rest_kick": self._add_rest_kick, "race": self._add_race}
+
+    def _add_kick(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         get = row.get
-        if op in _LOGIN_OPS:
-            self._add_login(row, op, w, n, st, en, outcome)
-        elif op == "kicked_offline":
-            sid = _s(get("session"))
-            self.kicks.setdefault(sid, []).append(
-                (en, _s(get("by")), _si(get("detail")), _ckey(row), _s(get("user")), w, n))
-        elif op == "sig_expired":
-            sid = _s(get("session"))
-            self.expiries.setdefault(sid, []).append(en)
-            self.expiry_rows.append((en, sid, _ckey(row), _s(get("user")), _si(get("scenario")), w, n))
-        elif op == "logout":
-            sid = get("session")
-            if outcome == "ok" and isinstance(sid, str) and sid not in self.logouts:
-                self.logouts[sid] = (st, en)
-        elif op == "disconnect":
-            self.conn_disc.setdefault(_ckey(row), []).append((en, _si(outcome), _si(get("detail"))))
-        elif op == "rest_kick":
-            if outcome != "fail" and isinstance(get("user"), str):
-                self.rest_kicks.setdefault(get("user"), []).append(st)
-        elif op == "race":
-            self.races.append(_Race(w, n, _s(get("user")), _s(get("race")), en, get("data")))
+        sid = _s(get("session"))
+        self.kicks.setdefault(sid, []).append(
+            (en, _s(get("by")), _si(get("detail")), _ckey(row), _s(get("user")), w, n))
+
+    def _add_expiry(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        get = row.get
+        sid = _s(get("session"))
+        self.expiries.setdefault(sid, []).append(en)
+        self.expiry_rows.append((en, sid, _ckey(row), _s(get("user")), _si(get("scenario")), w, n))
+
+    def _add_logout(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        sid = row.get("session")
+        if outcome == "ok" and type(sid) is str and sid not in self.logouts:
+            self.logouts[_intern(sid)] = (st, en)
+
+    def _add_disconnect(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        self.conn_disc.setdefault(_ckey(row), []).append((en, _si(outcome), _si(row.get("detail"))))
+
+    def _add_rest_kick(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        user = row.get("user")
+        if outcome != "fail" and type(user) is str:
+            self.rest_kicks.setdefault(user, []).append(st)
+
+    def _add_race(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        get = row.get
+        self.races.append(_Race(w, n, _s(get("user")), _s(get("race")), en, get("data")))
 
     def _add_login(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         get = row.get
-        sid = _s(get("session"))
-        user = _s(get("user"))
-        code = _int(get("code"))
-        key = _ckey(row)
+        sid = get("session")
+        sid = _intern(sid) if type(sid) is str else None
+        user = get("user")
+        user = _intern(user) if type(user) is str else None
+        code = get("code")
+        if type(code) is not int:
+            code = _int(code)
+        key = get("conn")
+        key = _intern(key) if type(key) is str and key else _ckey(row)
         op = _intern(op)
         outcome = _intern(outcome)
-        self.conn_logins.setdefault(key, []).append(
-            (st, en, op, sid, outcome, code, user, _si(get("scenario"))))
+        scenario = get("scenario")
+        lst = self.conn_logins.get(key)
+        if lst is None:
+            lst = self.conn_logins[key] = []
+        lst.append((st, en, op, sid, outcome, code, user, _intern(scenario) if type(scenario) is str else None))
         if op == "switch":
             self.switches.append((w, n, user, sid, en, outcome, code, _s(get("detail")), _switch_data(get("data"))))
         if not isinstance(sid, str) or not sid:
@@ -447,14 +472,17 @@ class History:
             return
         if op == "login":
             kicked = get("kicked")
-            kicked_t = tuple(k for k in kicked if isinstance(k, str)) if isinstance(kicked, list) else None
-            sess = _Sess(sid, user, _si(get("platform")), _s(get("instance")), key, st, en,
-                         _int(get("expire_at")), kicked_t, w, n, op)
+            if type(kicked) is not list:
+                kicked_t = None
+            elif not kicked:
+                kicked_t = ()
+            else:
+                kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
+            sess = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), kicked_t)
             self.sessions[sid] = sess  # a login row is the authoritative record
         elif sid not in self.sessions:
             # relogin / switch rows without a login row of their own: kicked list unknown
-            self.sessions[sid] = _Sess(sid, user, _si(get("platform")), _s(get("instance")), key, st, en,
-                                       _int(get("expire_at")), None, w, n, op)
+            self.sessions[sid] = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), None)
 
     def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
         """Validate a row that failed the fast path; returns (w, n, start, end), each
@@ -495,17 +523,23 @@ class History:
         return w, n, st, en
 
     # ------------------------------------------------------------------ queries
+    def _prepare(self) -> None:
+        """Sort the per-connection lists and index their start times (once, after feeding)."""
+        starts: dict[Any, list[int]] = {}
+        for key, lst in self.conn_logins.items():
+            if len(lst) > 1:
+                lst.sort(key=_by_start_end)
+            starts[key] = [e[0] for e in lst]
+        for lst in self.conn_disc.values():
+            if len(lst) > 1:
+                lst.sort()
+        self._evictions = None
+        self._starts = starts
+
     def _conn_starts(self, key: Any) -> list[int]:
         if self._starts is None:
-            for lst in self.conn_logins.values():
-                lst.sort(key=lambda e: (e[0], e[1]))
-            for lst in self.conn_disc.values():
-                lst.sort()
-            self._starts = {}
-        starts = self._starts.get(key)
-        if starts is None:
-            starts = self._starts[key] = [e[0] for e in self.conn_logins.get(key, ())]
-        return starts
+            self._prepare()
+        return self._starts.get(key, _EMPTY)  # type: ignore[union-attr]
 
     def conn_entries(self, key: Any) -> list[tuple]:
         """Login / relogin / switch entries of one connection, sorted by start."""
@@ -515,7 +549,9 @@ class History:
     def next_login(self, s: _Sess) -> tuple | None:
         """The first login-ish entry on ``s``'s connection sent after ``s`` was established."""
         starts = self._conn_starts(s.conn)
-        entries = self.conn_logins.get(s.conn, [])
+        if not starts or starts[-1] < s.done:
+            return None
+        entries = self.conn_logins[s.conn]
         i = bisect_left(starts, s.done)
         while i < len(entries):
             e = entries[i]
@@ -526,7 +562,8 @@ class History:
 
     def disconnect_of(self, key: Any) -> tuple | None:
         """The first disconnect row of a connection (a connection closes once)."""
-        self._conn_starts(key)
+        if self._starts is None:
+            self._prepare()
         d = self.conn_disc.get(key)
         return d[0] if d else None
 
@@ -559,33 +596,37 @@ class History:
 
     def evictions(self) -> dict[str, tuple]:
         """Sessions the server's login responses reported as evicted:
-        sid -> (evicting session, its login start, its login end)."""
+        sid -> (evicting session, its login start, its login end). Computed once."""
+        if self._starts is None:
+            self._prepare()
+        if self._evictions is not None:
+            return self._evictions
         out: dict[str, tuple] = {}
         for s in self.sessions.values():
             if s.kicked:
                 for k in s.kicked:
                     if k not in out or out[k][2] > s.done:
                         out[k] = (s.sid, s.sent, s.done)
+        self._evictions = out
         return out
-
-
-def _s(value: Any) -> str | None:
-    """A JSON text value, or None (keeps malformed rows from becoming dict keys)."""
-    return value if isinstance(value, str) else None
 
 
 _intern = sys.intern
 
 
-def _si(value: Any) -> str | None:
-    """:func:`_s` of a low-cardinality value (op, platform, scenario, ...), interned to save memory."""
+def _s(value: Any) -> str | None:
+    """A JSON text value, interned (one object per distinct id however many rows name it:
+    the index's main memory saving), or None (keeps malformed values out of dict keys)."""
     return _intern(value) if type(value) is str else None
+
+
+_si = _s
 
 
 def _ckey(row: Mapping) -> Any:
     conn = row.get("conn")
-    if isinstance(conn, str) and conn:
-        return conn
+    if type(conn) is str and conn:
+        return _intern(conn)
     return ("user", str(row.get("w")), str(row.get("user")))
 
 
@@ -1068,8 +1109,8 @@ def relogin_recovers(rows: Iterable[Any] | History, *, params: CheckParams | Non
 
     Every ``sig_expired`` row, and every failed login with an expiry code (6206, 70001,
     70052) in scenario relogin_expiry, is followed by an ok ``relogin`` (or ``login``) on
-    the same connection that ends within the bound; excused when the run or the client's
-    own connection ended first. Also: no login loop (in relogin_expiry, a login failing with
+    the same connection that ends within the bound; excused when the run ended within the
+    bound, or the client closed its connection without trying. Also: no login loop (in relogin_expiry, a login failing with
     a non-expiry code retried on the same connection within 1 s for the same user).
     """
     p = params or CheckParams()
@@ -1092,8 +1133,8 @@ def relogin_recovers(rows: Iterable[Any] | History, *, params: CheckParams | Non
         if t + bound > h.last_t:
             return  # the run ended within the bound
         d = h.disconnect_of(key)
-        if d is not None and t <= d[0] <= t + bound and d[1] == "ok":
-            return  # the client itself closed the connection
+        if not attempts and d is not None and t <= d[0] <= t + bound and d[1] == "ok":
+            return  # the client chose to leave (closed the connection) without trying
         if attempts:
             last = attempts[-1]
             if last[_L_OUT] == "ok":

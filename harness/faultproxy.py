@@ -50,6 +50,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -123,7 +124,8 @@ def picked(seed: int, conn_id: int, fault_id: str, fraction: float) -> bool:
 @dataclass
 class ChunkPlan:
     """What to do with one chunk: ``reset`` both sides; ``drop`` it (black hole); forward only
-    ``keep`` bytes then close (``cut``; None = all, no cut); write it ``delay_s`` later."""
+    ``keep`` bytes then close (``cut``; None = all, no cut); write it ``delay_s`` later.
+    ``acted``: ids of the faults that changed something (a connection they act on is *affected*)."""
 
     reset: bool = False
     drop: bool = False
@@ -140,23 +142,24 @@ def plan_chunk(faults: Sequence[ProxyFault], *, seed: int, conn_id: int, now: fl
     for f in faults:
         if not f.active(now) or not picked(seed, conn_id, f.id, f.fraction):
             continue
-        plan.acted.append(f.id)
         if f.kind == "reset":
             plan.reset = True
         elif f.kind == "blackhole":
             plan.drop = True
         elif f.kind == "cut":
             budget = max(0, f.after_bytes - forwarded)
-            if budget < size:
-                plan.keep = budget if plan.keep is None else min(plan.keep, budget)
+            if budget >= size:
+                continue  # not yet: nothing done to this chunk
+            plan.keep = budget if plan.keep is None else min(plan.keep, budget)
         elif f.kind == "latency":
             plan.delay_s += (f.latency_ms + rng.uniform(0.0, f.jitter_ms)) / 1000.0
+        plan.acted.append(f.id)
     return plan
 
 
 # ----------------------------------------------------------------------------- the proxy
 class _Conn:
-    __slots__ = ("cid", "cw", "uw", "forwarded", "blackholed", "done", "release", "pending")
+    __slots__ = ("cid", "cw", "uw", "forwarded", "blackholed", "done", "release", "pending", "queue", "then")
 
     def __init__(self, cid: int, cw: asyncio.StreamWriter) -> None:
         self.cid = cid
@@ -165,8 +168,12 @@ class _Conn:
         self.forwarded = 0
         self.blackholed = False
         self.done = False
-        self.release = [0.0, 0.0]   # per direction: when the last delayed chunk is written (loop time)
+        self.release = [0.0, 0.0]   # per direction: when the last delayed chunk is due (loop time)
         self.pending = [0, 0]       # per direction: delayed bytes not yet written
+        # per direction: FIFO of (due, bytes); timers may fire out of order (uvloop rounds to
+        # ms), so one timer per direction drains the queue head-first: order is always kept
+        self.queue: tuple[deque, deque] = (deque(), deque())
+        self.then: list[Callable[[], None] | None] = [None, None]  # run once the queue drained
 
 
 def _abort(writer: asyncio.StreamWriter | None) -> None:
@@ -309,13 +316,13 @@ class FaultProxy:
             while not c.done:
                 data = await src.read(CHUNK)
                 if not data:
-                    if c.pending[d] == 0 and dst.can_write_eof() and not dst.is_closing():
+                    if c.queue[d]:
+                        c.then[d] = lambda: _close(dst)  # after the delayed bytes
+                    elif dst.can_write_eof() and not dst.is_closing():
                         try:
                             dst.write_eof()
                         except (OSError, RuntimeError):
                             pass
-                    else:
-                        loop.call_at(c.release[d] + 1e-4, _close, dst)
                     return
                 if c.done:
                     return
@@ -334,27 +341,47 @@ class FaultProxy:
                 if plan.keep is not None:
                     data = data[:plan.keep]
                 c.forwarded += len(data)
-                if plan.delay_s > 0 or c.pending[d]:
-                    at = max(loop.time() + plan.delay_s, c.release[d] + 1e-6)
+                if plan.delay_s > 0 or c.queue[d]:
+                    at = max(loop.time() + plan.delay_s, c.release[d])
                     c.release[d] = at
-                    c.pending[d] += len(data)
-                    loop.call_at(at, self._write_later, c, dst, d, data)
+                    self._enqueue(c, dst, d, at, data)
                     if c.pending[d] > HIGH_WATER:
                         await asyncio.sleep(max(0.0, at - loop.time()))
                 elif data:
                     dst.write(data)
                     if dst.transport.get_write_buffer_size() > HIGH_WATER:
                         await dst.drain()
-                if plan.keep is not None:
-                    loop.call_at(max(loop.time(), c.release[d]) + 1e-4, self._finish, c, False)
+                if plan.keep is not None:  # cut: close both sides once this chunk is out
+                    if c.queue[d]:
+                        c.then[d] = lambda: self._finish(c, False)
+                    else:
+                        self._finish(c, False)
                     return
         except (OSError, asyncio.IncompleteReadError, RuntimeError):
             self._finish(c, reset=True)
 
-    def _write_later(self, c: _Conn, dst: asyncio.StreamWriter, d: int, data: bytes) -> None:
-        c.pending[d] -= len(data)
-        if not c.done and not dst.is_closing():
-            dst.write(data)
+    def _enqueue(self, c: _Conn, dst: asyncio.StreamWriter, d: int, at: float, data: bytes) -> None:
+        q = c.queue[d]
+        q.append((at, data))
+        c.pending[d] += len(data)
+        if len(q) == 1:
+            asyncio.get_running_loop().call_at(at, self._drain_queue, c, dst, d)
+
+    def _drain_queue(self, c: _Conn, dst: asyncio.StreamWriter, d: int) -> None:
+        """Write every queued chunk that is due, oldest first; re-arm for the next one."""
+        loop = asyncio.get_running_loop()
+        q = c.queue[d]
+        now = loop.time() + 0.001  # timers fire up to a ms early
+        while q and q[0][0] <= now:
+            _at, data = q.popleft()
+            c.pending[d] -= len(data)
+            if data and not c.done and not dst.is_closing():
+                dst.write(data)
+        if q:
+            loop.call_at(q[0][0], self._drain_queue, c, dst, d)
+        elif c.then[d] is not None:
+            then, c.then[d] = c.then[d], None
+            then()
 
     def _finish(self, c: _Conn, reset: bool = False) -> None:
         if c.done:

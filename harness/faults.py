@@ -1,15 +1,18 @@
 """Fault injection (``faults:`` in config) and recovery measurement.
 
 Shell: :class:`FaultPlugin` (built by harness/plugin.py in Locust's init event, on every
-process). On the master/local process it
+process).
 
-* starts the TCP fault proxy (harness/faultproxy.py, a child process stopped by pid) when
-  a proxy fault is scheduled (or ``faults.proxy: always``) and points ``environment.chat.ws_url``
-  at it before any user starts (workers get that URL from the master with the target);
-* on ``test_start`` schedules every fault of ``faults.schedule`` (``at_s`` after that moment):
-  ``server_restart`` SIGKILLs the embedded target and starts it again on the same port after
-  ``down_s``; ``server_stall`` SIGSTOPs it for ``duration_s``; proxy kinds are sent to the
-  proxy with their absolute window;
+* Every load-generating process (local, or each worker) runs its own TCP fault proxy
+  (harness/faultproxy.py, a child process stopped by pid) when a proxy fault is scheduled (or
+  ``faults.proxy: always``), and ``environment.chat.ws_url`` points at it before any user
+  starts: on a worker it is started as the master's target URL is bound (users wait for
+  that). One proxy per process keeps the proxy off the master and scales with the workers.
+* On the master/local process, ``test_start`` schedules every fault of ``faults.schedule``
+  (``at_s`` after that moment): ``server_restart`` SIGKILLs the embedded target and starts it
+  again on the same port after ``down_s``; ``server_stall`` SIGSTOPs it for ``duration_s``;
+  proxy windows (absolute unix times) go to the local proxy, or to every worker
+  (message ``chat_fault_windows``; workers answer each window's ``chat_fault_report``);
 * journals each fault as one ``fault`` row (INTERNAL, outcome info, code 0, ``detail`` = the
   fault's name, ``data`` = its parameters + what happened) when its window ends, or when the
   test stops first (``data.cut_short``). On a master with workers the rows go to
@@ -46,9 +49,12 @@ from harness.config import FaultSpec
 from harness.errors import HarnessError, TargetError
 from harness.journal import Journal
 
-__all__ = ["FaultPlugin", "ProxyProcess", "recovery_stats", "FAULT_SCENARIO"]
+__all__ = ["FaultPlugin", "ProxyProcess", "recovery_stats", "proxied_url", "FAULT_SCENARIO"]
 
 log = logging.getLogger("harness")
+
+#: master -> workers: proxy windows to apply; workers -> master: a window's report.
+WINDOWS, REPORT = "chat_fault_windows", "chat_fault_report"
 
 #: ``scenario`` of fault rows (they belong to no scenario).
 FAULT_SCENARIO = "faults"
@@ -75,9 +81,10 @@ def recovery_stats(rows: Iterable[Mapping], fault_rows: Iterable[Mapping] | None
     A session is *lost* to a fault when its connection dropped (a ``disconnect`` row with
     outcome ``info`` and a session) between the fault's start and ``grace_s`` seconds after
     its end (a loss belongs to the latest fault that started before it). It is *back* when
-    the ``reconnect`` row whose ``data.old_conn`` is that connection ended ok. Recoveries the
-    harness itself stopped (the user left: detail ``stopped…``) are *abandoned* and left out
-    of the percentages.
+    the ``reconnect`` row whose ``data.old_conn`` is that connection ended ok, *failed* when
+    that row is fail/info. The percentages count back + failed sessions: losses without a
+    ``reconnect`` row (recovery off for that device) are ``no_reconnect`` and recoveries the
+    harness itself stopped (the user left: detail ``stopped…``) are ``abandoned``.
 
     ``fault_rows``: the ``fault`` rows (default: those among ``rows``). Returns
     ``{"faults": [...]}``, one dict per fault in start order: ``name``, ``kind``, ``start_ns``,
@@ -160,7 +167,7 @@ def recovery_stats(rows: Iterable[Mapping], fault_rows: Iterable[Mapping] | None
                 failed += 1
         back_t.sort()
         lost = len(owner[i])
-        total = lost - abandoned
+        total = len(back_t) + failed
         rec_end = last_back if last_back is not None else f_end + grace
         rec_end = max(rec_end, f_end)
         # peak ok-login rate in 1 s buckets over [start, rec_end]
@@ -206,8 +213,9 @@ class ProxyProcess:
     """
 
     def __init__(self, upstream_host: str, upstream_port: int, *, seed: int = 0, log_path: str | Path | None = None,
-                 startup_timeout_s: float = 10.0) -> None:
+                 startup_timeout_s: float = 10.0, on_report: Any = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.on_report = on_report
         self.seed = seed
         self.log_path = Path(log_path) if log_path else None
         self.startup_timeout_s = startup_timeout_s
@@ -263,6 +271,11 @@ class ProxyProcess:
                 continue
             if isinstance(msg, dict) and msg.get("event") == "fault_end":
                 self.reports[str(msg.get("id"))] = msg
+                if self.on_report is not None:
+                    try:
+                        self.on_report(msg)
+                    except Exception:  # pragma: no cover - a relay problem must not stop the reader
+                        log.exception("fault proxy report relay failed")
 
     def send(self, obj: Mapping) -> bool:
         """One control command; False when the proxy is gone."""
@@ -325,11 +338,22 @@ class FaultPlugin:
         self.group = Group()
         self.restarts = 0
         self.emitted = 0
+        self.reports: dict[str, list[dict]] = {}   # fault id -> proxy reports (one per proxy)
+        self._windows: list[dict] = []            # worker: windows waiting for the proxy
         self._journal: Journal | None = None
-        self._own_journal = False
-        if self.role == "worker" or self.rt is None:
-            return  # workers get the (proxied) URL from the master; faults run on the master
-        if self.cfg.faults.use_proxy:
+        if self.rt is None:
+            return
+        ev = environment.events
+        use_proxy = self.cfg.faults.use_proxy
+        if self.role == "worker":
+            # the master's config (adopted when its target arrives) decides whether to proxy
+            runner.register_message(WINDOWS, self.on_windows)
+            self._wrap_bind_target()
+            ev.quitting.add_listener(self.on_quitting)
+            return
+        if self.role == "master":
+            runner.register_message(REPORT, self.on_report)
+        elif use_proxy:
             try:
                 self._start_proxy()
             except HarnessError as err:
@@ -339,7 +363,6 @@ class FaultPlugin:
                 sys.stderr.write(f"error: {err}\n")
                 sys.stderr.flush()
                 sys.exit(err.exit_code)
-        ev = environment.events
         ev.test_start.add_listener(self.on_test_start)
         ev.test_stopping.add_listener(self.on_test_stopping)
         ev.test_stop.add_listener(self.on_test_stop)
@@ -347,18 +370,69 @@ class FaultPlugin:
 
     # ------------------------------------------------------------------ proxy
     def _start_proxy(self) -> None:
+        """Start this process's proxy in front of ``rt.ws_url`` and point ``rt.ws_url`` at it."""
         rt = self.rt
         u = urlsplit(rt.ws_url)
         port = u.port or (443 if u.scheme == "wss" else 80)
-        log_path = rt.run_dir / "faultproxy.log" if rt.run_dir else None
-        self.proxy = ProxyProcess(u.hostname or "127.0.0.1", port, seed=self.cfg.faults.seed, log_path=log_path)
+        log_path = Path(rt.run_dir) / f"faultproxy-{rt.worker}.log" if rt.run_dir else None
+        relay = self._relay_report if self.role == "worker" else self.on_report
+        self.proxy = ProxyProcess(u.hostname or "127.0.0.1", port, seed=self.cfg.faults.seed, log_path=log_path,
+                                  on_report=relay)
         pport = self.proxy.start()
         import atexit
 
         atexit.register(self.proxy.stop)
         rt.direct_ws_url = rt.ws_url  # type: ignore[attr-defined]
         rt.ws_url = proxied_url(rt.ws_url, pport)
-        log.info("harness connects through the fault proxy %s -> %s", rt.ws_url, rt.direct_ws_url)
+        log.info("%s connects through the fault proxy %s -> %s", rt.worker, rt.ws_url, rt.direct_ws_url)
+        for w in self._windows:
+            self.proxy.send(w)
+        self._windows.clear()
+
+    def _wrap_bind_target(self) -> None:
+        """Worker: start the proxy right after the master's target is bound (before ``ready``)."""
+        rt = self.rt
+        bind = rt.bind_target
+
+        def bind_target(ws_url: str, rest_base: str, sdk_app_id: int, secret_key: str) -> None:
+            bind(ws_url, rest_base, sdk_app_id, secret_key)
+            self.cfg = rt.cfg
+            if self.proxy is None and rt.cfg.faults.use_proxy:
+                try:
+                    self._start_proxy()
+                except HarnessError as err:
+                    log.error("%s; %s runs without fault injection", err, rt.worker)
+
+        rt.bind_target = bind_target  # type: ignore[method-assign]
+
+    def on_windows(self, environment: Any, msg: Any, **_kw: Any) -> None:
+        """Worker: proxy windows from the master (applied now, or once the proxy runs)."""
+        for w in (msg.data or {}).get("windows") or []:
+            if isinstance(w, dict):
+                if self.proxy is not None:
+                    self.proxy.send(w)
+                else:
+                    self._windows.append(w)
+
+    def _relay_report(self, report: dict) -> None:
+        try:
+            self.runner.send_message(REPORT, report)
+        except Exception:  # pragma: no cover - master gone
+            pass
+
+    def on_report(self, *args: Any, **kw: Any) -> None:
+        """A proxy's ``fault_end`` report (local: a dict; master: a Locust message)."""
+        msg = kw.get("msg", args[-1] if args else None)
+        data = getattr(msg, "data", msg)
+        if isinstance(data, dict) and data.get("id") is not None:
+            self.reports.setdefault(str(data["id"]), []).append(data)
+
+    def _send_windows(self, windows: list[dict]) -> None:
+        if self.role == "master":
+            self.runner.send_message(WINDOWS, {"windows": windows})
+        elif self.proxy is not None:
+            for w in windows:
+                self.proxy.send(w)
 
     # ------------------------------------------------------------------ journaling
     def journal(self) -> Journal:
@@ -368,7 +442,6 @@ class FaultPlugin:
         if self._journal is None:
             self._journal = Journal(Path(self.rt.run_dir) / "journal" / "master.jsonl", "master",
                                     flush_interval=self.cfg.run.journal_flush_s).open()
-            self._own_journal = True
         return self._journal
 
     def emit(self, spec: FaultSpec, start_ns: int, end_ns: int, data: Mapping[str, Any]) -> None:
@@ -386,9 +459,20 @@ class FaultPlugin:
         if not self.specs:
             return
         self._end_faults()
+        self.reports.clear()
         t0 = time.time()
+        windows = [{"cmd": "fault", "id": self._fault_id(i, spec), "kind": spec.kind, "start": t0 + spec.at_s,
+                    "end": t0 + spec.at_s + spec.duration_s, "fraction": spec.fraction,
+                    "latency_ms": spec.latency_ms, "jitter_ms": spec.jitter_ms, "after_bytes": spec.after_bytes}
+                   for i, spec in enumerate(self.specs) if spec.proxy]
+        if windows:
+            self._send_windows(windows)  # before the master sends the spawn messages
         for i, spec in enumerate(self.specs):
             self.group.spawn(self._run, i, spec, t0)
+
+    @staticmethod
+    def _fault_id(i: int, spec: FaultSpec) -> str:
+        return f"{i}-{spec.name}"
 
     def on_test_stopping(self, environment: Any, **_kw: Any) -> None:
         self._end_faults()
@@ -399,7 +483,8 @@ class FaultPlugin:
             self._journal.flush()
 
     def on_quitting(self, environment: Any, **_kw: Any) -> None:
-        self._end_faults()
+        if self.role != "worker":
+            self._end_faults()
         if self._journal is not None:
             self._journal.close()
         if self.proxy is not None:
@@ -427,32 +512,31 @@ class FaultPlugin:
             self._stall(spec, target)
 
     def _run_proxy(self, i: int, spec: FaultSpec, at: float) -> None:
-        fid = f"{i}-{spec.name}"
+        """Wait out a proxy window (the proxies act on their own), then journal it with the
+        connections the proxies saw and acted on (``affected``, ``seen``, ``proxies``)."""
+        fid = self._fault_id(i, spec)
         start_ns, end_ns = int(at * _NS), int((at + spec.duration_s) * _NS)
         data: dict[str, Any] = {}
-        sent = self.proxy is not None and self.proxy.send(
-            {"cmd": "fault", "id": fid, "kind": spec.kind, "start": at, "end": at + spec.duration_s,
-             "fraction": spec.fraction, "latency_ms": spec.latency_ms, "jitter_ms": spec.jitter_ms,
-             "after_bytes": spec.after_bytes})
-        if not sent:
+        if self.role == "local" and self.proxy is None:
             data["error"] = "the fault proxy is not running"
         try:
             gevent.sleep(max(0.0, at + spec.duration_s - time.time()))
+            expected = 1 if self.role == "local" else max(1, int(getattr(self.rt, "processes", 1) or 1))
             deadline = time.time() + 1.0
-            while sent and fid not in self.proxy.reports and time.time() < deadline:  # type: ignore[union-attr]
+            while len(self.reports.get(fid, ())) < expected and time.time() < deadline:
                 gevent.sleep(0.02)
         except gevent.GreenletExit:
             now = time.time_ns()
             if now < end_ns:
                 end_ns = max(start_ns, now)
                 data["cut_short"] = True
-                if self.proxy is not None:
-                    self.proxy.send({"cmd": "clear"})
+                self._send_windows([{"cmd": "clear"}])
             raise
         finally:
             if time.time_ns() >= start_ns:
-                rep = self.proxy.reports.get(fid, {}) if self.proxy is not None else {}
-                data.update({k: rep[k] for k in ("affected", "seen") if k in rep})
+                reps = self.reports.get(fid, [])
+                data.update({"affected": sum(int(r.get("affected") or 0) for r in reps),
+                             "seen": sum(int(r.get("seen") or 0) for r in reps), "proxies": len(reps)})
                 self.emit(spec, start_ns, end_ns, data)
 
     def _restart(self, spec: FaultSpec, target: Any) -> None:

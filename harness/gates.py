@@ -123,7 +123,9 @@ def evaluate_gates(gates_cfg: Mapping, summary: Mapping) -> dict[str, dict]:
         value = _value(row.get("rate_per_s")) if isinstance(row, Mapping) else None
         name = f"min_rate.{op}"
         if value is None:
-            out[name] = _gate(limit, None, False, f"no {op} operations in this run")
+            why = (f"no {op} operations in this run" if not isinstance(row, Mapping) or not row.get("count")
+                   else "rate not measured (run duration 0)")
+            out[name] = _gate(limit, None, False, why)
         else:
             out[name] = _gate(limit, value, value >= limit)
 

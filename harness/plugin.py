@@ -413,6 +413,20 @@ class HarnessPlugin:
             rt.journal.start_flusher()
         if self.csv_writer is not None and self.csv_greenlet is None:
             self.csv_greenlet = gevent.spawn(self.csv_writer.stats_writer)
+        if self.role == "master" and getattr(self, "watcher", None) is None:
+            self.watcher = gevent.spawn(self._watch_workers)
+
+    def _watch_workers(self) -> None:
+        """Master: remember each worker's user count (Locust forgets it once a worker goes
+        missing, and a worker may die before its first report)."""
+        while True:
+            clients = getattr(self.runner, "clients", None)
+            for c in list(clients.values()) if hasattr(clients, "values") else ():
+                node = self.nodes.get(getattr(c, "id", None))
+                users = sum((getattr(c, "user_classes_count", None) or {}).values())
+                if node is not None and users > node["users_max"]:
+                    node["users_max"] = users
+            gevent.sleep(0.5)
 
     def on_test_stop(self, environment: Any, **_kw: Any) -> None:
         if self.role == "worker":
@@ -522,6 +536,9 @@ class HarnessPlugin:
                 except Exception:  # pragma: no cover - a listener bug must not stop the drain
                     log.exception("while receiving a late %s message", getattr(msg, "type", "?"))
 
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.kill(block=False)
         receiver = gevent.spawn(receive)
         try:
             while time.monotonic() < deadline:

@@ -77,8 +77,10 @@ class AccountPool:
 # ----------------------------------------------------------------------------- file descriptors
 #: descriptors a load process needs besides its users' connections (logs, journal, zmq, REST, ...)
 FD_MARGIN = 64
-#: and a share on top, for connections in their TIME_WAIT-free closing and transient REST calls
+#: and a share on top, for connections still closing and transient REST calls
 FD_MARGIN_RATIO = 0.02
+#: descriptors the embedded server needs besides one per connection (listener, ledger, log, epoll)
+TARGET_FD_MARGIN = 32
 
 
 def _nr_open() -> int:
@@ -151,10 +153,7 @@ def fds_needed(cfg: Config, weights: dict[str, int], users: int, processes: int 
             continue
         per_proc += math.ceil(share / processes) * fd
         total += share * fd
-    def pad(n: float) -> int:
-        return int(math.ceil(n * (1 + FD_MARGIN_RATIO))) + FD_MARGIN
-
-    return pad(per_proc), pad(total)
+    return int(math.ceil(per_proc * (1 + FD_MARGIN_RATIO))) + FD_MARGIN, int(math.ceil(total)) + TARGET_FD_MARGIN
 
 
 def check_fit(cfg: Config, weights: dict[str, int], users: int, processes: int, limit: int,

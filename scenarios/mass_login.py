@@ -1,5 +1,6 @@
 """mass_login: login storms. Each user connects and logs in with its own account, holds the
 session online with (staggered) heartbeats for ``hold_s``, logs out / disconnects, repeats.
+A user whose connect or login failed waits 0.5-1.5 s before its next attempt (no retry storm).
 
 Open model (``arrival_rate`` > 0): one scheduler per process starts flows at the target rate
 (split across workers); each flow's rows carry ``intended`` = its scheduled slot, so latency
@@ -8,6 +9,7 @@ as ``dropped``.
 """
 from __future__ import annotations
 
+import random
 import time
 
 import gevent
@@ -23,29 +25,30 @@ class MassLogin(ChatUser):
     def on_start(self) -> None:
         super().on_start()
         self.sc = self.cfg.scenarios.mass_login
-        self.flows = Group()
+        self.flows = Group() if self.sc.arrival_rate > 0 else None  # open model only (saves ~1 KiB/user)
         self.is_scheduler = False
         if self.sc.arrival_rate > 0:
             self.is_scheduler = not getattr(self.rt, "open_scheduler_taken", False)
             self.rt.open_scheduler_taken = True
         self.account = self.acquire() if not self.sc.arrival_rate else ""
 
-    def flow(self, account: str, intended: int | None = None) -> None:
-        """connect -> login -> hold (heartbeats) -> logout -> disconnect."""
+    def flow(self, account: str, intended: int | None = None) -> bool:
+        """connect -> login -> hold (heartbeats) -> logout -> disconnect; True when it logged in."""
         sc = self.sc
         d = self.device(heartbeat_s=sc.heartbeat_s)
         try:
             if not d.connect(intended=intended).ok:
-                return
+                return False
             sig = self.fetch_sig(account, self.cfg.usersig.expire_s, platform=d.platform, conn=d.conn)
             if sig is None:
-                return
+                return False
             res = d.login(account, sig, intended=intended)
             if not res.ok:
-                return
+                return False
             d.disconnected.wait(sc.hold_s)
             if sc.logout and d.logged_in:
                 d.logout()
+            return True
         finally:
             self.drop_device(d)
 
@@ -57,8 +60,10 @@ class MassLogin(ChatUser):
             else:
                 self.sleep(1.0)
             return
-        self.flow(self.account)
-        if not self.sc.hold_s:
+        if not self.flow(self.account):
+            # no instant retry: a struggling target must not get a reconnect storm on top
+            self.sleep(random.uniform(0.5, 1.5))
+        elif not self.sc.hold_s:
             self.sleep(0.01)
 
     def schedule(self) -> None:
@@ -96,7 +101,8 @@ class MassLogin(ChatUser):
             self.release(account)
 
     def on_stop(self) -> None:
-        self.flows.kill(block=True, timeout=5)
+        if self.flows is not None:
+            self.flows.kill(block=True, timeout=5)
         super().on_stop()
         if self.account:
             self.release(self.account)

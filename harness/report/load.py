@@ -74,32 +74,40 @@ def check_run_dir(run_dir: str | Path) -> Path:
 # --------------------------------------------------------------------------- journal
 
 
-def _empty_table() -> pa.Table:
-    return _SCHEMA.empty_table()
+def _schema(columns: Sequence[str]) -> pa.Schema:
+    return pa.schema([_SCHEMA.field(c) for c in columns])
+
+
+def _empty_table(schema: pa.Schema = _SCHEMA) -> pa.Table:
+    return schema.empty_table()
 
 
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+_BLOCK_BYTES = 4 << 20  # streaming block: bounds the reader's working memory
 
 
-def _fast_read(source: bytes | Path) -> pa.Table:
-    """Parse JSONL (bytes, or a file streamed by pyarrow) with pyarrow; raises
-    ``pa.ArrowInvalid`` on any bad line."""
+def _fast_read(source: bytes | Path, schema: pa.Schema) -> pa.Table:
+    """Parse JSONL with pyarrow into ``schema`` (other keys ignored, never materialised).
+
+    A file is streamed block by block (memory stays bounded by the blocks in flight);
+    bytes are parsed at once. Raises ``pa.ArrowInvalid`` on any bad line.
+    """
+    opts = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     if isinstance(source, bytes):
         if not source or source.isspace():
-            return _empty_table()
-        src: Any = io.BytesIO(source)
-    else:
-        src = str(source)
-    opts = pa_json.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore")
-    return pa_json.read_json(src, parse_options=opts)
+            return _empty_table(schema)
+        return pa_json.read_json(io.BytesIO(source), parse_options=opts)
+    reader = pa_json.open_json(str(source), read_options=pa_json.ReadOptions(
+        block_size=_BLOCK_BYTES), parse_options=opts)
+    return pa.Table.from_batches(list(reader), schema=schema)
 
 
-def _coerce_row(obj: Any) -> dict[str, Any] | None:
+def _coerce_row(obj: Any, columns: Sequence[str]) -> dict[str, Any] | None:
     """One decoded JSON value -> a flat row dict, or None when it does not fit the schema."""
     if not isinstance(obj, dict):
         return None
     row: dict[str, Any] = {}
-    for col in JOURNAL_COLUMNS:
+    for col in columns:
         val = obj.get(col)
         if val is None:
             row[col] = None
@@ -123,7 +131,7 @@ def _coerce_row(obj: Any) -> dict[str, Any] | None:
     return row
 
 
-def _slow_read(data: bytes) -> tuple[pa.Table, int]:
+def _slow_read(data: bytes, schema: pa.Schema) -> tuple[pa.Table, int]:
     """Line-by-line parse; returns (table, number of undecodable lines)."""
     rows: list[dict[str, Any]] = []
     bad = 0
@@ -131,7 +139,7 @@ def _slow_read(data: bytes) -> tuple[pa.Table, int]:
         if not line.strip():
             continue
         try:
-            row = _coerce_row(json.loads(line))
+            row = _coerce_row(json.loads(line), schema.names)
         except (ValueError, RecursionError):
             row = None
         if row is None:
@@ -139,33 +147,33 @@ def _slow_read(data: bytes) -> tuple[pa.Table, int]:
         else:
             rows.append(row)
     if not rows:
-        return _empty_table(), bad
-    return pa.Table.from_pylist(rows, schema=_SCHEMA), bad
+        return _empty_table(schema), bad
+    return pa.Table.from_pylist(rows, schema=schema), bad
 
 
-def _read_journal_file(path: Path) -> tuple[pa.Table, int]:
+def _read_journal_file(path: Path, schema: pa.Schema) -> tuple[pa.Table, int]:
     """Read one worker's JSONL file; returns (table, undecodable line count)."""
     try:
         if path.stat().st_size == 0:
-            return _empty_table(), 0
-        return _fast_read(path), 0  # streamed from disk: no copy of the file in memory
+            return _empty_table(schema), 0
+        return _fast_read(path, schema), 0
     except _ARROW_ERRORS:
         pass
     except OSError:
-        return _empty_table(), 1
+        return _empty_table(schema), 1
     try:
         data = path.read_bytes()
     except OSError:
-        return _empty_table(), 1
+        return _empty_table(schema), 1
     # Common damage: the worker died mid-write, so only the last line is cut short.
     body = data.rstrip(b"\r\n")
     cut = body.rfind(b"\n")
     if cut > 0:
         try:
-            return _fast_read(body[: cut + 1]), 1
+            return _fast_read(body[: cut + 1], schema), 1
         except _ARROW_ERRORS:
             pass
-    return _slow_read(data)
+    return _slow_read(data, schema)
 
 
 def _empty_frame() -> pd.DataFrame:
@@ -203,22 +211,23 @@ def load_journal(run_dir: str | Path, *, columns: Sequence[str] | None = None) -
     """
     root = Path(run_dir)
     files = sorted((root / "journal").glob("*.jsonl")) if (root / "journal").is_dir() else []
-    tables: list[pa.Table] = []
-    bad = 0
-    for path in files:
-        table, nbad = _read_journal_file(path)
-        bad += nbad
-        if table.num_rows:
-            tables.append(table)
     keep = list(JOURNAL_COLUMNS) if columns is None else [
         c for c in JOURNAL_COLUMNS if c in set(columns) | set(_TIME_COLUMNS) | {"code", "outcome"}
     ]
+    schema = _schema(keep)
+    tables: list[pa.Table] = []
+    bad = 0
+    for path in files:
+        table, nbad = _read_journal_file(path, schema)
+        bad += nbad
+        if table.num_rows:
+            tables.append(table)
     if not tables:
         df = _empty_frame()[keep + list(_DERIVED_COLUMNS)]
         df.attrs["bad_lines"] = bad
         df.attrs["files"] = len(files)
         return df
-    table = pa.concat_tables(tables).select(keep)
+    table = pa.concat_tables(tables)
     del tables
     before = table.num_rows
     table = _fill_times(table)
@@ -264,34 +273,60 @@ def _table_to_frame(table: pa.Table) -> pd.DataFrame:
     return pa.table(arrays, names=table.column_names).to_pandas(self_destruct=True)
 
 
+def _matching_lines(path: Path, needle: bytes, chunk_size: int = 1 << 24) -> list[bytes]:
+    """Lines of ``path`` that contain ``needle`` (found with ``bytes.find`` on big chunks,
+    so rare matches in a multi-GB file cost one fast pass)."""
+    out: list[bytes] = []
+    rest = b""
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(chunk_size)
+            if not block:
+                break
+            data = rest + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1:]
+            pos = 0
+            while True:
+                hit = data.find(needle, pos, cut)
+                if hit < 0:
+                    break
+                begin = data.rfind(b"\n", 0, hit) + 1
+                stop = data.find(b"\n", hit)
+                out.append(data[begin:stop])
+                pos = stop + 1
+    if needle in rest:
+        out.append(rest)
+    return out
+
+
 def load_rows(run_dir: str | Path, op: str) -> list[dict[str, Any]]:
     """Return the full decoded journal rows (nested ``kicked``/``data`` kept) of one op.
 
-    Meant for small subsets such as ``"race"`` rows. Lines are pre-filtered on the raw
-    bytes before decoding, so the cost is one pass over the files. Undecodable lines are
-    skipped. Rows come in file order (worker files sorted by name).
+    Meant for small subsets such as ``"race"`` rows: lines are pre-filtered on the raw
+    bytes (``"<op>"`` must occur) before decoding. Undecodable lines are skipped. Rows come
+    in file order (worker files sorted by name).
     """
-    root = Path(run_dir)
-    jdir = root / "journal"
+    jdir = Path(run_dir) / "journal"
     if not jdir.is_dir():
         return []
     needle = json.dumps(op).encode()
     out: list[dict[str, Any]] = []
     for path in sorted(jdir.glob("*.jsonl")):
         try:
-            fh = path.open("rb")
+            lines = _matching_lines(path, needle)
         except OSError:
             continue
-        with fh:
-            for line in fh:
-                if needle not in line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(obj, dict) and obj.get("op") == op:
-                    out.append(obj)
+        for line in lines:
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(obj, dict) and obj.get("op") == op:
+                out.append(obj)
     return out
 
 

@@ -179,6 +179,7 @@ def test_a_killed_worker_is_reported_with_its_share(cluster, tmp_path):
         journal = found[0] if found and found[0].stat().st_size > 2000 else None
         time.sleep(0.2)
     assert journal is not None, cluster.log("master")[-3000:]
+    time.sleep(3.5)  # past Locust's 3 s report interval: the master has some of its numbers
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
     code = master.wait(60)

@@ -10,7 +10,7 @@ import pytest
 from harness.protocol import code_short
 from harness.report import aggregate as agg
 from harness.report.load import load_journal
-from tests.unit.test_report_data import T0_NS, ms, row, write_run
+from tests.unit.test_report_data import T0_NS, row, write_run
 
 
 @pytest.fixture

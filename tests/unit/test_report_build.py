@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from harness.report import build_report
-from tests.unit.test_report_data import T0_NS, ms, row, write_run
+from tests.unit.test_report_data import T0_NS, row, write_run
 
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ["latency_over_time.png", "latency_cdf.png", "throughput.png", "error_codes.png",

@@ -132,3 +132,15 @@ def test_check_run_dir(tmp_path):
         with pytest.raises(ReportInputError) as info:
             check_run_dir(bad)
         assert info.value.exit_code == 2 and str(bad) in str(info.value)
+
+
+def test_matching_lines_across_chunk_boundaries(tmp_path):
+    from harness.report.load import _matching_lines
+
+    lines = [b'{"op":"race","i":%d}' % i if i % 3 == 0 else b'{"op":"login","i":%d}' % i
+             for i in range(20)]
+    path = tmp_path / "w.jsonl"
+    path.write_bytes(b"\n".join(lines))  # no trailing newline on the last line
+    want = [ln for ln in lines if b'"race"' in ln]
+    for chunk in (5, 7, 16, 64, 1 << 20):
+        assert _matching_lines(path, b'"race"', chunk_size=chunk) == want
