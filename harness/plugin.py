@@ -34,7 +34,27 @@ def _fail(err: HarnessError) -> None:
     """One clear line on stderr and the RESULTS.md §3 exit code; never a traceback."""
     sys.stderr.write(f"error: {err}\n")
     sys.stderr.flush()
+    _stop_forked_workers()
     os._exit(err.exit_code) if os.environ.get("CHAT_HARD_EXIT") else sys.exit(err.exit_code)
+
+
+def _stop_forked_workers() -> None:
+    """``--processes N`` parent quitting early: SIGTERM the workers it forked (our children with
+    our own command line). Locust's own atexit clean-up misses children that are still running,
+    and they would linger and join the next master on the same port."""
+    try:
+        import psutil
+
+        me = psutil.Process()
+        cmd = me.cmdline()
+        for child in me.children():
+            try:
+                if child.cmdline() == cmd:
+                    os.kill(child.pid, signal.SIGTERM)
+            except (psutil.Error, OSError):
+                pass
+    except Exception:  # pragma: no cover - best effort on the way out
+        pass
 
 
 def add_arguments(parser: Any) -> None:

@@ -112,13 +112,12 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
         extra["kicks"] = agg.kick_delays(df)
         extra["relogin_ms"] = agg.ok_latencies(df, "relogin")
         extra["switch_ms"] = agg.ok_latencies(df, "switch")
-        extra["races"] = agg.race_survivors(load_rows(root, "race")) if (
-            bool(agg.eq(df["op"], "race").any())) else \
-            agg.race_survivors([])
+        has_races = bool(agg.eq(df["op"], "race").any())
+        extra["races"] = agg.race_survivors(load_rows(root, "race") if has_races else [])
         extra["violation_times"] = agg.check_violation_times(summary, origin)
         bound = _cfg(config, "scenarios", "relogin_expiry", "relogin_bound_s")
-        extra["relogin_bound_ms"] = float(bound) * 1000 if isinstance(bound, (int, float)) \
-            and not isinstance(bound, bool) else None
+        ok_bound = isinstance(bound, (int, float)) and not isinstance(bound, bool)
+        extra["relogin_bound_ms"] = float(bound) * 1000 if ok_bound else None
     head = agg.headline(summary, config, df, users_peak, root.resolve().name)
     return _Run(root=root, name=head["run_id"], summary=summary, config=config,
                 origin_ns=origin, ops=ops, codes=codes, per_second=per_sec,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -646,6 +646,18 @@ def check_violation_times(summary: Mapping[str, Any], origin_ns: int) -> pd.Data
     return out
 
 
+def _when(value: Any) -> str | None:
+    """A start/finish time for display: unix s/ms/ns numbers as ISO 8601 UTC, text as is."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ns = _as_unix_ns(value)
+        if ns is None:
+            return str(value)
+        return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+    return str(_scalar(value))
+
+
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -701,8 +713,8 @@ def headline(summary: Mapping[str, Any], config: Mapping[str, Any], df: pd.DataF
         "policy": policy,
         "users_peak": int(peak) if peak is not None else users_peak,
         "duration_s": duration if duration is not None else journal_span_s(df),
-        "started": _scalar(summary.get("started")),
-        "finished": _scalar(summary.get("finished")),
+        "started": _when(summary.get("started")),
+        "finished": _when(summary.get("finished")),
         "exit_code": exit_code,
         "verdict": verdict,
         "reasons": reasons,
