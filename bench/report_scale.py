@@ -239,7 +239,8 @@ def main() -> None:
               flush=True)
     print("targets at 1e6 rows: report <= 20 s, peak RSS <= 1536 MiB; ratios ~<= 1 mean "
           "no worse than linear (charts are a fixed ~3 s, so small runs cost more per row). "
-          "Wall times are noisy when other processes share the CPUs; CPU s is steadier.")
+          "Wall times are noisy when other processes share the CPUs; CPU s is steadier. "
+          "'load' = load_journal with every column; the report loads only the columns it needs.")
 
 
 if __name__ == "__main__":

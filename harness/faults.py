@@ -93,9 +93,10 @@ def recovery_stats(rows: Iterable[Mapping], fault_rows: Iterable[Mapping] | None
     share of the lost sessions was back, None = never), ``back_after_end_s`` (the same from
     the fault's end, e.g. the server up again), ``attempts`` ({"mean","max"}),
     ``login_rate_peak_per_s`` (most ok logins in one 1 s bucket from the fault's start to the
-    last recovery), ``login_rate_before_per_s`` (mean over the ``baseline_s`` before),
-    ``codes`` (code -> count of failed rows in that span, ``fault``/``disconnect`` rows
-    excluded), ``recovery_end_ns``.
+    end of the last recovery, back or failed; ``grace_s`` after the fault when there was
+    none), ``login_rate_before_per_s`` (mean over the ``baseline_s`` before), ``codes``
+    (code -> count of fail/info rows in that span, ``fault``/``disconnect`` rows excluded),
+    ``recovery_end_ns``.
     """
     faults_in: list[Mapping] = []
     losses: list[Mapping] = []
@@ -149,7 +150,7 @@ def recovery_stats(rows: Iterable[Mapping], fault_rows: Iterable[Mapping] | None
         back_t: list[float] = []
         failed = abandoned = none = 0
         attempts: list[int] = []
-        last_back = None
+        last_end = None  # the last recovery (back or failed) to end
         for loss in owner[i]:
             rc = reconnects.get(loss.get("conn"))
             if rc is None:
@@ -158,18 +159,18 @@ def recovery_stats(rows: Iterable[Mapping], fault_rows: Iterable[Mapping] | None
             d = rc.get("data") if isinstance(rc.get("data"), Mapping) else {}
             if isinstance(d.get("attempts"), int):
                 attempts.append(d["attempts"])
+            if str(rc.get("detail") or "").startswith("stopped"):
+                abandoned += 1
+                continue
             if rc.get("outcome") == "ok":
                 back_t.append((rc["end"] - start) / _NS)
-                last_back = rc["end"] if last_back is None else max(last_back, rc["end"])
-            elif str(rc.get("detail") or "").startswith("stopped"):
-                abandoned += 1
             else:
                 failed += 1
+            last_end = rc["end"] if last_end is None else max(last_end, rc["end"])
         back_t.sort()
         lost = len(owner[i])
         total = len(back_t) + failed
-        rec_end = last_back if last_back is not None else f_end + grace
-        rec_end = max(rec_end, f_end)
+        rec_end = max(last_end if last_end is not None else f_end + grace, f_end)
         # peak ok-login rate in 1 s buckets over [start, rec_end]
         buckets: Counter = Counter()
         for t in ok_logins:

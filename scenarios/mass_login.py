@@ -42,9 +42,9 @@ class MassLogin(ChatUser):
             sig = self.fetch_sig(account, self.cfg.usersig.expire_s, platform=d.platform, conn=d.conn)
             if sig is None:
                 return False
-            res = d.login(account, sig, intended=intended)
-            if not res.ok:
+            if not d.login(account, sig, intended=intended).ok:
                 return False
+            del sig  # nothing but the device stays referenced while the session is held
             d.disconnected.wait(sc.hold_s)
             if sc.logout and d.logged_in:
                 d.logout()

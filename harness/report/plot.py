@@ -146,7 +146,10 @@ def _log_axis(axis: object, lo: float = 0.0, hi: float = 0.0) -> None:
     spans at most two decades (so short ranges still get readable numbers)."""
     axis.set_major_formatter(_ms_formatter())  # type: ignore[attr-defined]
     vlo, vhi = axis.get_view_interval()  # type: ignore[attr-defined]
-    if vlo > 0 and vhi / vlo <= 100:
+    if vlo > 0 and vhi / vlo < 3:  # too narrow for decade ticks: plain evenly spaced ticks
+        axis.set_major_locator(MaxNLocator(5))  # type: ignore[attr-defined]
+        axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
+    elif vlo > 0 and vhi / vlo <= 100:
         axis.set_minor_formatter(FuncFormatter(_minor_label))  # type: ignore[attr-defined]
     else:
         axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
@@ -311,8 +314,8 @@ def draw_throughput(ax: Axes, outcomes: pd.DataFrame, users: pd.DataFrame, users
         return
     lo, hi = int(outcomes["second"].min()), int(outcomes["second"].max())
     full = outcomes.set_index("second").reindex(range(lo, hi + 1), fill_value=0)
-    x = full.index.to_numpy("float64")
-    ys = [full[o].to_numpy("float64") for o in ("ok", "fail", "info")]
+    x = np.r_[full.index.to_numpy("float64"), float(hi + 1)]  # close the last 1 s step
+    ys = [np.r_[full[o].to_numpy("float64"), float(full[o].iloc[-1])] for o in ("ok", "fail", "info")]
     ax.stackplot(x, *ys, labels=["ok", "fail", "info (outcome unknown)"],
                  colors=[OUTCOME_COLORS[o] for o in ("ok", "fail", "info")], alpha=0.85,
                  step="post")
@@ -462,6 +465,7 @@ def draw_race_survivors(ax: Axes, races: pd.DataFrame) -> None:
             ax.bar(x, y, bottom=bottom, color=OUTCOME_COLORS[outcome], label=label, width=0.7)
             bottom += y
     ax.set_xticks(x)
+    ax.set_xlim(float(x.min()) - 1, float(x.max()) + 1)
     ax.set_xlabel("surviving sessions per race")
     ax.set_ylabel("races")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -494,7 +498,10 @@ def draw_ms_histogram(ax: Axes, values_ms: np.ndarray, title: str, what: str,
         val = srt[max(math.ceil(q * len(srt) - 1e-9), 1) - 1]
         ax.axvline(val, color=color, ls="--", lw=1.8, label=f"p{int(q * 100)} = {_fmt_ms(val)}")
     if bound_ms is not None and bound_ms > 0:
-        ax.axvline(bound_ms, color="black", lw=2, label=f"bound = {_fmt_ms(bound_ms)}")
+        if bound_ms <= hi * 3:
+            ax.axvline(bound_ms, color="black", lw=2, label=f"bound = {_fmt_ms(bound_ms)}")
+        else:  # drawing it would squash the data into one corner
+            ax.plot([], [], " ", label=f"bound = {_fmt_ms(bound_ms)} (all far below)")
     ax.set_ylabel("count")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper right")

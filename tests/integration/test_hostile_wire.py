@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.hostile import KNOWN_CODES, OP_BIN, OP_TEXT, RawWS, encode_frame
-from harness.usersig import gen_usersig
+from harness.usersig import UserSigError, decode_usersig
 from tests.integration.conftest import SDKAPPID, uid
 
 SIG_CODES = {70001, 70002, 70003, 70009, 70013, 70014}
@@ -119,10 +119,19 @@ def test_a_tampered_valid_sig_is_never_accepted(server, flips):
     frame = json.dumps({"cmd": "login", "seq": 1, "sdkAppID": SDKAPPID, "userID": user, "userSig": sig,
                         "platform": "Android", "instanceID": "h-2"})
     code = ask(server, frame)[0][1]["code"]
-    if sig == good:
+    if same_ticket(sig, good):
+        # e.g. a flip in the deflate stream's final padding bits: the same ticket, spelled
+        # differently (official verifiers accept it too); no forgery
         assert code == 0
     else:
         assert code in SIG_CODES - {70002}, (sig, code)
+
+
+def same_ticket(sig: str, good: str) -> bool:
+    try:
+        return decode_usersig(sig) == decode_usersig(good)
+    except UserSigError:
+        return False
 
 
 def _b64url(raw: bytes) -> str:
