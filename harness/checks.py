@@ -107,8 +107,13 @@ class CheckResult:
         return self.violations == 0
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"violations", "examples"}`` as summary.json carries it (RESULTS.md §2)."""
-        return {"violations": int(self.violations), "examples": list(self.examples)}
+        """``{"violations", "examples"}`` as summary.json carries it (RESULTS.md §2), plus
+        ``times`` (unix ns of up to 10,000 violations, for the report's time chart)."""
+        out: dict[str, Any] = {"violations": int(self.violations), "examples": list(self.examples)}
+        times = list(getattr(self, "times", None) or [])
+        if times:
+            out["times"] = sorted(int(t) for t in times[:10_000])
+        return out
 
 
 @dataclass(frozen=True)
