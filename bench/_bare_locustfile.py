@@ -7,7 +7,7 @@ nothing else: no harness, no journal, no UserSig signing (sigs are pre-generated
 
 Driven by the environment (set by the bench, never needed by hand):
   BENCH_SIGS  JSON file ``{"sdkappid": int, "users": [[userID, sig], ...]}``; user i takes entry i
-  BENCH_OUT   where to write ``{"ok": [end unix ns of each ok login], "fail": int}`` at quit
+  BENCH_OUT   where to write ``{"ok": [unix ns of each ok login], "fail": [unix ns of each failure]}`` at quit
 ``--host ws://127.0.0.1:PORT`` names the server (loopback only).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ class BareLogin(User):
         self.sdkappid = shared["sdkappid"]
         self.user_id, self.sig = shared["users"][next(shared["next"]) % len(shared["users"])]
         self.ok_times: array = shared["ok"]
-        self.counts: dict = shared["counts"]
+        self.fail_times: array = shared["fail"]
         u = urlsplit(self.host or "")
         if u.hostname not in ("127.0.0.1", "localhost", "::1") and not (u.hostname or "").startswith("127."):
             raise RuntimeError("the bare bench only talks to loopback (--host ws://127.0.0.1:PORT)")
@@ -59,6 +59,7 @@ class BareLogin(User):
         self.k += 1
         began = time.perf_counter()
         sock = None
+        stage = "connect"
         try:
             src = self.sources[next(self.src_i) % len(self.sources)]
             sock = gsocket.create_connection(self.addr, timeout=TIMEOUT_S, source_address=(src, 0))
@@ -67,24 +68,25 @@ class BareLogin(User):
             sock.sendall(ws.send(Request(host=self.host_header, target="/ws")))
             _until(sock, ws, (AcceptConnection, RejectConnection))  # raises on a rejection
             self._fire("connect", began, None)
-            began = time.perf_counter()
+            began, stage = time.perf_counter(), "login"
             frame = json.dumps({"cmd": "login", "seq": 1, "sdkAppID": self.sdkappid, "userID": self.user_id,
                                 "userSig": self.sig, "platform": "Android",
                                 "instanceID": f"bare-{self.user_id}-{self.k}"}, separators=(",", ":"))
             sock.sendall(ws.send(TextMessage(data=frame)))
-            msg = _until(sock, ws, (TextMessage,))
-            code = json.loads(msg.data).get("code")
+            code = json.loads(_until(sock, ws, (TextMessage,)).data).get("code")
+            stage = "close"
             if code == 0:
                 self.ok_times.append(time.time_ns())
                 self._fire("login", began, None)
             else:
-                self.counts["fail"] += 1
+                self.fail_times.append(time.time_ns())
                 self._fire("login", began, RuntimeError(f"code {code}"))
             sock.sendall(ws.send(CloseConnection(code=1000, reason="bye")))
             _until(sock, ws, (CloseConnection,))  # the server's close reply, as the harness client waits for
         except Exception as exc:  # transport trouble: counted, never raised into Locust
-            self.counts["fail"] += 1
-            self._fire("login", began, exc)
+            if stage != "close":  # a flow that never got its login answer is a failed flow
+                self.fail_times.append(time.time_ns())
+                self._fire(stage, began, exc)
         finally:
             if sock is not None:
                 sock.close()
@@ -111,7 +113,7 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
     environment.bare = {"sdkappid": int(doc["sdkappid"]), "users": [tuple(u) for u in doc["users"]],
-                        "next": itertools.count(), "ok": array("q"), "counts": {"fail": 0},
+                        "next": itertools.count(), "ok": array("q"), "fail": array("q"),
                         # like the harness (client.source_addresses: auto): spread connections over
                         # 127.0.0.2..254 so TIME_WAIT sockets do not exhaust one address's ports
                         "sources": [f"127.0.0.{i}" for i in range(2, 255)], "src_i": itertools.count()}
@@ -122,7 +124,7 @@ def _on_quit(environment: Any, **_kw: Any) -> None:
     shared = getattr(environment, "bare", None)
     if out and shared is not None:
         with open(out, "w", encoding="utf-8") as fh:
-            json.dump({"ok": shared["ok"].tolist(), "fail": shared["counts"]["fail"]}, fh)
+            json.dump({"ok": shared["ok"].tolist(), "fail": shared["fail"].tolist()}, fh)
 
 
 def install(ev: Any) -> None:

@@ -77,6 +77,8 @@ def stop_tree(proc: subprocess.Popen | None, grace_s: float = 10.0) -> int | Non
     """
     if proc is None:
         return None
+    if proc.poll() is not None:  # exited and reaped: its pid may belong to someone else now
+        return proc.returncode
     kids = descendants(proc.pid)
     if proc.poll() is None:
         try:
@@ -356,6 +358,57 @@ def profile_summary(stats_path: Path, *, top: int = 15) -> str:
     funcs.sort(reverse=True)
     lines.append(fmt_table(["function", "own s", "cum s"],
                            [(f, f"{tt:.2f}", f"{ct:.2f}") for tt, ct, f in funcs[:top]]))
+    return "\n\n".join(lines)
+
+
+#: Phases of one mass_login flow (name, py-spy frame prefix); shares are inclusive, so they overlap.
+FLOW_PHASES: tuple[tuple[str, str], ...] = (
+    ("whole flow (MassLogin.flow)", "MassLogin.flow "),
+    ("  connect: TCP + WebSocket handshake", "ChatClient.connect "),
+    ("    gevent create_connection", "create_connection (gevent/socket.py"),
+    ("      getaddrinfo via gevent's thread pool", "getaddrinfo (gevent/_socketcommon.py"),
+    ("    handshake (wsproto/h11)", "ChatClient._handshake "),
+    ("  UserSig signing (local source)", "gen_usersig "),
+    ("  login request/response", "ChatClient.login "),
+    ("  close (WS close handshake + teardown)", "ChatClient.close "),
+    ("  Device set-up (events, rng, client)", "Device.__init__ "),
+    ("  request event + journal row (emit)", "ChatUser.emit "),
+    ("reader greenlets (ChatClient._read_loop)", "ChatClient._read_loop "),
+    ("journal flush (background)", "Journal.flush "),
+    ("Locust stats/CSV writer", "StatsCSVFileWriter."),
+    ("gevent hub (event loop, timers)", "Hub.run "),
+)
+
+
+def pyspy_summary(raw_path: Path, *, top: int = 15) -> str:
+    """Where the CPU went in a ``py-spy record -f raw`` dump: flow phases (inclusive share of
+    busy samples) and the top functions by own samples. Thread-pool workers waiting for work
+    are idle, not CPU, and are dropped."""
+    busy = 0
+    incl: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, n_text = line.rpartition(" ")
+        try:
+            n = int(n_text)
+        except ValueError:
+            continue
+        frames = stack.split(";")
+        if frames and frames[-1].startswith("acquire_with_timeout ") and "_WorkerGreenlet.run" in stack:
+            continue  # an idle thread-pool worker
+        busy += n
+        for name, prefix in FLOW_PHASES:
+            if any(f.startswith(prefix) for f in frames):
+                incl[name] = incl.get(name, 0) + n
+        leaf = frames[-1].rsplit(":", 1)[0] + ")" if frames and ":" in frames[-1] else (frames[-1] if frames else "")
+        leaf = leaf.strip() or "(native code, no Python frame)"
+        own[leaf] = own.get(leaf, 0) + n
+    if not busy:
+        return "profile: py-spy recorded no busy samples"
+    lines = [f"profile (py-spy, {busy} busy samples; shares of the generator's busy time, inclusive):",
+             fmt_table(["phase", "share"], [(name, f"{incl.get(name, 0) / busy:.0%}") for name, _ in FLOW_PHASES])]
+    lines.append(fmt_table(["function (own samples)", "share"],
+                           [(f, f"{c / busy:.1%}") for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]]))
     return "\n\n".join(lines)
 
 

@@ -99,6 +99,7 @@ def run_step(n: int, args: argparse.Namespace) -> dict:
     samples = []
     base = None
     cpu0 = None
+    srcs = None
     try:
         while proc.poll() is None and time.monotonic() - t0 < run_s + 240:
             time.sleep(1.0)
@@ -116,6 +117,8 @@ def run_step(n: int, args: argparse.Namespace) -> dict:
             s = {"t": el, "fds": fds, "rss_load": _rss(loaders), "rss_server": _rss([server]),
                  "cpu_load": _cpu(loaders), "cpu_server": _cpu([server])}
             samples.append(s)
+            if srcs is None and el >= ramp_s + 10:
+                srcs = source_spread(server)
             if cpu0 is None and el >= ramp_s + 5:
                 cpu0 = s
         proc.wait(timeout=max(1.0, run_s + 300 - (time.monotonic() - t0)))
@@ -131,7 +134,7 @@ def run_step(n: int, args: argparse.Namespace) -> dict:
         dt = held[-1]["t"] - cpu0["t"]
         cpu_share = {k: round((held[-1][f"cpu_{k}"] - cpu0[f"cpu_{k}"]) / dt, 2) for k in ("load", "server")}
     res = {"users": n, "processes": args.processes, "wall_s": round(time.monotonic() - t0, 1), "ramp_s": ramp_s,
-           "server_fds_peak": plateau.get("fds"), "cpu_per_s_while_held": cpu_share}
+           "server_fds_peak": plateau.get("fds"), "cpu_per_s_while_held": cpu_share, "client_sources": srcs}
     if plateau and base:
         res["rss_load_mib"] = round(plateau["rss_load"] / MiB, 1)
         res["rss_server_mib"] = round(plateau["rss_server"] / MiB, 1)
@@ -141,6 +144,20 @@ def run_step(n: int, args: argparse.Namespace) -> dict:
     res["pass"] = bool(res.get("logins_ok") == n and res.get("hb_within_1s_ratio", 0) >= 0.999
                        and res.get("lost_sessions", 1) == 0)
     return res
+
+
+def source_spread(server: psutil.Process) -> dict | None:
+    """The server's established connections by client (source) address: how many addresses,
+    and the most connections from one (must stay well below the ~28k ephemeral ports)."""
+    try:
+        conns = server.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    per_ip = Counter(c.raddr.ip for c in conns if c.raddr and c.status == psutil.CONN_ESTABLISHED)
+    if not per_ip:
+        return None
+    return {"addresses": len(per_ip), "max_per_address": max(per_ip.values()),
+            "ephemeral_ports": open("/proc/sys/net/ipv4/ip_local_port_range").read().split()}
 
 
 def read_journals(run_dir: Path, n: int, ramp_s: int, run_s: int, hb_s: float) -> dict:

@@ -318,6 +318,9 @@ class HarnessPlugin:
         sys.stderr.flush()
         self.env.process_exit_code = err.exit_code
         self.runner.quit()
+        # the main greenlet may still wait for workers (headless start): leave from here
+        self._stop_target()
+        sys.exit(err.exit_code)  # gevent re-raises SystemExit in the main greenlet
 
     def _adopt_config(self, raw: Any, secret: str) -> Any:
         """Worker: run with the master's effective config (scenario parameters, client settings),

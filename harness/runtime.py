@@ -109,7 +109,7 @@ def raise_nofile_limit(want: int | None = None) -> tuple[int, int]:
             pass
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     goal = hard if hard != inf else _nr_open()
-    if soft == inf or soft < goal:
+    if soft != inf and soft < goal:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (goal, hard))
         except (ValueError, OSError):
