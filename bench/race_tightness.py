@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "race_tightness"
 LOCUST = str(Path(sys.executable).parent / "locust")
+
+
+def private_master_port() -> list[str]:
+    """``--master-bind-port P --master-port P`` with a free loopback port P (never the default
+    5557: other runs on this host use it)."""
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    return ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--master-port", str(port)]
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -91,8 +101,8 @@ def main() -> int:
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; {args.users} race owners x "
           f"{args.devices} devices, window_ms=0, {args.seconds} s per run")
-    runs = [("local", []), ("workers", ["--processes", "2"]),
-            ("across", ["--processes", "2", "--set", "scenarios.kick_race.cross_worker=true"])]
+    runs = [("local", []), ("workers", ["--processes", "2", *private_master_port()]),
+            ("across", ["--processes", "2", *private_master_port(), "--set", "scenarios.kick_race.cross_worker=true"])]
     results = []
     for name, extra in runs:
         r = run(name, extra, args)

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "sessions_held"
 LOCUST = str(Path(sys.executable).parent / "locust")
 MiB = 1024 * 1024
+
+
+def private_master_port() -> list[str]:
+    """``--master-bind-port P --master-port P`` with a free loopback port P."""
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    return ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--master-port", str(port)]
 
 
 def _classify(root: psutil.Process) -> tuple[list[psutil.Process], psutil.Process | None]:
@@ -87,6 +96,7 @@ def run_step(n: int, args: argparse.Namespace) -> dict:
            "--set", "checks.enabled=[journal_integrity]"]
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
+        cmd += private_master_port()  # never the default 5557: other runs on this host use it
     env = {k: v for k, v in os.environ.items() if k != "CHAT_SECRET_KEY"}
     if out.exists():
         subprocess.run(["rm", "-rf", str(out)], check=True)
@@ -162,7 +172,7 @@ def source_spread(server: psutil.Process) -> dict | None:
 
 def read_journals(run_dir: Path, n: int, ramp_s: int, run_s: int, hb_s: float) -> dict:
     """Pass/fail figures from the step's journals. Heartbeats sent less than 1 s before the
-    stop (the first disconnect we made) are left out: they measure the teardown, not holding."""
+    stop (when 1 % of our own closes had happened) are left out: they measure the teardown."""
     rows = []
     for path in glob.glob(str(run_dir / "journal" / "*.jsonl")):
         with open(path, "rb") as fh:
@@ -171,7 +181,8 @@ def read_journals(run_dir: Path, n: int, ramp_s: int, run_s: int, hb_s: float) -
                 rows.append((r["op"], r["outcome"], r["code"], r["detail"][:40], r["intended"], r["start"], r["end"]))
     if not rows:
         return {"logins_ok": 0, "heartbeats": 0, "hb_within_1s_ratio": 0.0, "lost_sessions": 0}
-    stop_ns = min((e for op, out, *_x, e in rows if op == "disconnect" and out == "ok"), default=1 << 63)
+    closes = sorted(e for op, out, *_x, e in rows if op == "disconnect" and out == "ok")
+    stop_ns = closes[len(closes) // 100] if closes else 1 << 63   # 1 % of our own closes: the stop began
     t_first = min(st for *_x, st, _e in rows)
     logins_ok = hb = hb_ok_1s = lost = hb_late = 0
     problems: Counter = Counter()

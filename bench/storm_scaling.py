@@ -17,6 +17,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,14 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "storm_scaling"
 LOCUST = str(Path(sys.executable).parent / "locust")
+
+
+def private_master_port() -> list[str]:
+    """``--master-bind-port P --master-port P`` with a free loopback port P."""
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    return ["--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--master-port", str(port)]
 
 
 def _tree(root: psutil.Process) -> tuple[list[psutil.Process], psutil.Process | None]:
@@ -62,6 +71,7 @@ def run(procs: int, args: argparse.Namespace) -> dict:
            "--set", "gates.error_ratio={}", "--set", "checks.enabled=[journal_integrity]"]
     if procs > 0:
         cmd += ["--processes", str(procs)]
+        cmd += private_master_port()  # never the default 5557: other runs on this host use it
     env = {k: v for k, v in os.environ.items() if k != "CHAT_SECRET_KEY"}
     log = open(out / "locust.log", "w")
     t0 = time.monotonic()

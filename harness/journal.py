@@ -35,6 +35,7 @@ class Journal:
         self._greenlet: Any = None
         self._closed = False
         self.rows_written = 0
+        self.late_rows = 0  # rows recorded after close(), written synchronously
         self.counts: dict[str, int] = {}
 
     @property
@@ -71,8 +72,15 @@ class Journal:
                "outcome": outcome, "code": code, "detail": detail}
         if extra:
             row.update({k: v for k, v in extra.items() if v is not None})
-        self._buf.append(row)
         self.counts[op] = self.counts.get(op, 0) + 1
+        if self._closed:
+            # a straggler after close (e.g. a greenlet finishing during shutdown): never lose it
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(_dumps(row) + "\n")
+            self.rows_written += 1
+            self.late_rows += 1
+            return n
+        self._buf.append(row)
         return n
 
     def flush(self) -> None:

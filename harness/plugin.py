@@ -230,7 +230,8 @@ class HarnessPlugin:
         rt = self.rt
         try:
             self.runner.send_message(HELLO, {"w": rt.worker, "tag": rt.worker_tag, "pid": os.getpid(),
-                                             "host": socket.gethostname(), "nofile": self.nofile})
+                                             "ppid": os.getppid(), "host": socket.gethostname(),
+                                             "nofile": self.nofile})
         except Exception as exc:  # pragma: no cover - not connected yet; test_start retries
             log.debug("hello not sent yet: %s", exc)
 
@@ -290,7 +291,19 @@ class HarnessPlugin:
         return node
 
     def on_hello(self, environment: Any, msg: Any) -> None:
-        node = self._node(msg.node_id, msg.data or {})
+        data = msg.data or {}
+        if getattr(self.env.parsed_options, "processes", None) and data.get("host") == socket.gethostname() \
+                and data.get("ppid") not in (None, os.getpid()):
+            # --processes: our workers are our children; this one belongs to another run on the
+            # same master port (e.g. a second --processes run): send it away
+            from locust.rpc import Message
+
+            log.warning("worker %s (pid %s) is not one of this run's --processes children: told to quit "
+                        "(give concurrent runs different --master-bind-port/--master-port)", data.get("w"),
+                        data.get("pid"))
+            self.runner.server.send_to_client(Message("quit", None, msg.node_id))
+            return
+        node = self._node(msg.node_id, data)
         if getattr(self.env.parsed_options, "headless", False) and node["nofile"] is not None \
                 and int(node["nofile"]) < self.fds_per_worker:
             err = ConfigError("-u", f"worker {node['name']} on {node['host']} allows {node['nofile']} file descriptors "
@@ -527,14 +540,15 @@ class HarnessPlugin:
         Locust's master stops listening 0.5 s after telling workers to quit, but a worker
         may need up to ``--stop-timeout`` to stop its users; their last rows would be missing
         from the master's totals. So we keep receiving (and dispatching ``stats`` to Locust's
-        own ``worker_report`` listeners) until each worker has said ``chat_done`` or has been
-        silent for 3 s (killed), bounded by stop_timeout + 10 s.
+        own ``worker_report`` listeners) until each worker has said ``chat_done`` or is gone
+        (its process ended, when on this host; else silent for ``SILENT_S``), bounded by
+        stop_timeout + 30 s (closing 10k connections takes a worker several seconds).
         """
         runner = self.runner
         if any(not g.dead for g in list(getattr(runner, "greenlet", None) or [])):
             runner.quit()  # web UI / signal: the workers were not told to quit yet
         stop_timeout = float(getattr(self.env, "stop_timeout", 0) or 0)
-        deadline = time.monotonic() + stop_timeout + 10.0
+        deadline = time.monotonic() + stop_timeout + 30.0
 
         def handle(node_id: str, msg: Any) -> None:
             node = self.nodes.get(node_id)
@@ -562,20 +576,23 @@ class HarnessPlugin:
         watcher = getattr(self, "watcher", None)
         if watcher is not None:
             watcher.kill(block=False)
+        host = socket.gethostname()
         receiver = gevent.spawn(receive)
         try:
             while time.monotonic() < deadline:
                 now = time.monotonic()
                 waiting = [n for n in self.nodes.values() if n["done"] is None and n["gone"] is None]
                 for n in waiting:
-                    if now - n["seen"] > SILENT_S:
+                    if n["host"] == host and n["pid"] and not _pid_alive(int(n["pid"])):
+                        n["gone"] = "its process ended without saying chat_done (killed?)"
+                    elif now - n["seen"] > SILENT_S:
                         n["gone"] = f"no message for {SILENT_S:g} s (killed or disconnected)"
                 if not [n for n in waiting if n["gone"] is None]:
                     break
                 gevent.sleep(0.05)
             for n in self.nodes.values():
                 if n["done"] is None and n["gone"] is None:
-                    n["gone"] = "did not finish within stop_timeout + 10 s"
+                    n["gone"] = "did not finish within stop_timeout + 30 s"
         finally:
             receiver.kill(block=False)
 
@@ -721,7 +738,23 @@ class HarnessPlugin:
         sys.stderr.write(f"results: {rt.run_dir}  {verdict}" + (f"  report: {report_path}" if report_path else "") + "\n")
 
 
-SILENT_S = 3.0  # a worker silent this long at quit is gone (Locust: 3 missed 1 s heartbeats)
+SILENT_S = 10.0  # a (remote) worker silent this long at quit is gone; closing 10k connections can take seconds
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this pid runs here (a zombie, e.g. a killed --processes child, is not)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except Exception:  # psutil.NoSuchProcess, AccessDenied (then assume alive), ImportError
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
 
 
 def _count_lines(path: Path) -> int | None:

@@ -25,9 +25,11 @@ from harness.server.core import Hub, Outbox
 from harness.server.ledger import Ledger
 from harness.server.rest import fail, handle_rest
 from harness.server.settings import ServerSettings
+from harness.server.wsguard import GuardedWebSocketResponse
 from harness.usersig import gen_usersig
 
-#: How long a server-initiated close waits for the client's close frame (s).
+#: How long a server-initiated close waits for the client's close frame (s), and how long a
+#: lingering close (after a refused frame) then waits for the client to close TCP (s).
 CLOSE_TIMEOUT_S = 2.0
 #: Ledger flush period (s); RESULTS/PROTOCOL ask for at most 0.5 s.
 LEDGER_FLUSH_S = 0.5
@@ -65,11 +67,15 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
-    """One connection: frames strictly in order; §2 limits; session ends when it closes."""
+    """One connection: frames strictly in order; §2 limits; session ends when it closes.
+
+    Unmasked client frames close 1002; closes after a refused frame linger (see wsguard.py).
+    """
     hub = request.app[HUB_KEY]
     st = hub.settings
     # aiohttp refuses frames >= max_msg_size; the contract refuses frames > max_frame_bytes.
-    ws = web.WebSocketResponse(max_msg_size=st.max_frame_bytes + 1, compress=False, timeout=CLOSE_TIMEOUT_S)
+    ws = GuardedWebSocketResponse(max_msg_size=st.max_frame_bytes + 1, compress=False, timeout=CLOSE_TIMEOUT_S,
+                                  linger_s=CLOSE_TIMEOUT_S)
     if not ws.can_prepare(request).ok:
         return _json({"error": "expected a WebSocket upgrade request"}, status=400)
     await ws.prepare(request)
@@ -99,7 +105,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             elif kind is WSMsgType.BINARY:
                 close_code, close_msg = WSCloseCode.UNSUPPORTED_DATA, b"binary frames are not supported"
                 break
-            else:  # CLOSE / CLOSING / CLOSED / ERROR (incl. 1009 too big, handled by aiohttp)
+            else:  # CLOSE / CLOSING / CLOSED / ERROR (1009 too big, 1002 unmasked...: close already sent)
                 break
     finally:
         hub.disconnect(conn)
@@ -108,6 +114,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             await ws.close(code=close_code, message=close_msg)
         except (ConnectionError, RuntimeError):
             pass
+    await ws.lingered()  # aiohttp closes the socket once this handler returns
     return ws
 
 

@@ -55,7 +55,9 @@ def assert_races_checked_like_local_ones(rows: list[dict], min_races: int) -> No
 
 
 def test_processes_2_totals_reconcile_and_cross_worker_races_hold(tmp_path):
-    run = run_locust(tmp_path / "results", "--processes", "2", "--scenario", "mass_login,kick_race",
+    port = str(free_port())  # not the default 5557: concurrent runs on this host must not swap workers
+    run = run_locust(tmp_path / "results", "--processes", "2", "--master-bind-host", "127.0.0.1",
+                     "--master-bind-port", port, "--master-port", port, "--scenario", "mass_login,kick_race",
                      "-u", "24", "-r", "24", "-t", "7s", "--set", "scenarios.mass_login.hold_s=3",
                      "--set", "scenarios.mass_login.heartbeat_s=1", *RACE)
     assert run.run_dir is not None, run.stderr

@@ -20,9 +20,10 @@ def test_two_thousand_hostile_frames_all_answered_or_closed_as_documented(launch
     assert res.unanswered == 0 and res.bad_answers == 0 and res.unexpected_closes == 0, res.problems
     # the mix really was hostile: each family of frames was sent and met its fate
     for kind in ("valid", "mutated", "sig", "json", "text", "deep", "bignum", "binary", "oversize",
-                 "invalid_utf8", "deflate_bomb", "bad_opcode", "burst"):
+                 "invalid_utf8", "deflate_bomb", "unmasked", "bad_opcode", "burst"):
         assert res.kinds[kind] > 0, kind
-    assert res.closes[1003] and res.closes[1007] and res.closes[1002] and res.closes[1008]
+    assert res.closes[1003] and res.closes[1007] and res.closes[1002] and res.closes[1008] and res.closes[1009]
+    assert "eof" not in res.closes and "timeout" not in res.closes   # every close came with its code
     assert {6017, 70003, 70009, 0} <= set(res.codes)
     # no crash, no traceback, memory bounded, still serving
     assert srv.proc.poll() is None

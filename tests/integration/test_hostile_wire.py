@@ -2,8 +2,8 @@
 tests/unit/test_protocol.py and test_usersig.py; these check the wire: any bytes in -> an
 answer with a known code, or the documented close; never a crash, never a hung connection).
 
-Two tests named ``test_server_bug_*`` pin server defects found here; they fail until the
-server is fixed (see their docstrings).
+The last two tests pin server defects these tests found (fixed in harness/server/wsguard.py):
+they must keep passing across aiohttp upgrades.
 """
 from __future__ import annotations
 
@@ -182,13 +182,11 @@ def test_compressed_frame_never_negotiated_closes_1002_and_spares_other_connecti
     assert status["data"]["status"] == 1 and status["data"]["userID"] == user
 
 
-def test_server_bug_oversize_frame_1009_close_is_lost_to_a_tcp_reset(server):
-    """SERVER BUG (fails until fixed): PROTOCOL §2 says a frame over 64 KiB gets close 1009,
-    but the server closes the socket with the rest of the frame still unread, so the kernel
-    answers with RST and the client usually never reads the 1009 close frame (it sees a
-    reset). Fix in harness/server/app.py: after sending the close frame, half-close
-    (``transport.write_eof()`` / ``shutdown(SHUT_WR)``) and discard incoming bytes until the
-    peer closes or CLOSE_TIMEOUT_S passes (a "lingering close"), then close the socket."""
+def test_oversize_frame_close_1009_reaches_the_client_mid_send(server):
+    """Regression (found here): PROTOCOL §2 says a frame over 64 KiB gets close 1009, but the
+    server used to close the socket with the rest of the frame unread, so the kernel sent RST
+    and the client usually lost the 1009 close frame. The server now lingers: close frame,
+    half-close, discard input until the peer closes (harness/server/wsguard.py)."""
 
     async def body():
         seen = []
@@ -205,11 +203,9 @@ def test_server_bug_oversize_frame_1009_close_is_lost_to_a_tcp_reset(server):
     assert asyncio.run(body()) == [("close", 1009)] * 10
 
 
-def test_server_bug_unmasked_client_frame_must_close_1002(server):
-    """SERVER BUG (fails until fixed): RFC 6455 §5.1 - a server MUST close the connection
-    (1002) when a client frame is not masked; the server answers it instead (aiohttp 3.14's
-    WebSocketReader never checks the mask bit). Fix: check the MASK bit of every client
-    frame before aiohttp parses it (e.g. a WebSocketReader subclass installed on the
-    response) and close 1002 on an unmasked one."""
+def test_unmasked_client_frame_closes_1002(server):
+    """Regression (found here): RFC 6455 §5.1 - a server MUST close the connection (1002) on
+    an unmasked client frame; aiohttp 3.14 never checks the mask bit, so the server used to
+    answer it (now checked before aiohttp parses, harness/server/wsguard.py)."""
     got = ask(server, encode_frame(OP_TEXT, b'{"cmd":"status","seq":9}', mask=False))
     assert got[0] == ("close", 1002), got

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import time
 
 import aiohttp
 
-from tests.integration.conftest import Chat, rest, run, uid
+from bench.hostile import OP_TEXT, RawWS, encode_frame
+from tests.integration.conftest import SDKAPPID, Chat, rest, run, uid
 
 
 def test_binary_frame_closes_1003_and_ends_session(server):
@@ -106,3 +110,95 @@ def test_plain_http_on_ws_path_is_refused(server):
                 assert resp.status == 400
 
     run(body())
+
+
+def _login_frame(srv, user: str, seq: int = 1) -> bytes:
+    return encode_frame(OP_TEXT, json.dumps({"cmd": "login", "seq": seq, "sdkAppID": SDKAPPID, "userID": user,
+                                             "userSig": srv.sig(user), "platform": "iOS",
+                                             "instanceID": "t"}).encode())
+
+
+def test_unmasked_frame_after_good_ones_closes_1002_and_ends_the_session(server):
+    """Frames before the unmasked one (same TCP segment) are answered in order, then 1002."""
+    user = uid("unmasked")
+
+    async def body():
+        ws = await RawWS.open(server.host, server.port)
+        try:
+            await ws.send(_login_frame(server, user)
+                          + encode_frame(OP_TEXT, b'{"cmd":"status","seq":2}', mask=False))
+            got = [await ws.recv(5), await ws.recv(5)]
+        finally:
+            ws.close()
+        async with aiohttp.ClientSession() as http:
+            q = await rest(http, server, "openim/query_online_status", {"To_Account": [user]})
+        return got, q["QueryResult"][0]["Status"]
+
+    (first, second), status = run(body())
+    assert first[0] == "text" and json.loads(first[1])["code"] == 0
+    assert second == ("close", 1002)
+    assert status == "Offline"
+
+
+def test_unmasked_frame_in_the_handshake_packet_closes_1002(server):
+    """Bytes that arrive together with the upgrade request are checked too."""
+
+    async def body():
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+                     + encode_frame(OP_TEXT, b'{"cmd":"status","seq":1}', mask=False))
+        await writer.drain()
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        try:
+            return await RawWS(reader, writer).recv(5)
+        finally:
+            writer.close()
+
+    assert run(body()) == ("close", 1002)
+
+
+def test_oversize_frame_close_is_clean_while_the_client_keeps_sending(server):
+    """After close 1009 the server half-closes and keeps reading: the client reads the close
+    frame, then a clean end of stream (FIN, not a reset), even while it is still sending."""
+
+    async def body():
+        ws = await RawWS.open(server.host, server.port)
+        try:
+            frame = encode_frame(OP_TEXT, b"y" * 200_000)
+            await ws.send(frame[:70_000])
+            closed = await ws.recv(5)
+            ws.writer.write(frame[70_000:])          # the rest of the frame, after the close
+            await ws.writer.drain()
+            rest_of_stream = await asyncio.wait_for(ws.reader.read(), 5)   # raises on a reset
+        finally:
+            ws.close()
+        return closed, rest_of_stream
+
+    closed, rest_of_stream = run(body())
+    assert closed == ("close", 1009)
+    assert rest_of_stream == b""
+
+
+def test_fragmented_headers_and_frames_split_across_writes_are_served(server):
+    """Masked frames cut at every byte boundary (header, key, payload) still get answers."""
+    user = uid("split")
+
+    async def body():
+        ws = await RawWS.open(server.host, server.port)
+        try:
+            data = _login_frame(server, user) + encode_frame(OP_TEXT, b'{"cmd":"status","seq":2}')
+            for i in range(len(data)):
+                ws.writer.write(data[i:i + 1])
+                if i % 16 == 0:
+                    await ws.writer.drain()
+                    await asyncio.sleep(0)
+            await ws.writer.drain()
+            return [json.loads((await ws.recv(5))[1]) for _ in range(2)]
+        finally:
+            ws.close()
+
+    login, status = run(body())
+    assert login["code"] == 0
+    assert status["seq"] == 2 and status["data"]["status"] == 1 and status["data"]["userID"] == user

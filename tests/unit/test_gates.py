@@ -98,3 +98,13 @@ def test_failure_lines_one_per_failure():
     assert lines[0].startswith("check kick_exactly_once: 2 violation(s)") and "S1" in lines[0]
     assert "never arrived within settle" in lines[0]
     assert lines[1] == "gate latency.login.p99_ms failed: 2500, expected <= 2000"
+
+
+def test_injected_fault_rows_do_not_count_as_errors():
+    from harness.gates import evaluate_gates
+
+    summary = {"ops": {"login": {"count": 100, "ok": 99, "fail": 1, "info": 0},
+                       "fault": {"count": 3, "ok": 0, "fail": 0, "info": 3}}, "checks": {}}
+    gates = evaluate_gates({"error_ratio": {"overall": 0.02}}, summary)
+    assert gates["error_ratio"]["value"] == 0.01
+    assert gates["error_ratio"]["passed"] is True

@@ -35,3 +35,14 @@ def test_close_is_idempotent_and_appends(tmp_path):
     j.close()
     assert len(path.read_text().splitlines()) == 1
     json.loads(path.read_text())
+
+
+def test_a_row_recorded_after_close_is_not_lost(tmp_path):
+    path = tmp_path / "j.jsonl"
+    j = Journal(path, "w").open()
+    j.record(scenario="s", op="connect", outcome="ok", code=0, start=1, end=2)
+    j.close()
+    j.record(scenario="s", op="connect", outcome="info", code=-1, start=3, end=4)
+    rows = read_journal(path)
+    assert [r["n"] for r in rows] == [0, 1]
+    assert j.late_rows == 1
