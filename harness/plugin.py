@@ -717,6 +717,9 @@ class HarnessPlugin:
         extra = {"scenarios": self.scenarios, "locust_total": locust_total,
                  "locust_failures": stats.total.num_failures, "workers": workers,
                  "missing_workers": [n for n, w in workers.items() if not w["finished"]]}
+        recovery = _recovery(rt.run_dir) if cfg.faults.specs() else None
+        if recovery is not None:
+            extra["recovery"] = recovery
         summary = build_summary(rt.run_dir, meta=meta, checks=checks, gates_cfg=config_mod.masked(cfg)["gates"],
                                 extra=extra)
         summary = self._distributed_summary(summary, workers)
@@ -764,6 +767,25 @@ def _count_lines(path: Path) -> int | None:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     except OSError:
         return None
+
+
+def _recovery(run_dir: Path) -> dict | None:
+    """Reconnect-storm figures (harness.faults.recovery_stats) when the run injected faults."""
+    import json as _json
+
+    files = sorted((run_dir / "journal").glob("*.jsonl"))
+    from harness.faults import recovery_stats
+
+    def rows():
+        for p in files:
+            with open(p, "rb") as fh:
+                for line in fh:
+                    try:
+                        yield _json.loads(line)
+                    except ValueError:
+                        continue
+
+    return recovery_stats(rows())
 
 
 def install(events: Any) -> None:

@@ -40,6 +40,8 @@ BIZ_MAX_EXPIRE_S = 2**31 - 1
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
+#: WebSockets in a lingering close (so that shutdown can cut them short).
+LINGERING_KEY: web.AppKey[set[GuardedWebSocketResponse]] = web.AppKey("lingering", set)
 
 
 def _log(message: str) -> None:
@@ -114,7 +116,13 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
             await ws.close(code=close_code, message=close_msg)
         except (ConnectionError, RuntimeError):
             pass
-    await ws.lingered()  # aiohttp closes the socket once this handler returns
+    if ws.lingering:  # wait here: aiohttp closes the socket once this handler returns
+        lingering = request.app[LINGERING_KEY]
+        lingering.add(ws)
+        try:
+            await ws.lingered()
+        finally:
+            lingering.discard(ws)
     return ws
 
 
@@ -165,6 +173,7 @@ def build_app(hub: Hub) -> web.Application:
     """The aiohttp application serving ``hub`` (no background tasks; see :func:`serve`)."""
     app = web.Application(client_max_size=1024 * 1024)
     app[HUB_KEY] = hub
+    app[LINGERING_KEY] = set()
     app.router.add_get("/ws", ws_handler)
     app.router.add_route("*", "/v4/{service}/{command}", rest_handler)
     app.router.add_get("/healthz", healthz_handler)
@@ -205,12 +214,13 @@ async def serve(settings: ServerSettings, stop: asyncio.Event,
     """Run the server until ``stop`` is set, then shut down cleanly.
 
     ``ready(host, port)`` is called once the socket is bound (``settings.port`` 0 = a free
-    port). Shutdown: close every WebSocket (1001), stop the listener, end the remaining
+    port). Shutdown: close every WebSocket (1001), cut lingering closes short, stop the listener, end the remaining
     sessions (``disconnect``), flush and close the ledger. Raises OSError if binding fails.
     """
     ledger = Ledger(settings.ledger) if settings.ledger else None
     hub = Hub(settings, ledger=ledger)
-    runner = web.AppRunner(build_app(hub), access_log=None, handle_signals=False,
+    app = build_app(hub)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=settings.handshake_timeout_s)
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -235,6 +245,8 @@ async def serve(settings: ServerSettings, stop: asyncio.Event,
         if socks:
             await asyncio.wait([asyncio.ensure_future(_close_quietly(ws)) for ws in socks],
                                timeout=CLOSE_TIMEOUT_S + 1)
+        for ws in list(app[LINGERING_KEY]):
+            ws.end_linger()
         await runner.cleanup()
         hub.end_all("disconnect")
         if ledger is not None:

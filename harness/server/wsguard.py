@@ -196,6 +196,15 @@ class GuardedWebSocketResponse(web.WebSocketResponse):
         if self._linger is not None and not self._linger.done():
             self._linger.set_result(None)
 
+    @property
+    def lingering(self) -> bool:
+        """True while a lingering close is waiting for the client."""
+        return self._linger is not None and not self._linger.done()
+
+    def end_linger(self) -> None:
+        """Cut a lingering close short (server shutdown): close the socket now."""
+        self._connection_gone()
+
     async def lingered(self) -> None:
         """Wait until a lingering close (if one started) is over: at most ``linger_s`` s."""
         if self._linger is not None:

@@ -51,6 +51,8 @@ def test_server_restart_every_held_session_reconnects_and_logs_in_again(locust_r
     new_ledger = [json.loads(x) for x in (run.run_dir / "ledger.jsonl").read_text().splitlines() if x]
     assert {r["sessionID"] for r in new_ledger if r["event"] == "login"} >= {r["session"] for r in recon.values()}
     assert all(c["violations"] == 0 for c in run.summary["checks"].values()), run.summary["checks"]
+    rec = run.summary["recovery"]["faults"][0]          # the reconnect storm, in summary.json
+    assert (rec["kind"], rec["lost"], rec["back"]) == ("server_restart", 10, 10)
     assert run.code == 0, run.stderr[-2000:]
 
 
