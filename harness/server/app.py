@@ -214,8 +214,9 @@ async def serve(settings: ServerSettings, stop: asyncio.Event,
     """Run the server until ``stop`` is set, then shut down cleanly.
 
     ``ready(host, port)`` is called once the socket is bound (``settings.port`` 0 = a free
-    port). Shutdown: close every WebSocket (1001), cut lingering closes short, stop the listener, end the remaining
-    sessions (``disconnect``), flush and close the ledger. Raises OSError if binding fails.
+    port). Shutdown: close every WebSocket (1001), cut lingering closes short, stop the
+    listener, end the remaining sessions (``disconnect``), flush and close the ledger.
+    Raises OSError if binding fails.
     """
     ledger = Ledger(settings.ledger) if settings.ledger else None
     hub = Hub(settings, ledger=ledger)
