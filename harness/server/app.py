@@ -80,7 +80,11 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
                                   linger_s=CLOSE_TIMEOUT_S)
     if not ws.can_prepare(request).ok:
         return _json({"error": "expected a WebSocket upgrade request"}, status=400)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except (ConnectionResetError, ConnectionError, RuntimeError):
+        # the client went away during the handshake (e.g. a load tool stopping): nothing to do
+        return ws
     conn = hub.connect(ws)
     idle = st.idle_timeout_s
     close_code: int | None = None
