@@ -676,7 +676,7 @@ class HarnessPlugin:
         from harness.checks import run_checks
         from harness.gates import failure_lines
         from harness.junit import write_junit
-        from harness.summary import build_summary, write_summary
+        from harness.summary import _iso, build_summary, write_summary
 
         rt, cfg, env = self.rt, self.cfg, self.env
         if self.csv_greenlet is not None:
@@ -710,7 +710,7 @@ class HarnessPlugin:
         for h in hist:
             uc = h.get("user_count", 0) or 0
             users_peak = max(users_peak, int(uc[-1] if isinstance(uc, (list, tuple)) else uc))  # [ts, count]
-        meta = {"run_id": rt.run_id, "started": rt.started_ns / 1e9, "finished": finished_ns / 1e9,
+        meta = {"run_id": rt.run_id, "started": _iso(rt.started_ns), "finished": _iso(finished_ns),
                 "duration_s": (finished_ns - rt.started_ns) / 1e9,
                 "target": "embedded" if cfg.target.embedded else cfg.target.host, "policy": cfg.target.policy,
                 "users_peak": users_peak}
