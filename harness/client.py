@@ -6,6 +6,13 @@ connection, no threads. Every call returns an :class:`OpResult` with timing (uni
 an outcome (``ok`` / ``fail`` / ``info``), so the Locust layer (harness/users.py) can turn
 it into a request event and a journal row. Calls never raise on network trouble.
 
+The hot path is kept lean (it is what a load generator spends its CPU on): an IP-literal
+target is connected to without a resolver call; the opening handshake is built and checked
+here (:func:`upgrade_request`, :func:`check_upgrade_response`: status 101, ``Upgrade``,
+``Connection``, ``Sec-WebSocket-Accept``) and only wsproto's frame layer runs afterwards;
+close() sends the close frame and returns, the reader waits for the server's reply in the
+background (bounded); no heartbeat greenlet unless ``heartbeat_interval`` is set.
+
 Login status (V2TIM_STATUS_*: LOGINED=1, LOGINING=2, LOGOUT=3) follows the table
 ``protocol.SDK_TRANSITIONS`` (``protocol.next_status``), driven by these happenings:
 
@@ -25,28 +32,27 @@ greenlet, in wire order, so an event that follows a response is always applied a
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import os
 import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import gevent
 from gevent import socket as gsocket
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection,
     BytesMessage,
     CloseConnection,
     Ping,
-    RejectConnection,
-    RejectData,
-    Request,
     TextMessage,
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
@@ -64,7 +70,11 @@ __all__ = [
     "Expiry",
     "Kick",
     "OpResult",
+    "accept_token",
+    "check_upgrade_response",
     "parse_ws_url",
+    "resolve_addresses",
+    "upgrade_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +90,14 @@ CODE_TRANSPORT: int = protocol.ERR_TRANSPORT  # -1
 
 RECV_CHUNK = 65536  # bytes per recv(); no per-connection receive buffer beyond wsproto's
 MAX_MESSAGE_BYTES = 1 << 20  # a server message larger than this closes the connection (1009)
-CLOSE_WAIT_S = 2.0  # close(): how long to wait for the server's close reply, seconds
+CLOSE_WAIT_S = 2.0  # after close(): how long the reader waits (in the background) for the server's close reply, s
+MAX_HANDSHAKE_BYTES = 16384  # the server's HTTP 101 answer (status line + headers) must fit in this
+
+#: RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key for Sec-WebSocket-Accept.
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: (address family, socket address) pairs to try in order, as ``socket.getaddrinfo`` gives them.
+Addresses = Sequence[tuple[int, tuple]]
 
 def parse_ws_url(url: str) -> tuple[str, int, str, str]:
     """Split ``ws://host:port/path?query`` into ``(host, port, target, host_header)``.
@@ -108,6 +125,73 @@ def parse_ws_url(url: str) -> tuple[str, int, str, str]:
         target += "?" + parts.query
     shown = f"[{host}]" if ":" in host else host
     return host, port, target, f"{shown}:{port}"
+
+
+def resolve_addresses(host: str, port: int) -> list[tuple[int, tuple]]:
+    """Where to connect for ``host:port``: ``[(family, sockaddr), ...]`` in the order to try.
+
+    An IP literal (``127.0.0.1``, ``::1``) is used as is, with no resolver call (gevent's
+    ``create_connection`` hops to a thread pool for getaddrinfo even for those); a name is
+    resolved with ``getaddrinfo`` (raises ``OSError`` / ``socket.gaierror`` when it cannot be).
+    """
+    for family in (gsocket.AF_INET, gsocket.AF_INET6):
+        try:
+            gsocket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return [(family, (host, port) if family == gsocket.AF_INET else (host, port, 0, 0))]
+    infos = gsocket.getaddrinfo(host, port, 0, gsocket.SOCK_STREAM)
+    out = [(family, sockaddr) for family, _type, _proto, _name, sockaddr in infos]
+    if not out:
+        raise OSError(f"{host!r} resolves to no address")
+    return out
+
+
+def accept_token(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` a server must answer to ``Sec-WebSocket-Key: key`` (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+
+
+def upgrade_request(target: str, host_header: str, key: bytes) -> bytes:
+    """The client's HTTP/1.1 upgrade request (RFC 6455 4.1): no subprotocol, no extension."""
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: "
+    ).encode("ascii") + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+
+def check_upgrade_response(head: bytes, key: bytes) -> tuple[str, str] | None:
+    """Judge the server's answer to an upgrade request (``head`` = status line + headers, without
+    the blank line). None when it accepted the WebSocket, else ``(outcome, desc)`` with outcome
+    ``fail``: a non-101 status (``handshake rejected: HTTP <status>``), a malformed answer or a bad
+    ``Sec-WebSocket-Accept`` / ``Upgrade`` / ``Connection``, or a subprotocol or extension we did
+    not offer. Pure: no I/O, never raises."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        return ("fail", "handshake: the server's answer is not an HTTP/1.x status line")
+    status = int(parts[1])
+    if status != 101:
+        return ("fail", f"handshake rejected: HTTP {status}")
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        name = name.strip().lower()
+        if not sep or not name:
+            return ("fail", "handshake: malformed header line in the server's answer")
+        value = value.strip()
+        headers[name] = headers[name] + b", " + value if name in headers else value
+    if headers.get(b"upgrade", b"").lower() != b"websocket":
+        return ("fail", "handshake: the server's 101 answer lacks 'Upgrade: websocket'")
+    if b"upgrade" not in (t.strip() for t in headers.get(b"connection", b"").lower().split(b",")):
+        return ("fail", "handshake: the server's 101 answer lacks 'Connection: Upgrade'")
+    if headers.get(b"sec-websocket-accept") != accept_token(key):
+        return ("fail", "handshake: bad Sec-WebSocket-Accept in the server's answer")
+    if headers.get(b"sec-websocket-extensions"):
+        return ("fail", "handshake: the server chose an extension the client did not offer")
+    if headers.get(b"sec-websocket-protocol"):
+        return ("fail", "handshake: the server chose a subprotocol the client did not offer")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +326,9 @@ class ChatClient:
     """One simulated SDK instance on one WebSocket connection (gevent + wsproto).
 
     Times are seconds (``connect_timeout``, ``request_timeout``, ``heartbeat_interval``).
+    ``addresses``: where to connect, ``[(family, sockaddr), ...]`` as :func:`resolve_addresses`
+    gives them (callers that make many clients for one URL resolve it once); default: resolved
+    from the URL's host on the first connect() and kept for reconnects.
     Methods are meant to be called from one user greenlet; the reader and heartbeat
     greenlets are internal. Methods never raise on network trouble; they return an
     :class:`OpResult`.
@@ -272,10 +359,12 @@ class ChatClient:
         "_port",
         "_target",
         "_host_header",
+        "_addrs",
         "_sock",
         "_ws",
         "_send_lock",
         "_reader",
+        "_linger",
         "_heartbeater",
         "_hb_sleeping",
         "_pending",
@@ -304,8 +393,11 @@ class ChatClient:
         source_address: str | None = None,
         conn_id: str = "",
         lost_on_heartbeat_timeout: bool = False,
+        addresses: Addresses | None = None,
     ) -> None:
         self._host, self._port, self._target, self._host_header = parse_ws_url(url)
+        # where to connect: given (pre-resolved by the caller), else resolved on the first connect()
+        self._addrs: Addresses | None = list(addresses) if addresses else None
         self.url = url
         self.sdk_app_id = sdk_app_id
         self.platform = platform
@@ -321,9 +413,10 @@ class ChatClient:
         self.last_expiry: Expiry | None = None
         self.close_code: int | None = None
         self._sock: Any = None
-        self._ws: WSConnection | None = None
+        self._ws: Connection | None = None
         self._send_lock = Semaphore(1)
         self._reader: gevent.Greenlet | None = None
+        self._linger: list = [None]  # this connection's reader's close timer (set by close())
         self._heartbeater: gevent.Greenlet | None = None
         self._hb_sleeping = False
         self._pending: dict[int, tuple[str, AsyncResult, str]] = {}
@@ -396,20 +489,14 @@ class ChatClient:
         deadline = time.monotonic() + self.connect_timeout
         sock = None
         try:
-            src = (self.source_address, 0) if self.source_address else None
-            sock = gsocket.create_connection(
-                (self._host, self._port), timeout=self.connect_timeout, source_address=src
-            )
-            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-            ws = WSConnection(ConnectionType.CLIENT)
-            sock.sendall(ws.send(Request(host=self._host_header, target=self._target)))
-            outcome = self._handshake(sock, ws, deadline)
+            sock = self._open_socket(deadline)
+            key = base64.b64encode(os.urandom(16))
+            sock.sendall(upgrade_request(self._target, self._host_header, key))
+            outcome, rest = self._handshake(sock, key, deadline)
         except (TimeoutError, gsocket.timeout) as exc:
             outcome = ("info", f"timeout: {type(exc).__name__}")
         except OSError as exc:
             outcome = ("fail", f"{type(exc).__name__}: {exc.strerror or exc}")
-        except (RemoteProtocolError, LocalProtocolError) as exc:
-            outcome = ("fail", f"handshake: {exc}")
         except BaseException:  # killed (GreenletExit) mid-connect: do not leak the socket
             if sock is not None:
                 sock.close()
@@ -420,6 +507,8 @@ class ChatClient:
             end = time.time_ns()
             self._emit("on_connect_failed", CODE_TRANSPORT, outcome[1])
             return OpResult("connect", outcome[0], CODE_TRANSPORT, outcome[1], start, end)
+        # wsproto's frame layer only (the handshake is done); bytes that came with the 101 are frames
+        ws = Connection(ConnectionType.CLIENT, trailing_data=rest)
         sock.settimeout(None)
         self._sock = sock
         self._ws = ws
@@ -430,7 +519,8 @@ class ChatClient:
         self.close_code = None
         self._status, self._user, self._session = STATUS_LOGOUT, "", None
         self._connected, self._closing, self._down = True, False, False
-        self._reader = gevent.spawn(self._read_loop)
+        self._linger = [None]
+        self._reader = gevent.spawn(self._read_loop, sock, ws, self._linger)
         if self.heartbeat_interval:
             # first beat after a random offset in [0, interval): heartbeats are staggered
             self._hb_sleeping = True
@@ -440,25 +530,56 @@ class ChatClient:
         self._emit("on_connect_success")
         return OpResult("connect", "ok", 0, "ok", start, end)
 
-    @staticmethod
-    def _handshake(sock: Any, ws: WSConnection, deadline: float) -> tuple[str, str] | None:
-        """Read until the server accepts (None) or rejects ((outcome, desc))."""
-        while True:
-            for event in ws.events():
-                if isinstance(event, AcceptConnection):
-                    return None
-                if isinstance(event, RejectConnection):
-                    return ("fail", f"handshake rejected: HTTP {event.status_code}")
-                if isinstance(event, RejectData):
-                    continue
+    def _open_socket(self, deadline: float) -> Any:
+        """A TCP connection to the first address that answers (from ``source_address`` when set),
+        TCP_NODELAY on; raises the last ``OSError`` when none does (a timeout when the deadline,
+        monotonic seconds, passes)."""
+        addrs = self._addrs
+        if addrs is None:
+            addrs = self._addrs = resolve_addresses(self._host, self._port)
+        last: OSError | None = None
+        for family, sockaddr in addrs:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ("info", "timeout: handshake")
+                raise TimeoutError("connect timed out")
+            sock = gsocket.socket(family, gsocket.SOCK_STREAM)
+            try:
+                sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+                if self.source_address:
+                    sock.bind((self.source_address, 0))
+                sock.settimeout(remaining)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if isinstance(exc, TimeoutError):
+                    raise
+                last = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise last if last is not None else OSError("no address to connect to")
+
+    @staticmethod
+    def _handshake(sock: Any, key: bytes, deadline: float) -> tuple[tuple[str, str] | None, bytes]:
+        """Read the server's answer to the upgrade request: ``(None, bytes after it)`` when it
+        accepted, else ``((outcome, desc), b"")`` (see :func:`check_upgrade_response`)."""
+        buf = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ("info", "timeout: handshake"), b""
             sock.settimeout(remaining)
             data = sock.recv(RECV_CHUNK)
             if not data:
-                return ("fail", "handshake: connection closed by server")
-            ws.receive_data(data)
+                return ("fail", "handshake: connection closed by server"), b""
+            at = len(buf)
+            buf += data
+            end = buf.find(b"\r\n\r\n", max(0, at - 3))
+            if end >= 0:
+                return check_upgrade_response(buf[:end], key), buf[end + 4:]
+            if len(buf) > MAX_HANDSHAKE_BYTES:
+                return ("fail", f"handshake: the server's answer exceeds {MAX_HANDSHAKE_BYTES} bytes"), b""
 
     # --------------------------------------------------------------- requests
 
@@ -569,11 +690,14 @@ class ChatClient:
 
     # ----------------------------------------------------------------- reader
 
-    def _read_loop(self) -> None:
+    def _read_loop(self, sock: Any, ws: Connection, linger: list) -> None:
+        """The connection's reader: handles the server's frames while ``ws`` is the client's
+        current connection. When close() hands the connection over (``self._ws`` no longer
+        ``ws``), it only reads on until the server's close reply or EOF, bounded by the timer
+        close() put in ``linger[0]``, then closes the socket: the caller does not wait for it."""
         reason = "closed_by_server"
-        sock, ws = self._sock, self._ws
         try:
-            while not self._down:
+            while self._ws is ws:
                 stop = self._drain(ws)
                 if stop is not None:
                     reason = stop
@@ -581,22 +705,44 @@ class ChatClient:
                 data = sock.recv(RECV_CHUNK)
                 if not data:
                     ws.receive_data(None)
-                    self._drain(ws)
+                    if self._ws is ws:
+                        self._drain(ws)
                     break
                 ws.receive_data(data)
+            else:
+                self._finish_close(sock, ws)
         except (OSError, RemoteProtocolError, LocalProtocolError) as exc:
             reason = f"error:{type(exc).__name__}"
         except Exception as exc:  # a bug here must still end the connection cleanly
             log.exception("client %s: reader failed", self.conn_id)
             reason = f"error:{type(exc).__name__}"
         finally:
-            if not self._closing:
-                self._teardown(False, reason)
+            if self._ws is ws:
+                if not self._closing:
+                    self._teardown(False, reason)
+            else:  # handed over by close(), or torn down: the socket is done (close() is idempotent)
+                timer = linger[0]
+                if timer is not None:
+                    linger[0] = None
+                    timer.close()
+                sock.close()
 
-    def _drain(self, ws: WSConnection) -> str | None:
+    @staticmethod
+    def _finish_close(sock: Any, ws: Connection) -> None:
+        """After our close frame: read until the server's close reply or EOF (frames are ignored)."""
+        while True:
+            for event in ws.events():
+                if isinstance(event, CloseConnection):
+                    return
+            data = sock.recv(RECV_CHUNK)
+            if not data:
+                return
+            ws.receive_data(data)
+
+    def _drain(self, ws: Connection) -> str | None:
         """Handle every pending wsproto event; a disconnect reason once the connection ends."""
         for event in ws.events():
-            if self._down:
+            if self._ws is not ws:
                 return "closed_by_client"
             if isinstance(event, TextMessage):
                 if not self._on_text(event):
@@ -703,22 +849,30 @@ class ChatClient:
     # ------------------------------------------------------------------ close
 
     def close(self) -> None:
-        """Close the connection (idempotent): WS close, socket close, stop greenlets.
+        """Close the connection (idempotent): send the WS close, end the connection, stop greenlets.
 
-        Pending calls end with info -1; ``on_disconnected(by_client=True)`` fires when the
-        connection was still open.
+        Returns without waiting for the server's close reply: the reader reads it in the
+        background (at most ``min(CLOSE_WAIT_S, request_timeout)`` s), then closes the socket.
+        Pending calls end with info -1; ``on_disconnected(by_client=True)`` fires (before this
+        returns) when the connection was still open. The client may connect() again at once.
         """
         if self._down or self._closing:
             return
         self._closing = True
         self._send_event(CloseConnection(code=1000, reason="bye"))
         reader = self._reader
-        if reader is not None and reader is not gevent.getcurrent() and not reader.dead:
-            reader.join(timeout=min(CLOSE_WAIT_S, self.request_timeout))
-        self._teardown(True, "closed_by_client")
+        if reader is not None and reader is not gevent.getcurrent() and not reader.dead and self._sock is not None:
+            timer = gevent.get_hub().loop.timer(min(CLOSE_WAIT_S, self.request_timeout))
+            timer.start(reader.kill, gevent.GreenletExit, False)  # bounds the reader's wait for the reply
+            self._linger[0] = timer
+            self._teardown(True, "closed_by_client", hand_over=True)
+        else:
+            self._teardown(True, "closed_by_client")
 
-    def _teardown(self, by_client: bool, reason: str) -> None:
-        """End the connection once: close socket, stop greenlets, fail pending, notify."""
+    def _teardown(self, by_client: bool, reason: str, hand_over: bool = False) -> None:
+        """End the connection once: close socket, stop greenlets, fail pending, notify.
+
+        ``hand_over`` (close() only): the reader keeps running and closes the socket itself."""
         if self._down:
             return
         self._down = True
@@ -732,7 +886,7 @@ class ChatClient:
         if hb is not None and hb is not current and not hb.dead and self._hb_sleeping:
             hb.kill(block=False)
         reader = self._reader
-        if reader is not None and reader is not current and not reader.dead:
+        if reader is not None and reader is not current and not reader.dead and not hand_over:
             reader.kill(block=False)
         self._heartbeater = None
         self._reader = None
@@ -741,7 +895,7 @@ class ChatClient:
         # OSError once the socket closes (greenlets do not preempt between these lines).
         self._sock = None
         self._ws = None
-        if sock is not None:
+        if sock is not None and not hand_over:
             try:
                 sock.close()
             except OSError:

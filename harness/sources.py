@@ -1,6 +1,8 @@
 """Where UserSigs come from (``usersig:`` in config) and the REST v4 admin client.
 
-* ``LocalSigSource`` signs with sdkAppID + secret key (TLSSigAPIv2), no I/O.
+* ``LocalSigSource`` signs with sdkAppID + secret key (TLSSigAPIv2), no I/O. Asked with
+  ``fresh=False`` it reuses the sig it issued last for the same (account, lifetime) while most
+  of that sig's lifetime remains (as an app caches the UserSig its business server gave it).
 * ``HttpSigSource`` asks the app's business server (a URL template); each fetch is the
   journaled op ``usersig_fetch``.
 * ``RestAdmin`` calls PROTOCOL.md §6 with the admin's own UserSig.
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from harness.usersig import gen_usersig
 
@@ -29,20 +32,56 @@ class SigFetchError(Exception):
 
 
 class LocalSigSource:
-    """Signs locally; ``journaled`` is False (no network op to record)."""
+    """Signs locally; ``journaled`` is False (no network op to record).
+
+    Sig cache (``get(..., fresh=False)``): one entry per account, the sig issued last (by any
+    ``get``); it is handed out again for the same ``expire`` while the time since its issue is
+    below ``reuse_fraction`` of its lifetime (default 0.5: more than half of it remains). At
+    most ``max_cached`` accounts are remembered (the oldest entry goes first). ``clock`` gives
+    unix seconds (injectable for tests).
+    """
 
     journaled = False
 
-    def __init__(self, sdk_app_id: int, secret_key: str) -> None:
+    def __init__(self, sdk_app_id: int, secret_key: str, *, reuse_fraction: float = 0.5,
+                 max_cached: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+        if not 0.0 <= reuse_fraction < 1.0:
+            raise ValueError(f"reuse_fraction must be in [0, 1), got {reuse_fraction!r}")
         self.sdk_app_id = sdk_app_id
         self._key = secret_key
+        self.reuse_fraction = reuse_fraction
+        self.max_cached = max(0, int(max_cached))
+        self._clock = clock
+        self._cache: dict[str, tuple[int, int, str]] = {}  # user -> (expire s, issued unix s, sig)
 
     def __repr__(self) -> str:  # never show the key
         return f"LocalSigSource(sdk_app_id={self.sdk_app_id}, secret_key=***)"
 
-    def get(self, user_id: str, expire: int) -> str:
-        """A fresh UserSig for ``user_id`` valid ``expire`` seconds from now."""
-        return gen_usersig(self.sdk_app_id, self._key, user_id, expire)
+    def get(self, user_id: str, expire: int, *, fresh: bool = True) -> str:
+        """A UserSig for ``user_id`` with lifetime ``expire`` seconds.
+
+        ``fresh=True`` (default): issued now. ``fresh=False``: the cached one when it has the same
+        lifetime and was issued less than ``reuse_fraction * expire`` seconds ago, else a new one.
+        Paths that must not reuse a sig (relogin after an expiry, a revoked sig) keep the default.
+        """
+        expire = int(expire)
+        now = self._clock()
+        if not fresh:
+            hit = self._cache.get(user_id)
+            if hit is not None and hit[0] == expire and 0 <= now - hit[1] < expire * self.reuse_fraction:
+                return hit[2]
+        issued = int(now)
+        sig = gen_usersig(self.sdk_app_id, self._key, user_id, expire, now=issued)
+        if self.max_cached:
+            cache = self._cache
+            if user_id not in cache and len(cache) >= self.max_cached:
+                del cache[next(iter(cache))]
+            cache[user_id] = (expire, issued, sig)
+        return sig
+
+    def forget(self, user_id: str) -> None:
+        """Drop the cached sig of ``user_id`` (the server refused it: expired or revoked)."""
+        self._cache.pop(user_id, None)
 
 
 class HttpSigSource:
@@ -57,7 +96,10 @@ class HttpSigSource:
         self.json_path = [p for p in json_path.split(".") if p]
         self.timeout = timeout
 
-    def get(self, user_id: str, expire: int) -> str:
+    def get(self, user_id: str, expire: int, *, fresh: bool = True) -> str:
+        """Fetch a UserSig for ``user_id`` (lifetime ``expire`` s). Every call fetches: each fetch
+        is a journaled ``usersig_fetch`` op, so ``fresh`` is accepted and ignored. Raises
+        :class:`SigFetchError`."""
         url = self.url_template.replace("{userID}", urllib.parse.quote(user_id)).replace("{expire}", str(int(expire)))
         data = None
         headers = {}

@@ -17,7 +17,7 @@ import gevent
 from gevent.event import Event
 from locust import User, constant
 
-from harness.client import Backoff, ChatClient, ClientListener, OpResult
+from harness.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
 from harness.protocol import code_label
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
@@ -42,6 +42,7 @@ class OpFailure(Exception):
 
 
 def failure_text(outcome: str, code: int, desc: str) -> str:
+    """The failure text Locust shows for a failed op: the code label, or ``-1 <what>`` for transport trouble."""
     if code == -1:
         return f"-1 {desc or 'transport error'}" if outcome == "fail" else f"-1 no answer ({desc or 'unknown'})"
     if code == 0:
@@ -83,12 +84,10 @@ class Device(ClientListener):
         if reconnect is None:
             wanted = getattr(user, "reconnect", None)
             reconnect = cc.reconnect and (wanted if isinstance(wanted, bool) else user.scenario in RECONNECT_SCENARIOS)
-        self.backoff: Backoff | None = (Backoff(cc.reconnect_base_s, cc.reconnect_cap_s, cc.reconnect_max_attempts)
-                                        if reconnect else None)
+        self.backoff: Backoff | None = user.backoff() if reconnect else None
         self.sig = ""                     # the UserSig of the last login sent (the SDK's cached sig)
         self.expire_at: int | None = None  # sigExpireAt of the current session, unix s
         self.reconnects: list[OpResult] = []  # outcome of each recovery, in order
-        self._rng = random.Random()
         self._recovering: gevent.Greenlet | None = None
         self._stop = Event()              # set by close(): no more recovery
         self.client = ChatClient(
@@ -96,7 +95,7 @@ class Device(ClientListener):
             listener=self, connect_timeout=cc.connect_timeout_s,
             request_timeout=cc.request_timeout_s, heartbeat_interval=heartbeat_s,
             source_address=self.rt.next_source_address(), conn_id=self.conn,
-            lost_on_heartbeat_timeout=self.backoff is not None)
+            lost_on_heartbeat_timeout=self.backoff is not None, addresses=user.addresses())
 
     # ---------------------------------------------------------------- journaling
     def _fields(self) -> dict:
@@ -104,10 +103,13 @@ class Device(ClientListener):
 
     def record(self, res: OpResult, *, op: str | None = None, user: str | None = None,
                intended: int | None = None, **extra: Any) -> OpResult:
-        extra = {**self._fields(), **extra}
+        """Emit ``res`` (request event + journal row) with this device's fields; ``extra`` may
+        override ``session`` and add keys (docs/JOURNAL.md). Returns ``res``."""
+        session = extra.pop("session", res.session_id)
         self.user.emit(op or res.op, outcome=res.outcome, code=res.code, start=res.start_ns, end=res.end_ns,
-                       intended=intended, user=self.account if user is None else user,
-                       session=extra.pop("session", res.session_id), desc=res.desc, **extra)
+                       intended=intended, user=self.account if user is None else user, session=session,
+                       desc=res.desc, platform=self.platform, instance=self.instance, conn=self.conn,
+                       race=self.race, **extra)
         return res
 
     # ---------------------------------------------------------------- operations
@@ -117,7 +119,7 @@ class Device(ClientListener):
         attempt = 1
         while (not res.ok and self.backoff is not None and attempt < self.backoff.max_attempts
                and not self._stop.is_set()):
-            if self._stop.wait(self.backoff.delay(attempt, self._rng)):
+            if self._stop.wait(self.backoff.delay(attempt, self.user.rng)):
                 break
             self._new_conn()
             res = self._connect_once(None)
@@ -187,7 +189,8 @@ class Device(ClientListener):
             lifetime = decode_usersig(self.sig)[0].expire
         except UserSigError:
             pass
-        return self.user.fetch_sig(self.account, max(1, int(lifetime)), platform=self.platform, conn=self.conn)
+        return self.user.fetch_sig(self.account, max(1, int(lifetime)), platform=self.platform, conn=self.conn,
+                                   fresh=True)
 
     def _relogin(self) -> tuple[OpResult | None, bool]:
         """Log in again on the new connection; (result or None when no sig, fresh sig used?)."""
@@ -214,7 +217,7 @@ class Device(ClientListener):
         outcome, stopped = "info", False
         try:
             for attempt in range(self.backoff.max_attempts):
-                if self._stop.wait(self.backoff.delay(attempt, self._rng)):
+                if self._stop.wait(self.backoff.delay(attempt, self.user.rng)):
                     stopped = True
                     break
                 attempts += 1
@@ -300,6 +303,41 @@ class ChatUser(User):
         self.rt: Runtime = environment.chat
         self.cfg = self.rt.cfg
         self.devices: list[Device] = []
+        self._rng: random.Random | None = None
+        self._backoff: Backoff | None = None
+        self._addrs: tuple[str, list | None] | None = None  # (ws_url, resolved addresses or None)
+
+    @property
+    def rng(self) -> random.Random:
+        """This user's random source (reconnect jitter), made on first use: seeding one from
+        urandom costs more than a whole connect, so devices share their user's."""
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random()
+        return rng
+
+    def backoff(self) -> Backoff:
+        """The reconnect schedule from ``client.reconnect_*`` (one immutable value per user)."""
+        b = self._backoff
+        if b is None:
+            cc = self.cfg.client
+            b = self._backoff = Backoff(cc.reconnect_base_s, cc.reconnect_cap_s, cc.reconnect_max_attempts)
+        return b
+
+    def addresses(self) -> list | None:
+        """The target's resolved addresses (``harness.client.resolve_addresses``), once per user and
+        URL; None when the name does not resolve now (the client then resolves, and reports the
+        failure, at connect)."""
+        url = self.rt.ws_url
+        cached = self._addrs
+        if cached is None or cached[0] != url:
+            try:
+                host, port, _target, _hh = parse_ws_url(url)
+                addrs: list | None = resolve_addresses(host, port)
+            except (OSError, ValueError):
+                addrs = None
+            cached = self._addrs = (url, addrs)
+        return cached[1]
 
     # ---------------------------------------------------------------- emit
     def emit(self, op: str, *, outcome: str, code: int, start: int, end: int, intended: int | None = None,
@@ -324,14 +362,18 @@ class ChatUser(User):
 
     def drop_device(self, d: Device) -> None:
         d.close()
+        d.client.listener = None  # break the Device <-> ChatClient cycle: freed by refcount (even after gc.freeze)
         if d in self.devices:
             self.devices.remove(d)
 
-    def fetch_sig(self, account: str, expire: int, *, platform: str = "", conn: str | None = None) -> str | None:
-        """A UserSig from the configured source; http fetches are journaled as ``usersig_fetch``."""
+    def fetch_sig(self, account: str, expire: int, *, platform: str = "", conn: str | None = None,
+                  fresh: bool = True) -> str | None:
+        """A UserSig (lifetime ``expire`` s) from the configured source; http fetches are journaled
+        as ``usersig_fetch``. ``fresh=False`` lets the local source reuse the sig it issued last for
+        the account while most of its lifetime remains (``LocalSigSource.get``); http always fetches."""
         src = self.rt.sig_source
         if not src.journaled:
-            return src.get(account, expire)
+            return src.get(account, expire) if fresh else src.get(account, expire, fresh=False)
         start = time.time_ns()
         try:
             sig = src.get(account, expire)
@@ -342,6 +384,12 @@ class ChatUser(User):
         self.emit("usersig_fetch", outcome="ok", code=0, start=start, end=time.time_ns(), user=account,
                   platform=platform, conn=conn)
         return sig
+
+    def forget_sig(self, account: str) -> None:
+        """The server refused ``account``'s sig (expired / revoked): the next ``fetch_sig`` issues a new one."""
+        forget = getattr(self.rt.sig_source, "forget", None)
+        if forget is not None:
+            forget(account)
 
     def query_online(self, accounts: list[str], *, conn: str | None = None, race: str | None = None) -> dict | None:
         """REST query_online_status (journaled as ``query_online``); None when REST is unavailable."""

@@ -1,6 +1,10 @@
 """mass_login: login storms. Each user connects and logs in with its own account, holds the
 session online with (staggered) heartbeats for ``hold_s``, logs out / disconnects, repeats.
 A user whose connect or login failed waits 0.5-1.5 s before its next attempt (no retry storm).
+With ``hold_s`` 0 (pure connect/login/close storms) a connection gets no heartbeat timer and
+the next flow starts at once. The UserSig (local source) is reused while more than half of its
+lifetime remains, as an app caches the sig its business server issued; one the server refused
+as expired or revoked is dropped, so the next flow signs a new one.
 
 Open model (``arrival_rate`` > 0): one scheduler per process starts flows at the target rate
 (split across workers); each flow's rows carry ``intended`` = its scheduled slot, so latency
@@ -16,7 +20,7 @@ import gevent
 from gevent.pool import Group
 from locust import task
 
-from harness.users import ChatUser
+from harness.users import FRESH_SIG_CODES, ChatUser
 
 
 class MassLogin(ChatUser):
@@ -35,14 +39,17 @@ class MassLogin(ChatUser):
     def flow(self, account: str, intended: int | None = None) -> bool:
         """connect -> login -> hold (heartbeats) -> logout -> disconnect; True when it logged in."""
         sc = self.sc
-        d = self.device(heartbeat_s=sc.heartbeat_s)
+        d = self.device(heartbeat_s=sc.heartbeat_s if sc.hold_s > 0 else None)
         try:
             if not d.connect(intended=intended).ok:
                 return False
-            sig = self.fetch_sig(account, self.cfg.usersig.expire_s, platform=d.platform, conn=d.conn)
+            sig = self.fetch_sig(account, self.cfg.usersig.expire_s, platform=d.platform, conn=d.conn, fresh=False)
             if sig is None:
                 return False
-            if not d.login(account, sig, intended=intended).ok:
+            res = d.login(account, sig, intended=intended)
+            if not res.ok:
+                if res.code in FRESH_SIG_CODES:
+                    self.forget_sig(account)
                 return False
             del sig  # nothing but the device stays referenced while the session is held
             d.disconnected.wait(sc.hold_s)
@@ -63,8 +70,6 @@ class MassLogin(ChatUser):
         if not self.flow(self.account):
             # no instant retry: a struggling target must not get a reconnect storm on top
             self.sleep(random.uniform(0.5, 1.5))
-        elif not self.sc.hold_s:
-            self.sleep(0.01)
 
     def schedule(self) -> None:
         """Start flows at ``arrival_rate / processes`` per second until the user is stopped."""
