@@ -8,7 +8,7 @@ steady window (the first ``--warmup-s`` and the last second left out), from the 
 While it runs the CPU of the server and of the load processes is sampled by pid, to say what
 limits the rate (a process near 1.0 CPU-s/s is saturated; the machine has ``nproc`` CPUs).
 
-    .venv/bin/python bench/storm_scaling.py [--users 64] [--seconds 15] [--procs 1,2]
+    .venv/bin/python bench/storm_scaling.py [--users 256] [--seconds 15] [--procs 1,2]
 """
 from __future__ import annotations
 
@@ -86,7 +86,9 @@ def run(procs: int, args: argparse.Namespace) -> dict:
             load, server = _tree(root)
             if procs == 0:
                 load = [root]
-            snap = (el, sum(_cpu(x) for x in load), _cpu(server), load, server)
+            ct = psutil.cpu_times()
+            snap = (el, sum(_cpu(x) for x in load), _cpu(server), _cpu(root) if procs > 0 else 0.0,
+                    sum(ct) - ct.idle - getattr(ct, "iowait", 0.0), getattr(ct, "softirq", 0.0))
             if first is None and el >= args.warmup_s + 1:
                 first = snap
             if el <= args.seconds:
@@ -118,13 +120,16 @@ def run(procs: int, args: argparse.Namespace) -> dict:
         dt = last[0] - first[0]
         res["cpu_load_per_s"] = round((last[1] - first[1]) / dt, 2)
         res["cpu_server_per_s"] = round((last[2] - first[2]) / dt, 2)
+        res["cpu_master_per_s"] = round((last[3] - first[3]) / dt, 2)
+        res["cpu_machine_busy"] = round((last[4] - first[4]) / dt / (os.cpu_count() or 1), 2)
+        res["cpu_softirq_per_s"] = round((last[5] - first[5]) / dt, 2)
     return res
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--procs", default="1,2", help="worker process counts to compare (0 = local, no master)")
-    ap.add_argument("--users", type=int, default=64, help="concurrent users storming")
+    ap.add_argument("--users", type=int, default=256, help="concurrent users storming")
     ap.add_argument("--seconds", type=int, default=15, help="run time of each run, s")
     ap.add_argument("--warmup-s", type=float, default=3.0, help="left out at the start, s")
     args = ap.parse_args()
@@ -135,10 +140,11 @@ def main() -> int:
         r = run(n, args)
         results.append(r)
         print(json.dumps(r), flush=True)
-    print("\nprocs  logins/s  failed  cpu load  cpu server  (CPU-s per s)")
+    print("\nprocs  logins/s  failed  cpu workers  cpu server  cpu master  softirq  (CPU-s per s)  machine busy")
     for r in results:
         print(f"{str(r['procs']):>5}  {r.get('logins_per_s') or 0:>8}  {r['logins_failed']:>6}  "
-              f"{r.get('cpu_load_per_s', 0):>8}  {r.get('cpu_server_per_s', 0):>10}")
+              f"{r.get('cpu_load_per_s', 0):>11}  {r.get('cpu_server_per_s', 0):>10}  {r.get('cpu_master_per_s', 0):>10}"
+              f"  {r.get('cpu_softirq_per_s', 0):>7}  {r.get('cpu_machine_busy', 0):>27.0%}")
     rates = [r.get("logins_per_s") for r in results]
     if len(rates) >= 2 and rates[0] and rates[-1]:
         print(f"scaling ratio {results[-1]['procs']} vs {results[0]['procs']} processes: {rates[-1] / rates[0]:.2f}x")

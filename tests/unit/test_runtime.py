@@ -16,7 +16,6 @@ from harness.distributed import (LogHist, Tally, TalliedJournal, assign_devices,
                                  missing_share, summary_parts)
 from harness.errors import ConfigError
 from harness.runtime import AccountPool, Runtime, check_fit, fds_needed, fds_per_user, loopback_sources
-from scenarios.kick_race import device_specs, judge, send_spread_ms
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -191,17 +190,3 @@ def test_race_devices_are_spread_over_workers_owner_first():
     assert plan == {"b": [0, 3], "c": [1, 4], "a": [2]}
     assert assign_devices(3, [], "solo") == {"solo": [0, 1, 2]}
     assert sorted(i for v in assign_devices(50, ["x", "y"], "y").values() for i in v) == list(range(50))
-
-
-def test_race_judgement_is_the_same_for_merged_device_lists():
-    specs = device_specs("w0-r1", 3, ["Android", "iOS"], same_instance=False)
-    assert [s["instance"] for s in specs] == ["w0-r1-d0", "w0-r1-d1", "w0-r1-d2"]
-    rows = [{"i": 0, "w": "w0", "platform": "Android", "code": 0, "alive": False, "sent": 1_000_000, "session": "A"},
-            {"i": 1, "w": "w1", "platform": "iOS", "code": 0, "alive": True, "sent": 3_500_000, "session": "B"},
-            {"i": 2, "w": "w0", "platform": "Android", "code": 0, "alive": False, "sent": 2_000_000, "session": "C"}]
-    assert judge(rows, [{"Platform": "iOS", "Status": "Online"}], "single_platform", 1, 1) == []
-    assert send_spread_ms(rows) == 2.5
-    rows[0]["alive"] = True
-    assert judge(rows, None, "single_platform", 1, 1) == ["client view over limit: {'all': 2}"]
-    assert judge([dict(r, alive=False) for r in rows], None, "single_platform", 1, 1) == \
-        ["no survivor although logins succeeded"]
