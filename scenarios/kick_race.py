@@ -24,6 +24,7 @@ from collections import Counter
 from typing import Any
 
 import gevent
+from gevent.pool import Group
 from gevent.event import Event
 from locust import task
 
@@ -105,6 +106,7 @@ class RacePart:
             self.devices.append((int(spec["i"]), d))
         self.results: dict[int, Any] = {}
         self.released_ns: int | None = None   # when the barrier opened (unix ns)
+        self.greenlets = Group()              # connect/login greenlets: killed with the part
 
     @classmethod
     def for_go(cls, environment: Any, go: dict) -> "RacePart":
@@ -124,7 +126,7 @@ class RacePart:
         if not rt.wait_ready(cfg.client.connect_timeout_s):
             return self.rows()
         devs = [d for _i, d in self.devices]
-        gevent.joinall([gevent.spawn(d.connect) for d in devs], timeout=cfg.client.connect_timeout_s + 1)
+        gevent.joinall([self.greenlets.spawn(d.connect) for d in devs], timeout=cfg.client.connect_timeout_s + 1)
         ready = [(i, d) for i, d in self.devices if d.client.connected]
         if not ready:
             return self.rows()
@@ -140,7 +142,7 @@ class RacePart:
                 gevent.sleep(random.uniform(0, window) / 1000.0)
             self.results[i] = d.login(self.account, sig)
 
-        greenlets = [gevent.spawn(login, i, d) for i, d in ready]
+        greenlets = [self.greenlets.spawn(login, i, d) for i, d in ready]
         gevent.sleep(0)  # let every device reach the barrier
         if start_ns:
             wait_until(start_ns)
@@ -169,6 +171,8 @@ class RacePart:
         return next((d.conn for _i, d in self.devices if d.client.connected), None)
 
     def close(self) -> None:
+        # a user stopped mid-race must not leave greenlets that journal after the run ended
+        self.greenlets.kill(block=True, timeout=5)
         for _i, d in self.devices:
             self.user.drop_device(d)
 
@@ -182,6 +186,12 @@ class KickRace(ChatUser):
 
     @task
     def race(self) -> None:
+        started = self.run_race()
+        # also after a race that could not start (target down): no hot loop of connects
+        self.sleep(self.sc.pause_s if started else max(self.sc.pause_s, 0.5))
+
+    def run_race(self) -> bool:
+        """One race; False when it could not start (nothing connected, no sig)."""
         sc = self.sc
         account = self.acquire()
         race = self.rt.next_race_id()
@@ -196,24 +206,24 @@ class KickRace(ChatUser):
                     expected=len(specs), timeout=self._hold_s())
                 sent = [r["sent"] for r in rows if r.get("sent")]
                 if not sent and len(rows) == len(specs):
-                    return  # nothing connected anywhere: the parts' connect rows say why
+                    return False  # nothing connected anywhere: the parts' connect rows say why
                 released = min(sent) if sent else asked
                 conn = None
             else:
                 part = RacePart(self, race, account, specs, window_ms=sc.window_ms, settle_ms=sc.settle_ms)
                 rows = part.run(time.time_ns() + int(sc.lead_ms * 1e6) if sc.cross_worker else None)
                 if part.released_ns is None:
-                    return  # nothing connected / no sig: the connect / usersig_fetch rows say why
+                    return False  # nothing connected / no sig: the connect / usersig_fetch rows say why
                 released = part.released_ns
                 conn = part.first_conn
             self.judge_and_record(race, account, rows, released, len(specs), conn)
+            return True
         finally:
             if part is not None:
                 part.close()
             elif sc.cross_worker and self.rt.role == "worker":
                 self.rt.races.finish(race)
             self.release(account)
-        self.sleep(sc.pause_s)
 
     def _hold_s(self) -> float:
         """How long the owner waits for every part (s): lead + connect + sig + login + settle + margin."""
