@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import ipaddress
 import json
 import random
 import signal
@@ -53,6 +52,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
+
+from harness.util import is_loopback
 
 KINDS: tuple[str, ...] = ("latency", "reset", "blackhole", "cut")
 CHUNK = 65536
@@ -396,13 +397,7 @@ class FaultProxy:
             _close(c.uw)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_is_loopback = is_loopback
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -4,10 +4,10 @@ show a run like a test suite. Suite name ``chat-login-harness``; a failed check 
 """
 from __future__ import annotations
 
+import io
+
 import json
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.gates import check_failed
 from harness.summary import json_safe
+from harness.util import atomic_write
 
 __all__ = ["SUITE_NAME", "write_junit", "junit_tree"]
 
@@ -85,15 +86,7 @@ def write_junit(run_dir: str | Path, checks: Mapping[str, Any], gates: Mapping[s
     path = root / "junit.xml"
     tree = junit_tree(checks, gates)
     ET.indent(tree)
-    fd, tmp = tempfile.mkstemp(prefix=".junit.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            tree.write(fh, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    buf = io.BytesIO()
+    tree.write(buf, encoding="utf-8", xml_declaration=True)
+    atomic_write(path, buf.getvalue())
     return path

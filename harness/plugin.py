@@ -19,7 +19,7 @@ import gevent
 
 from harness import config as config_mod
 from harness.config import SCENARIO_NAMES, load_config
-from harness.errors import ConfigError, HarnessError, TargetError
+from harness.errors import ConfigError, HarnessError
 from harness.distributed import Tally, TalliedJournal, assign_devices, missing_share, summary_parts
 from harness.journal import Journal
 from harness.runtime import (RACE_END, RACE_GO, RACE_PART, RACE_REQ, Runtime, check_fit, derive_urls,

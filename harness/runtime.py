@@ -12,11 +12,9 @@ Roles:
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import secrets
 import socket
 import sys
 import time
@@ -25,13 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-import gevent
 from gevent.event import Event
 from gevent.pool import Group
 
-from harness import config as config_mod
-from harness.config import SCENARIO_NAMES, Config, load_config
-from harness.errors import ConfigError, HarnessError, TargetError
+from harness.config import Config
+from harness.errors import ConfigError
 from harness.journal import Journal
 from harness.sources import HttpSigSource, LocalSigSource, RestAdmin
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from harness.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code
+from harness.util import atomic_write
 
 __all__ = ["SUMMARY_KEYS", "OP_KEYS", "build_summary", "write_summary", "json_safe"]
 
@@ -156,15 +155,5 @@ def write_summary(run_dir: str | Path, summary: Mapping) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "summary.json"
     text = json.dumps(json_safe(summary), indent=2, allow_nan=False, ensure_ascii=False)
-    fd, tmp = tempfile.mkstemp(prefix=".summary.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, (text + "\n").encode("utf-8"))
     return path

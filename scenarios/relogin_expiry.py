@@ -77,7 +77,6 @@ class ReloginExpiry(ChatUser):
             limit = sc.sig_lifetime_s + sc.sig_jitter_s + self.cfg.target.leeway_s + self.cfg.checks.expiry_tolerance_s + 10
             while cycles < sc.cycles:
                 d.expired.clear()
-                session = d.client.session_id
                 if not d.expired.wait(limit) or not d.expiries:
                     break  # kicked, disconnected or no push: the checks will say so
                 old, at = d.expiries[-1]

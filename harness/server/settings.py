@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from harness.errors import ConfigError
+from harness.util import is_loopback  # noqa: F401  (re-exported: harness.server.settings.is_loopback)
 
 POLICY_NAMES: tuple[str, ...] = ("single_platform", "dual_platform", "triple_platform", "multi_platform")
 
@@ -45,14 +46,7 @@ def parse_fault(text: str) -> tuple[str, float]:
     return name, rate
 
 
-def is_loopback(host: str) -> bool:
-    """True when ``host`` is a loopback address (127.0.0.0/8, ::1) or ``localhost``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+
 
 
 # ---------------------------------------------------------------------------------------
