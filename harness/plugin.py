@@ -375,6 +375,7 @@ class HarnessPlugin:
             (rt.run_dir / "config.yaml").write_text(config_mod.dump_yaml(self.cfg), encoding="utf-8")
         if d.get("fds"):
             self.nofile = raise_nofile_limit(int(d["fds"]))[0]
+        _warn_unreachable_loopback(d.get("ws_url", ""), getattr(environment.parsed_options, "master_host", ""))
         try:
             rt.bind_target(d["ws_url"], d["rest_base"], d["sdkappid"], d.get("secret") or self.cfg.target.secret_key)
         except ConfigError as err:
@@ -796,6 +797,26 @@ def _count_lines(path: Path) -> int | None:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
     except OSError:
         return None
+
+
+def _warn_unreachable_loopback(ws_url: str, master_host: str) -> None:
+    """A worker on another host cannot reach a target on the master's loopback: say so."""
+    from urllib.parse import urlsplit
+
+    from harness.util import is_loopback
+
+    host = urlsplit(ws_url).hostname or ""
+    if is_loopback(host) and master_host and not is_loopback(master_host):
+        try:
+            import socket
+
+            local = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+            if master_host in local:
+                return
+        except OSError:
+            pass
+        log.error("the target %s is on the master's loopback, which this worker (on another host than master %s) "
+                  "cannot reach: run with --host ws://<reachable address> or set target.host", ws_url, master_host)
 
 
 def _recovery(run_dir: Path) -> dict | None:
