@@ -110,7 +110,7 @@ def test_proxy_faults_reach_workers_through_their_own_proxies(locust_run):
     assert rst["data"]["proxies"] == 2 and rst["data"]["affected"] >= 8    # every held connection was reset
     assert lat["data"]["affected"] >= 8
     stats = {s["name"]: s for s in recovery_stats(run.rows())["faults"]}["rst"]
-    assert stats["lost"] >= 8 and stats["back"] == stats["lost"] - stats["abandoned"] and stats["failed"] == 0
+    assert stats["lost"] >= 6 and stats["back"] == stats["lost"] - stats["abandoned"] and stats["failed"] == 0
     # heartbeats inside the latency window paid ~100 ms each way: traffic went through the proxies
     inside = [r for r in run.rows("heartbeat") if lat["start"] + 0.3 * S <= r["start"] and r["end"] <= lat["end"]]
     assert inside and all(r["end"] - r["start"] >= 0.19 * S for r in inside)
