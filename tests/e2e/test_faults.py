@@ -64,8 +64,9 @@ def test_expired_sigs_are_refreshed_when_reconnecting_after_a_restart(locust_run
                      "--set", "faults=[{kind: server_restart, at_s: 2, down_s: 1}]",
                      "--set", "client.reconnect_cap_s=1", *RELAXED, *QUICK)
     assert run.run_dir is not None, run.stderr
-    recon = run.rows("reconnect")
-    assert recon and all(r["outcome"] == "ok" for r in recon)
+    # a recovery cut short by the end of the run (detail "stopped...") is not a failed one
+    recon = [r for r in run.rows("reconnect") if not str(r["detail"]).startswith("stopped")]
+    assert len(recon) >= 8 and all(r["outcome"] == "ok" for r in recon), recon
     # 1 s sigs, down for more than 1 s: the cached sig had expired, a fresh one was fetched
     assert all(r["data"]["fresh_sig"] for r in recon)
     assert not [r for r in run.rows("login") if r["outcome"] == "fail"]   # never tried the stale sig
