@@ -75,6 +75,7 @@ class EmbeddedTarget:
         self._log = open(log_path, "ab")
         env = dict(os.environ)
         env["CHAT_SECRET_KEY"] = self.secret_key
+        env["CHAT_EXIT_WITH_PARENT"] = str(os.getpid())  # the server stops itself if we die
         env["PYTHONUNBUFFERED"] = "1"
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

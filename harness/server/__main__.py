@@ -175,7 +175,27 @@ async def _amain(settings: ServerSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
-    await serve(settings, stop, _announce)
+    watcher = None
+    parent = os.environ.get("CHAT_EXIT_WITH_PARENT", "")
+    if parent.isdigit():
+        watcher = asyncio.create_task(_watch_parent(int(parent), stop))
+    try:
+        await serve(settings, stop, _announce)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _watch_parent(pid: int, stop: asyncio.Event, period_s: float = 0.5) -> None:
+    """Embedded use: shut down cleanly when the harness process that started us is gone
+    (e.g. it was SIGKILLed), so no orphan server outlives its run."""
+    while not stop.is_set():
+        if os.getppid() != pid:
+            print("python -m harness.server: the harness that started this server is gone; shutting down",
+                  file=sys.stderr, flush=True)
+            stop.set()
+            return
+        await asyncio.sleep(period_s)
 
 
 def _runner_run(coro: Any) -> None:
