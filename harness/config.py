@@ -513,7 +513,14 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
             raise ConfigError("--config", f"{p} is not valid YAML{where}") from None
         if not isinstance(raw, dict):
             raise ConfigError("--config", f"{p} must hold a mapping at the top level")
-    raw = _deepcopy(raw)
+    return config_from_mapping(raw, overrides=overrides, env=env)
+
+
+def config_from_mapping(raw: Mapping, *, overrides: Sequence[str] = (),
+                        env: Mapping[str, str] | None = None) -> Config:
+    """Build and validate a Config from a plain mapping (a parsed config file, or the
+    master's effective config sent to a worker); ``overrides`` and ``env`` as in load_config."""
+    raw = _deepcopy(dict(raw))
     _faults_list_form(raw)
     for item in overrides:
         _apply_set(raw, item)

@@ -35,7 +35,7 @@ def _fail(err: HarnessError) -> None:
     sys.stderr.write(f"error: {err}\n")
     sys.stderr.flush()
     _stop_forked_workers()
-    os._exit(err.exit_code) if os.environ.get("CHAT_HARD_EXIT") else sys.exit(err.exit_code)
+    sys.exit(err.exit_code)
 
 
 def _stop_forked_workers() -> None:
@@ -129,14 +129,14 @@ class HarnessPlugin:
         if path == "config.yaml" and not Path(path).exists():
             here = Path(__file__).resolve().parent.parent / "config.yaml"
             path = str(here) if here.exists() else None
-        cfg = load_config(path, overrides=getattr(opts, "chat_set", None) or ())
+        overrides = list(getattr(opts, "chat_set", None) or ())
         host = getattr(opts, "host", None) or self.env.host
-        if host:
-            cfg = config_mod.replace(cfg, target__host=host)
-            config_mod._validate_semantics(cfg)
+        if host:  # Locust's --host wins over the config file and --set
+            overrides.append(f"target.host={host}")
+        cfg = load_config(path, overrides=overrides)
         if not cfg.target.secret_key and cfg.target.embedded:
             # a per-run key for the embedded target; shared with workers over the master link
-            cfg = config_mod.replace(cfg, target__secret_key=os.environ.get("CHAT_RUN_SECRET") or secrets.token_hex(16))
+            cfg = config_mod.replace(cfg, target__secret_key=secrets.token_hex(16))
         return cfg
 
     def _select(self, cfg: Any, opts: Any) -> list[str]:
@@ -164,8 +164,6 @@ class HarnessPlugin:
         if not classes:
             raise ConfigError("scenarios", "no scenario left to run (all weights are 0 or --scenario matched none)")
         self.env.user_classes = classes
-        if self.runner is not None and hasattr(self.runner, "user_classes"):
-            pass
         return names
 
     def _init_master_or_local(self) -> None:
@@ -345,9 +343,7 @@ class HarnessPlugin:
             raw = json.loads(json.dumps(raw))
             raw.setdefault("run", {})["results_dir"] = self.cfg.run.results_dir
             raw.setdefault("target", {})["secret_key"] = secret or self.cfg.target.secret_key
-            cfg = config_mod._build(config_mod.Config, raw, "")
-            config_mod._validate_semantics(cfg)
-            return cfg
+            return config_mod.config_from_mapping(raw, env={})
         except (ConfigError, TypeError, ValueError) as err:
             log.warning("keeping this worker's own config (the master's did not validate here: %s)", err)
             return self.cfg
