@@ -448,11 +448,11 @@ class FaultPlugin:
     def emit(self, spec: FaultSpec, start_ns: int, end_ns: int, data: Mapping[str, Any]) -> None:
         """One ``fault`` row = one Locust request event (INTERNAL) + one journal row."""
         end_ns = max(end_ns, start_ns)
-        self.env.events.request.fire(
-            request_type="INTERNAL", name="fault", response_time=(end_ns - start_ns) / 1e6, response_length=0,
-            exception=None, context={"scenario": FAULT_SCENARIO, "code": 0, "fault": spec.name})
-        self.journal().record(scenario=FAULT_SCENARIO, op="fault", outcome="info", code=0, start=start_ns,
-                              end=end_ns, detail=spec.name, data={"kind": spec.kind, **spec.params(), **data})
+        self.journal().emit(
+            self.env.events, request_type="INTERNAL", response_time_ms=(end_ns - start_ns) / 1e6,
+            context={"scenario": FAULT_SCENARIO, "code": 0, "fault": spec.name},
+            scenario=FAULT_SCENARIO, op="fault", outcome="info", code=0, start=start_ns, end=end_ns,
+            detail=spec.name, data={"kind": spec.kind, **spec.params(), **data})
         self.emitted += 1
 
     # ------------------------------------------------------------------ events

@@ -83,6 +83,14 @@ class Journal:
         self._buf.append(row)
         return n
 
+    def emit(self, events: Any, *, request_type: str, response_time_ms: float,
+             exception: BaseException | None = None, context: dict | None = None, **row: Any) -> int:
+        """One finished operation = one Locust request event (``name`` = ``op``) + one journal
+        row, so journal totals always equal Locust's request totals. ``row`` as for record()."""
+        events.request.fire(request_type=request_type, name=row["op"], response_time=response_time_ms,
+                            response_length=0, exception=exception, context=context or {})
+        return self.record(**row)
+
     def flush(self) -> None:
         """Write buffered rows to disk (and fsync-free flush to the OS)."""
         if not self._buf or self._fh is None:

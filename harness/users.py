@@ -347,12 +347,12 @@ class ChatUser(User):
         began = start if intended is None else intended
         exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
         detail = desc if outcome == "ok" or code in (0, -1) else code_label(code)
-        self.environment.events.request.fire(
-            request_type=REQUEST_TYPES.get(op, "WS"), name=op, response_time=max(0.0, (end - began) / 1e6),
-            response_length=0, exception=exc, context={"scenario": self.scenario, "user": user, "code": code})
-        self.rt.journal.record(scenario=self.scenario, op=op, outcome=outcome, code=code, start=start, end=end,
-                               intended=intended, user=user, platform=platform, instance=instance,
-                               session=session, detail=detail, **extra)
+        self.rt.journal.emit(
+            self.environment.events, request_type=REQUEST_TYPES.get(op, "WS"),
+            response_time_ms=max(0.0, (end - began) / 1e6), exception=exc,
+            context={"scenario": self.scenario, "user": user, "code": code},
+            scenario=self.scenario, op=op, outcome=outcome, code=code, start=start, end=end, intended=intended,
+            user=user, platform=platform, instance=instance, session=session, detail=detail, **extra)
 
     # ---------------------------------------------------------------- helpers
     def device(self, platform: str | None = None, instance: str | None = None, **kw: Any) -> Device:

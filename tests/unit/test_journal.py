@@ -46,3 +46,17 @@ def test_a_row_recorded_after_close_is_not_lost(tmp_path):
     rows = read_journal(path)
     assert [r["n"] for r in rows] == [0, 1]
     assert j.late_rows == 1
+
+
+def test_emit_fires_one_request_event_per_row(tmp_path):
+    from locust.event import Events
+
+    events = Events()
+    seen = []
+    events.request.add_listener(lambda **kw: seen.append(kw))
+    j = Journal(tmp_path / "j.jsonl", "w").open()
+    j.emit(events, request_type="WS", response_time_ms=1.5, exception=None, context={"scenario": "s"},
+           scenario="s", op="login", outcome="ok", code=0, start=1, end=2)
+    j.close()
+    assert [(e["request_type"], e["name"], e["response_time"], e["exception"]) for e in seen] == [("WS", "login", 1.5, None)]
+    assert [r["op"] for r in read_journal(tmp_path / "j.jsonl")] == ["login"]
