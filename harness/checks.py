@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
+from harness.protocol import FRESH_SIG_CODES
 
 __all__ = [
     "CHECK_NAMES",
@@ -61,7 +62,7 @@ CHECK_NAMES: tuple[str, ...] = (
     "relogin_recovers", "expiry_on_time", "journal_integrity",
 )
 #: Login failure codes that mean "get a new UserSig and log in again".
-EXPIRY_CODES: frozenset[int] = frozenset({6206, 70001, 70052})
+EXPIRY_CODES: frozenset[int] = FRESH_SIG_CODES
 #: kickedOffline / ledger end reasons that are evictions (the evicted client gets an event).
 KICK_REASONS: frozenset[str] = frozenset({"multi_device", "same_instance", "rest_kick"})
 #: The scenario whose login failures must be recovered by a relogin.

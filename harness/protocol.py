@@ -63,6 +63,11 @@ ERR_SVR_ACCOUNT_INVALID_PARAMETERS = 70402
 ERR_SVR_ACCOUNT_ADMIN_REQUIRED = 70403
 ERR_SVR_ACCOUNT_INTERNAL_ERROR = 70500
 
+#: Login failures that mean "get a fresh UserSig and log in again" (the SDK's relogin rule):
+#: expired (6206 client side, 70001 server side) or revoked by a REST kick (70052).
+FRESH_SIG_CODES: frozenset[int] = frozenset({ERR_USER_SIG_EXPIRED, ERR_SVR_ACCOUNT_USERSIG_EXPIRED,
+                                             ERR_SVR_ACCOUNT_INVALID_USERSIG})
+
 #: code -> (NAME, short label). NAME is Tencent's; the short label is for charts and tables.
 CODES: dict[int, tuple[str, str]] = {
     OK: ("ERR_SUCC", "OK"),

@@ -18,7 +18,7 @@ from gevent.event import Event
 from locust import User, constant
 
 from harness.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
-from harness.protocol import code_label
+from harness.protocol import FRESH_SIG_CODES, code_label
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
 
@@ -33,8 +33,6 @@ REQUEST_TYPES = {"connect": "WS", "login": "WS", "logout": "WS", "status": "WS",
 
 #: Scenarios whose users hold sessions: their devices reconnect by default (client.reconnect).
 RECONNECT_SCENARIOS = frozenset({"mass_login", "relogin_expiry"})
-#: Login codes that mean "get a fresh UserSig" (70001 expired, 6206 expired, 70052 revoked).
-FRESH_SIG_CODES = frozenset({70001, 6206, 70052})
 
 
 class OpFailure(Exception):

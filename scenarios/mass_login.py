@@ -20,7 +20,8 @@ import gevent
 from gevent.pool import Group
 from locust import task
 
-from harness.users import FRESH_SIG_CODES, ChatUser
+from harness.protocol import FRESH_SIG_CODES
+from harness.users import ChatUser
 
 
 class MassLogin(ChatUser):

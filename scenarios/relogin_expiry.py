@@ -10,10 +10,11 @@ import time
 from locust import task
 
 from harness.client import OpResult
+from harness.protocol import FRESH_SIG_CODES
 from harness.usersig import gen_usersig
 from harness.users import ChatUser, Device
 
-EXPIRY_CODES = frozenset({70001, 6206, 70052})
+EXPIRY_CODES = FRESH_SIG_CODES  # the codes this scenario recovers from at login
 
 
 class ReloginExpiry(ChatUser):
