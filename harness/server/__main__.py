@@ -15,7 +15,8 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from harness.errors import ConfigError
-from harness.server.settings import FAULT_NAMES, POLICY_NAMES, ServerSettings, is_loopback
+from harness.server.settings import FAULT_NAMES, POLICY_NAMES, ServerSettings
+from harness.util import is_loopback
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 

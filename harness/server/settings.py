@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from harness.errors import ConfigError
-from harness.util import is_loopback  # noqa: F401  (re-exported: harness.server.settings.is_loopback)
 
 POLICY_NAMES: tuple[str, ...] = ("single_platform", "dual_platform", "triple_platform", "multi_platform")
 

@@ -8,7 +8,8 @@ import yaml
 
 from harness.errors import ConfigError
 from harness.server.__main__ import settings_from_args
-from harness.server.settings import ServerSettings, is_loopback, parse_fault
+from harness.server.settings import ServerSettings, parse_fault
+from harness.util import is_loopback
 
 ROOT = Path(__file__).resolve().parents[2]
 
