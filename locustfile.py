@@ -6,7 +6,7 @@ Thin on purpose: the scenario Users come from scenarios/, everything else from h
 import locust  # noqa: F401  (first: gevent monkey-patching before anything else)
 from locust import events
 
-from harness.plugin import install
+from harness.runner.plugin import install
 from scenarios import AccountSwitch, KickRace, MassLogin, ReloginExpiry  # noqa: F401  (the Users)
 
 install(events)

@@ -142,7 +142,7 @@ def wait_exit(proc: subprocess.Popen, timeout_s: float) -> int | None:
 class RefServer:
     """``python -m harness.server`` on a free loopback port, pinned to one CPU; stopped by pid.
 
-    The secret key goes through the environment (CHAT_SECRET_KEY), not argv, as in harness/target.py.
+    The secret key goes through the environment (CHAT_SECRET_KEY), not argv, as in harness/targets/embedded.py.
     """
 
     def __init__(self, workdir: Path, *, secret_key: str, policy: str = "multi_platform",
@@ -169,7 +169,7 @@ class RefServer:
     def start(self) -> "RefServer":
         env = dict(os.environ, CHAT_SECRET_KEY=self.secret_key, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "harness.server", "--host", LOOPBACK, "--port", "0",
+        cmd = [sys.executable, "-m", "harness.targets.server", "--host", LOOPBACK, "--port", "0",
                "--sdkappid", str(SDKAPPID), "--policy", self.policy]
         self.proc = spawn(cmd, log_path=self.log_path, cpu=self.cpu, env=env, cwd=REPO)
         deadline = time.monotonic() + self.startup_timeout_s

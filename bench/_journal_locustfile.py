@@ -1,7 +1,7 @@
 """Locustfile of bench/journal_overhead.py: the repo's locustfile (mass_login and the harness
 plugin, unchanged) plus two bench-only switches read from the environment:
 
-  BENCH_JOURNAL=off  swap ``harness.journal.Journal.record`` / ``flush`` for no-ops (monkeypatch in
+  BENCH_JOURNAL=off  swap ``harness.results.journal.Journal.record`` / ``flush`` for no-ops (monkeypatch in
                      this process only; harness code is not changed) before the run starts
   BENCH_OUT=PATH     at quit, write ``{"ok": [end unix ns of each ok login], "fail": int,
                      "journal": "on"|"off"}``, taken from Locust's request event, so both
@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 from locust import events  # noqa: E402
 
-from harness.plugin import install as install_harness  # noqa: E402
+from harness.runner.plugin import install as install_harness  # noqa: E402
 from scenarios import MassLogin  # noqa: E402,F401  (the User class Locust runs)
 
 
 def disable_journal() -> None:
     """Make every Journal a no-op: ``record`` only hands out ``n``; ``flush`` writes nothing."""
-    from harness.journal import Journal
+    from harness.results.journal import Journal
 
     def record(self: Journal, **_row: Any) -> int:
         n = self._n

@@ -2,7 +2,7 @@
 
 Synthesizes a run folder with a realistic mix of journal rows (mass logins with heartbeats,
 kick races with evictions and events, relogin cycles with expiries), then times
-``harness.checks.run_checks`` on it and prints rows/s, peak RSS growth and the ratio to the
+``harness.results.checks.run_checks`` on it and prints rows/s, peak RSS growth and the ratio to the
 15 s budget. Not part of the test run.
 
     .venv/bin/python bench/checks_speed.py [--rows 1000000] [--workers 4] [--mix mixed|race] [--keep DIR]
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.checks import run_checks  # noqa: E402
+from harness.results.checks import run_checks  # noqa: E402
 
 NS = 1_000_000_000
 BUDGET_S = 15.0

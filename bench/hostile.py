@@ -106,7 +106,7 @@ def start_server(*flags: str, secret: str = "hostile-bench-key", workdir: Path |
     env = dict(os.environ, CHAT_SECRET_KEY=secret, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(stderr_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.server", "--port", "0", *flags],
+        proc = subprocess.Popen([sys.executable, "-m", "harness.targets.server", "--port", "0", *flags],
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
                                 start_new_session=True)
     line = proc.stdout.readline().decode() if proc.stdout else ""  # type: ignore[union-attr]

@@ -2,7 +2,7 @@
 
 Runs ``locust -f locustfile.py --headless`` (mass_login: every user holds its session with
 heartbeats) on the embedded target with one fault, then computes
-:func:`harness.faults.recovery_stats` from the run's journal and prints, per fault: sessions
+:func:`harness.runner.faults.recovery_stats` from the run's journal and prints, per fault: sessions
 lost, seconds from the fault until 50 % / 99 % / 100 % of them were back online (and the same
 from the fault's end, i.e. the server up again), the peak login rate during the recovery
 against the rate before it, reconnect attempts, and the codes seen.
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from harness.faults import recovery_stats  # noqa: E402
+from harness.runner.faults import recovery_stats  # noqa: E402
 
 LOCUST = str(Path(sys.executable).parent / "locust")
 

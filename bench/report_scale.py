@@ -172,11 +172,11 @@ def _child(run: Path, charts: bool, load_only: bool) -> None:
     cpu0 = use0.ru_utime + use0.ru_stime
     t = time.perf_counter()
     if load_only:
-        from harness.report.load import load_journal
+        from harness.results.report.load import load_journal
 
         load_journal(run)
     else:
-        from harness.report import build_report
+        from harness.results.report import build_report
 
         build_report(run, charts=charts)
     sec = time.perf_counter() - t

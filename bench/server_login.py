@@ -45,7 +45,7 @@ def _raise_nofile() -> None:
 def start_server(policy: str) -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, CHAT_SECRET_KEY=SECRET, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.server", "--host", "127.0.0.1", "--port", "0", "--policy", policy],
+        [sys.executable, "-m", "harness.targets.server", "--host", "127.0.0.1", "--port", "0", "--policy", policy],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
         preexec_fn=_raise_nofile)
     line = proc.stdout.readline().decode()  # type: ignore[union-attr]

@@ -56,7 +56,7 @@ def _classify(root: psutil.Process) -> tuple[list[psutil.Process], psutil.Proces
             cmd = " ".join(p.cmdline())
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if "harness.server" in cmd:
+        if "harness.targets.server" in cmd:
             server = p
         elif "locust" in cmd:
             workers.append(p)

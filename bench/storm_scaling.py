@@ -45,7 +45,7 @@ def _tree(root: psutil.Process) -> tuple[list[psutil.Process], psutil.Process | 
             cmd = " ".join(p.cmdline())
         except psutil.Error:
             continue
-        if "harness.server" in cmd:
+        if "harness.targets.server" in cmd:
             server = p
         elif "locust" in cmd:
             load.append(p)

@@ -1,6 +1,6 @@
 """Sans-IO chat login protocol: frames <-> typed messages, codes table, login policy (pure).
 
-Shared by the client (harness/client.py), the reference server (harness/server/), the
+Shared by the client (harness/sdk/client.py), the reference server (harness/targets/server/), the
 checks and the report. No sockets, no clocks, no global mutable state: every function takes
 values and returns values, so it is tested with plain values (the h11 idea).
 

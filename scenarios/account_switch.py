@@ -9,7 +9,7 @@ import time
 
 from locust import task
 
-from harness.users import ChatUser
+from harness.runner.users import ChatUser
 
 
 class AccountSwitch(ChatUser):

@@ -29,7 +29,7 @@ from gevent.event import Event
 from locust import task
 
 from harness.protocol import group_limit, policy_group
-from harness.users import ChatUser, Device
+from harness.runner.users import ChatUser, Device
 
 SPIN_NS = 2_000_000   # the last 2 ms before a start instant are waited for by yielding, not sleeping
 BUSY_NS = 300_000     # ... and the last 0.3 ms by a busy wait
@@ -179,6 +179,7 @@ class RacePart:
 
 class KickRace(ChatUser):
     scenario = "kick_race"
+    race_part = RacePart   # the runner's RaceHub runs cross-worker parts with this (no harness -> scenario import)
 
     def on_start(self) -> None:
         super().on_start()

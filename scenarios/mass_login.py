@@ -21,7 +21,7 @@ from gevent.pool import Group
 from locust import task
 
 from harness.protocol import FRESH_SIG_CODES
-from harness.users import ChatUser
+from harness.runner.users import ChatUser
 
 
 class MassLogin(ChatUser):

@@ -9,10 +9,10 @@ import time
 
 from locust import task
 
-from harness.client import OpResult
+from harness.sdk.client import OpResult
 from harness.protocol import FRESH_SIG_CODES
 from harness.usersig import gen_usersig
-from harness.users import ChatUser, Device
+from harness.runner.users import ChatUser, Device
 
 EXPIRY_CODES = FRESH_SIG_CODES  # the codes this scenario recovers from at login
 

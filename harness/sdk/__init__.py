@@ -1,0 +1,1 @@
+"""The simulated Chat SDK, protocol-free, over one driver (harness.sdk.driver)."""

@@ -18,7 +18,7 @@ SECRET = "external-secret-0123"
 @pytest.fixture
 def external_server(tmp_path):
     env = dict(os.environ, CHAT_SECRET_KEY=SECRET)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.server", "--host", "127.0.0.1", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.targets.server", "--host", "127.0.0.1", "--port", "0",
                              "--sdkappid", "1400000042", "--policy", "dual_platform"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

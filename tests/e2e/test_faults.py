@@ -1,13 +1,13 @@
 """Faults end to end (locust headless on the embedded target): restarts and proxy faults are
 journaled, sessions come back through reconnect, checks still hold, the secret never leaks.
-Plus the pure recovery figures (:func:`harness.faults.recovery_stats`) on hand-made rows."""
+Plus the pure recovery figures (:func:`harness.runner.faults.recovery_stats`) on hand-made rows."""
 from __future__ import annotations
 
 import json
 import secrets
 import socket
 
-from harness.faults import recovery_stats
+from harness.runner.faults import recovery_stats
 
 S = 1_000_000_000
 RELAXED = ("--set", "gates.error_ratio.overall=1")   # refused reconnects are failures by design

@@ -92,7 +92,7 @@ class ServerProc:
 
 def _start(args: tuple[str, ...], tmp: Path, with_ledger: bool, env_extra: dict[str, str] | None) -> ServerProc:
     ledger = tmp / f"ledger-{uuid.uuid4().hex[:8]}.jsonl" if with_ledger else None
-    cmd = [sys.executable, "-m", "harness.server", "--port", "0", *args]
+    cmd = [sys.executable, "-m", "harness.targets.server", "--port", "0", *args]
     if ledger is not None:
         cmd += ["--ledger", str(ledger)]
     env = dict(os.environ)

@@ -20,7 +20,7 @@ import gevent
 import pytest
 
 from harness import protocol
-from harness.client import STATUS_LOGINED, STATUS_LOGOUT, ChatClient, ClientListener, OpResult
+from harness.sdk.client import STATUS_LOGINED, STATUS_LOGOUT, ChatClient, ClientListener, OpResult
 from harness.usersig import gen_usersig
 
 SDKAPPID = 1400000000
@@ -46,7 +46,7 @@ def _start_server(out_path: Path, *extra: str) -> RealServer:
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     out = open(out_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.server", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "harness.targets.server", "--host", "127.0.0.1", "--port", "0",
          "--sdkappid", str(SDKAPPID), *extra],
         stdout=out, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env,
     )

@@ -25,7 +25,7 @@ from wsproto.events import (
 )
 
 from harness import protocol
-from harness.client import (
+from harness.sdk.client import (
     CODE_LOGIN_IN_PROCESS,
     STATUS_LOGINED,
     STATUS_LOGINING,

@@ -18,7 +18,7 @@ from wsproto.connection import Connection
 from wsproto.events import CloseConnection, TextMessage
 
 from harness import protocol
-from harness.client import ChatClient, ClientListener, accept_token
+from harness.sdk.client import ChatClient, ClientListener, accept_token
 
 SDKAPPID = 1400000000
 

@@ -1,4 +1,4 @@
-"""The TCP fault proxy (harness/faultproxy.py): pure decisions, then the real process between
+"""The TCP fault proxy (harness/targets/faultproxy.py): pure decisions, then the real process between
 a loopback client and a loopback echo server (every process and thread stopped in a finally)."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.faultproxy import ProxyFault, parse_fault, picked, plan_chunk
+from harness.targets.faultproxy import ProxyFault, parse_fault, picked, plan_chunk
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,12 +114,12 @@ class Echo:
 
 
 class Proxy:
-    """``python -m harness.faultproxy --control`` (stopped by pid)."""
+    """``python -m harness.targets.faultproxy --control`` (stopped by pid)."""
 
     def __init__(self, upstream_port: int, seed: int = 3) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.faultproxy", "--upstream",
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.targets.faultproxy", "--upstream",
                                       f"127.0.0.1:{upstream_port}", "--seed", str(seed), "--control"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      cwd=ROOT, env=env)
@@ -314,7 +314,7 @@ def test_upstream_down_refuses_like_a_dead_server_and_the_proxy_lives_on(echo):
     (["--upstream", "127.0.0.1:1", "--fault", '{"kind": "reset", "fraction": 7}'], "fraction"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(args, words):
-    proc = subprocess.run([sys.executable, "-m", "harness.faultproxy", *args], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "harness.targets.faultproxy", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=20, stdin=subprocess.DEVNULL)
     assert proc.returncode == 2
     assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

@@ -10,7 +10,7 @@ import sys
 import psutil
 
 from harness.config import TargetConfig
-from harness.target import EmbeddedTarget
+from harness.targets.embedded import EmbeddedTarget
 from tests.integration.conftest import ROOT
 
 
@@ -26,7 +26,7 @@ def test_a_non_loopback_bind_is_announced_on_stderr():
     # 192.0.2.1 (TEST-NET-1) is never assigned to this host: the warning is printed, then the
     # bind fails, so nothing is ever exposed by this test
     env = dict(os.environ, CHAT_SECRET_KEY="exposure-test-key", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "harness.server", "--host", "192.0.2.1", "--port", "0"],
+    proc = subprocess.run([sys.executable, "-m", "harness.targets.server", "--host", "192.0.2.1", "--port", "0"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     lines = proc.stderr.strip().splitlines()
     assert any("warning" in ln and "192.0.2.1" in ln and "reachable from other hosts" in ln for ln in lines)

@@ -2,7 +2,7 @@
 tests/unit/test_protocol.py and test_usersig.py; these check the wire: any bytes in -> an
 answer with a known code, or the documented close; never a crash, never a hung connection).
 
-The last two tests pin server defects these tests found (fixed in harness/server/wsguard.py):
+The last two tests pin server defects these tests found (fixed in harness/targets/server/wsguard.py):
 they must keep passing across aiohttp upgrades.
 """
 from __future__ import annotations
@@ -186,7 +186,7 @@ def test_oversize_frame_close_1009_reaches_the_client_mid_send(server):
     """Regression (found here): PROTOCOL §2 says a frame over 64 KiB gets close 1009, but the
     server used to close the socket with the rest of the frame unread, so the kernel sent RST
     and the client usually lost the 1009 close frame. The server now lingers: close frame,
-    half-close, discard input until the peer closes (harness/server/wsguard.py)."""
+    half-close, discard input until the peer closes (harness/targets/server/wsguard.py)."""
 
     async def body():
         seen = []
@@ -206,6 +206,6 @@ def test_oversize_frame_close_1009_reaches_the_client_mid_send(server):
 def test_unmasked_client_frame_closes_1002(server):
     """Regression (found here): RFC 6455 §5.1 - a server MUST close the connection (1002) on
     an unmasked client frame; aiohttp 3.14 never checks the mask bit, so the server used to
-    answer it (now checked before aiohttp parses, harness/server/wsguard.py)."""
+    answer it (now checked before aiohttp parses, harness/targets/server/wsguard.py)."""
     got = ask(server, encode_frame(OP_TEXT, b'{"cmd":"status","seq":9}', mask=False))
     assert got[0] == ("close", 1002), got

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTER = r"""
 import sys, time
 from harness.config import load_config
-from harness.target import EmbeddedTarget
+from harness.targets.embedded import EmbeddedTarget
 cfg = load_config(None, env={})
 t = EmbeddedTarget(cfg.target, "k", sys.argv[1], ledger=False).start()
 print(t.pid, flush=True)

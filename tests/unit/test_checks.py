@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.checks import (
+from harness.results.checks import (
     CHECK_NAMES,
     CheckParams,
     ChecksInputError,

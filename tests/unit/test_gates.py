@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.checks import CheckResult
+from harness.results.checks import CheckResult
 from harness.errors import ConfigError
-from harness.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code, failure_lines
+from harness.results.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code, failure_lines
 
 
 def op(count: int, *, fail: int = 0, info: int = 0, p99: float | None = 100.0, rate: float = 50.0) -> dict:
@@ -101,7 +101,7 @@ def test_failure_lines_one_per_failure():
 
 
 def test_injected_fault_rows_do_not_count_as_errors():
-    from harness.gates import evaluate_gates
+    from harness.results.gates import evaluate_gates
 
     summary = {"ops": {"login": {"count": 100, "ok": 99, "fail": 1, "info": 0},
                        "fault": {"count": 3, "ok": 0, "fail": 0, "info": 3}}, "checks": {}}

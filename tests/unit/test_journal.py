@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from harness.journal import FIELDS, Journal, read_journal
+from harness.results.journal import FIELDS, Journal, read_journal
 
 
 def test_rows_are_gap_free_and_complete(tmp_path):

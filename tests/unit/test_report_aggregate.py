@@ -1,4 +1,4 @@
-"""harness.report.aggregate: exact tables from tiny journals with known answers."""
+"""harness.results.report.aggregate: exact tables from tiny journals with known answers."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from harness.protocol import code_short
-from harness.report import aggregate as agg
-from harness.report.load import load_journal
+from harness.results.report import aggregate as agg
+from harness.results.report.load import load_journal
 from tests.unit.test_report_data import T0_NS, row, write_run
 
 

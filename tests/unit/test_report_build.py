@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness.report import build_report
+from harness.results.report import build_report
 from tests.unit.test_report_data import T0_NS, row, write_run
 
 ROOT = Path(__file__).resolve().parents[2]

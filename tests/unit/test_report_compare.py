@@ -1,11 +1,11 @@
-"""harness.report.compare: side-by-side per-op numbers and gates that flipped."""
+"""harness.results.report.compare: side-by-side per-op numbers and gates that flipped."""
 from __future__ import annotations
 
 import math
 
 import pandas as pd
 
-from harness.report.compare import compare_ops, gate_flips
+from harness.results.report.compare import compare_ops, gate_flips
 
 
 def _ops(rows):

@@ -1,11 +1,11 @@
-"""harness.report.html: tables and the page are escaped, self-contained and readable."""
+"""harness.results.report.html: tables and the page are escaped, self-contained and readable."""
 from __future__ import annotations
 
 import math
 
 import pandas as pd
 
-from harness.report.html import Chart, ReportContent, render_report, table_html
+from harness.results.report.html import Chart, ReportContent, render_report, table_html
 
 
 def test_table_cells():

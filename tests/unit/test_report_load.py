@@ -1,4 +1,4 @@
-"""harness.report.load: journal files -> one flat DataFrame; damaged input is counted, not fatal."""
+"""harness.results.report.load: journal files -> one flat DataFrame; damaged input is counted, not fatal."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness.report.load import (JOURNAL_COLUMNS, ReportInputError, check_run_dir, load_config,
+from harness.results.report.load import (JOURNAL_COLUMNS, ReportInputError, check_run_dir, load_config,
                                  load_journal, load_rows, load_summary, load_users_history)
 from tests.unit.test_report_data import T0_NS, ms, row, write_run
 
@@ -135,7 +135,7 @@ def test_check_run_dir(tmp_path):
 
 
 def test_matching_lines_across_chunk_boundaries(tmp_path):
-    from harness.report.load import _matching_lines
+    from harness.results.report.load import _matching_lines
 
     lines = [b'{"op":"race","i":%d}' % i if i % 3 == 0 else b'{"op":"login","i":%d}' % i
              for i in range(20)]

@@ -1,4 +1,4 @@
-"""harness.report.plot: each chart function draws into the Axes it is given and says so plainly
+"""harness.results.report.plot: each chart function draws into the Axes it is given and says so plainly
 when there is nothing to draw."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from harness.report import plot
+from harness.results.report import plot
 
 EMPTY_PS = pd.DataFrame({"second": pd.Series([], dtype="int64"), "op": pd.Series([], dtype="str"),
                          "p50_ms": [], "p95_ms": [], "p99_ms": []})

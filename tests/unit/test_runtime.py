@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from harness.config import load_config
-from harness.distributed import (LogHist, Tally, TalliedJournal, assign_devices, bucket_bounds, bucket_of,
+from harness.runner.distributed import (LogHist, Tally, TalliedJournal, assign_devices, bucket_bounds, bucket_of,
                                  missing_share, summary_parts)
 from harness.errors import ConfigError
-from harness.runtime import AccountPool, Runtime, check_fit, fds_needed, fds_per_user, loopback_sources
+from harness.runner.runtime import AccountPool, Runtime, check_fit, fds_needed, fds_per_user, loopback_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,7 +90,7 @@ def test_open_model_budget_follows_the_arrival_rate_not_the_users():
 
 
 def test_nofile_soft_limit_is_raised_to_the_hard_limit():
-    code = ("import resource; from harness.runtime import raise_nofile_limit\n"
+    code = ("import resource; from harness.runner.runtime import raise_nofile_limit\n"
             "s, h = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
             "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, h), h))\n"
             "print(*raise_nofile_limit(), h)")

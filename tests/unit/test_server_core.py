@@ -6,9 +6,9 @@ import json
 import pytest
 
 from harness.protocol import Login
-from harness.server.core import Hub
-from harness.server.ledger import Ledger
-from harness.server.settings import ServerSettings
+from harness.targets.server.core import Hub
+from harness.targets.server.ledger import Ledger
+from harness.targets.server.settings import ServerSettings
 from harness.usersig import gen_usersig
 
 SECRET = "unit-secret"

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from harness.errors import ConfigError
-from harness.server.__main__ import settings_from_args
-from harness.server.settings import ServerSettings, parse_fault
+from harness.targets.server.__main__ import settings_from_args
+from harness.targets.server.settings import ServerSettings, parse_fault
 from harness.util import is_loopback
 
 ROOT = Path(__file__).resolve().parents[2]

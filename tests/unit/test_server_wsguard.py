@@ -1,4 +1,4 @@
-"""harness.server.wsguard without sockets: the frame scanner over any chunking of a client byte
+"""harness.targets.server.wsguard without sockets: the frame scanner over any chunking of a client byte
 stream, and the guard in front of aiohttp's real WebSocket reader."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiohttp.streams import EofStream
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.server.wsguard import FrameScanner, MaskGuard
+from harness.targets.server.wsguard import FrameScanner, MaskGuard
 
 
 def frame(payload: bytes, *, masked: bool = True, opcode: int = 0x1) -> bytes:

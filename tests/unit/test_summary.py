@@ -6,9 +6,9 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from harness.checks import CHECK_NAMES, run_checks
-from harness.junit import write_junit
-from harness.summary import SUMMARY_KEYS, build_summary, write_summary
+from harness.results.checks import CHECK_NAMES, run_checks
+from harness.results.junit import write_junit
+from harness.results.summary import SUMMARY_KEYS, build_summary, write_summary
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS

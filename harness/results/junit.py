@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.gates import check_failed
-from harness.summary import json_safe
+from harness.results.gates import check_failed
+from harness.results.summary import json_safe
 from harness.util import atomic_write
 
 __all__ = ["SUITE_NAME", "write_junit", "junit_tree"]

@@ -20,7 +20,7 @@ from harness.errors import ConfigError
 
 POLICY_NAMES: tuple[str, ...] = ("single_platform", "dual_platform", "triple_platform", "multi_platform")
 
-#: Seeded faults (all off by default); see harness/server/core.py for what each one does.
+#: Seeded faults (all off by default); see harness/targets/server/core.py for what each one does.
 FAULT_NAMES: tuple[str, ...] = ("drop_kick", "dup_kick", "double_login", "kick_newest", "delay_expiry")
 
 #: Keys of a config mapping that belong to the client side or to the bind address; never read.

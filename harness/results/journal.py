@@ -127,7 +127,7 @@ class Journal:
 
 
 def read_journal(path: str | Path) -> list[dict]:
-    """All rows of one journal file (test helper; large runs use harness.report.load)."""
+    """All rows of one journal file (test helper; large runs use harness.results.report.load)."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:

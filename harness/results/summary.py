@@ -1,6 +1,6 @@
 """summary.json of a run (RESULTS.md §2): totals, per-op percentiles, codes, checks, gates,
 exit code. :func:`build_summary` computes (writes nothing); :func:`write_summary` writes
-atomically. Per-op numbers come from the report's aggregation (harness.report.aggregate),
+atomically. Per-op numbers come from the report's aggregation (harness.results.report.aggregate),
 so the summary and the report always agree.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code
+from harness.results.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code
 from harness.util import atomic_write
 
 __all__ = ["SUMMARY_KEYS", "OP_KEYS", "build_summary", "write_summary", "json_safe"]
@@ -55,7 +55,7 @@ def _iso(ns: int) -> str:
 
 
 def _config(run_dir: Path) -> dict:
-    from harness.report.load import load_config
+    from harness.results.report.load import load_config
 
     return load_config(run_dir)
 
@@ -90,8 +90,8 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
     """
     import numpy as np
 
-    from harness.report.aggregate import code_counts, journal_span_s, op_summary
-    from harness.report.load import load_journal, load_users_history
+    from harness.results.report.aggregate import code_counts, journal_span_s, op_summary
+    from harness.results.report.load import load_journal, load_users_history
 
     root = Path(run_dir)
     meta = meta or {}

@@ -1,4 +1,4 @@
-"""Pure aggregations of a loaded journal (see :func:`harness.report.load.load_journal`).
+"""Pure aggregations of a loaded journal (see :func:`harness.results.report.load.load_journal`).
 
 Every function here is a plain function of DataFrames / dicts: no files, no plotting.
 

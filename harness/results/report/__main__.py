@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="base run folder to compare against (writes compare.html too)")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     args = parser.parse_args(argv)
-    from harness.report import build_report
+    from harness.results.report import build_report
 
     try:
         path = build_report(args.run_dir, charts=not args.no_charts, compare_to=args.compare)

@@ -2,7 +2,7 @@
 
 Every entry point is a plain synchronous method that mutates the hub and returns an
 *outbox*: ``[(conn, frame), ...]`` in the order the frames must be written. The shell
-(harness/server/app.py) writes them without awaiting anything in between, so the order
+(harness/targets/server/app.py) writes them without awaiting anything in between, so the order
 of effects on the wire is exactly the order decided here. Because nothing here awaits,
 each request is handled atomically: concurrent logins of one user are serialised by the
 event loop and the policy can never be exceeded (barring the seeded faults).
@@ -56,8 +56,8 @@ from harness.protocol import (
     parse_request,
     plan_login,
 )
-from harness.server.ledger import Ledger
-from harness.server.settings import ServerSettings
+from harness.targets.server.ledger import Ledger
+from harness.targets.server.settings import ServerSettings
 from harness.usersig import UserSigError, verify_usersig
 
 OK = 0

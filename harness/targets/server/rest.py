@@ -17,7 +17,7 @@ import json
 from typing import Any, Callable, Mapping
 
 from harness.protocol import USER_ID_RE
-from harness.server.core import Hub, Outbox
+from harness.targets.server.core import Hub, Outbox
 from harness.usersig import UserSigError, verify_usersig
 
 ERR_JSON_PARSE = 60003

@@ -4,7 +4,7 @@ On a seeded ``fraction`` of the connections and during a time window it adds lat
 jitter, resets connections (RST), black-holes them (bytes silently dropped), or cuts them
 after N bytes (FIN mid-stream, so a frame is torn). Everything else is forwarded unchanged.
 
-    python -m harness.faultproxy --upstream HOST:PORT [--listen 127.0.0.1:0] [--seed N]
+    python -m harness.targets.faultproxy --upstream HOST:PORT [--listen 127.0.0.1:0] [--seed N]
                                  [--fault JSON ...] [--control]
 
 The first stdout line is ``listening on tcp://HOST:PORT``. ``--fault`` takes
@@ -415,7 +415,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m harness.faultproxy", description="TCP fault proxy (loopback only).")
+    p = _Parser(prog="python -m harness.targets.faultproxy", description="TCP fault proxy (loopback only).")
     p.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the target to forward to")
     p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
                    help="loopback address to listen on (default 127.0.0.1:0 = a free port)")
@@ -434,7 +434,7 @@ def _print(obj: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 on bad arguments, one line on stderr)."""
     args = build_parser().parse_args(argv)
-    prog = "python -m harness.faultproxy"
+    prog = "python -m harness.targets.faultproxy"
     try:
         upstream = _hostport(args.upstream, "--upstream")
         listen = _hostport(args.listen, "--listen")

@@ -62,7 +62,7 @@ class EmbeddedTarget:
         conf = self.run_dir / "server-config.yaml"
         section = {k: getattr(self.cfg, k) for k in SERVER_KEYS}
         conf.write_text(yaml.safe_dump({"target": section}, sort_keys=False), encoding="utf-8")
-        cmd = [sys.executable, "-m", "harness.server", "--config", str(conf),
+        cmd = [sys.executable, "-m", "harness.targets.server", "--config", str(conf),
                "--host", self.host, "--port", str(port)]
         if self.ledger:
             cmd += ["--ledger", str(self.run_dir / "ledger.jsonl")]
@@ -77,7 +77,7 @@ class EmbeddedTarget:
         env["CHAT_SECRET_KEY"] = self.secret_key
         env["CHAT_EXIT_WITH_PARENT"] = str(os.getpid())  # the server stops itself if we die
         env["PYTHONUNBUFFERED"] = "1"
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         offset = log_path.stat().st_size
         self.proc = subprocess.Popen(self._command(port), stdout=self._log, stderr=subprocess.STDOUT,

@@ -3,7 +3,7 @@
 Mirrors V2TIMManager (login / logout / getLoginUser / getLoginStatus + listener callbacks)
 on plain ``gevent.socket`` sockets with wsproto (sans-IO): one reader greenlet per
 connection, no threads. Every call returns an :class:`OpResult` with timing (unix ns) and
-an outcome (``ok`` / ``fail`` / ``info``), so the Locust layer (harness/users.py) can turn
+an outcome (``ok`` / ``fail`` / ``info``), so the Locust layer (harness/runner/users.py) can turn
 it into a request event and a journal row. Calls never raise on network trouble.
 
 The hot path is kept lean (it is what a load generator spends its CPU on): an IP-literal
@@ -335,7 +335,7 @@ class ChatClient:
 
     Recovery: after a loss, ``connect()`` on the same client opens a fresh connection (set
     ``conn_id`` first to name it); the caller logs in again, pacing attempts with
-    :class:`Backoff` (harness.users.Device does this). With ``lost_on_heartbeat_timeout`` a
+    :class:`Backoff` (harness.runner.users.Device does this). With ``lost_on_heartbeat_timeout`` a
     background heartbeat that gets no answer within ``request_timeout`` ends the connection
     (``on_disconnected`` reason ``error:HeartbeatTimeout``), as the SDK treats a black-holed link.
     """

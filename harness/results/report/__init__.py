@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from harness.report import aggregate as agg
-from harness.report.compare import compare_ops, gate_flips
-from harness.report.html import (Chart, CompareContent, ReportContent, render_compare,
+from harness.results.report import aggregate as agg
+from harness.results.report.compare import compare_ops, gate_flips
+from harness.results.report.html import (Chart, CompareContent, ReportContent, render_compare,
                                  render_report)
-from harness.report.load import (ReportInputError, check_run_dir, load_config, load_journal,
+from harness.results.report.load import (ReportInputError, check_run_dir, load_config, load_journal,
                                  load_rows, load_summary, load_users_history)
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ def _write_tables(run: _Run) -> None:
 def _render(name: str, title: str, caption: str, out_dir: Path,
             build: Callable[[], "Figure"], notes: list[str]) -> Chart:
     """Draw one chart to ``out_dir/name``; a drawing error becomes a note, never a crash."""
-    from harness.report import plot
+    from harness.results.report import plot
 
     path = out_dir / name
     try:
@@ -168,7 +168,7 @@ def _render(name: str, title: str, caption: str, out_dir: Path,
 
 
 def _charts(run: _Run, notes: list[str]) -> list[Chart]:
-    from harness.report import plot
+    from harness.results.report import plot
 
     out = run.root / "charts"
     x = run.extra
@@ -224,7 +224,7 @@ def _compare(run: _Run, base: _Run, charts: bool, notes: list[str]) -> CompareCo
     _write_csv(flips, tables / "compare_gates.csv")
     chart = None
     if charts:
-        from harness.report import plot
+        from harness.results.report import plot
 
         ops = agg.ordered_ops(set(run.timed_ops) | set(base.timed_ops))
         chart = _render("compare_cdf.png", "Latency CDF per operation: this run vs base",

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report.aggregate import gates_table, ordered_ops
+from harness.results.report.aggregate import gates_table, ordered_ops
 
 __all__ = ["COMPARE_METRICS", "compare_ops", "gate_flips"]
 

@@ -1,7 +1,7 @@
 """Charts of the report: one drawing function per chart, the ``Axes`` passed in.
 
 ``draw_*`` functions draw one chart into a given ``Axes`` from already aggregated frames
-(:mod:`harness.report.aggregate`); ``chart_*`` functions lay out one PNG-sized figure
+(:mod:`harness.results.report.aggregate`); ``chart_*`` functions lay out one PNG-sized figure
 (1600x900 px: ``figsize=(16, 9)``, ``dpi=100``) from one or more ``draw_*`` calls.
 Figures are plain :class:`matplotlib.figure.Figure` objects on the Agg canvas: pyplot and
 its global figure registry are never used, so nothing leaks between reports.

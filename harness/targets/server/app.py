@@ -1,6 +1,6 @@
 """The reference server's shell: aiohttp routes, the WebSocket loop, the sweeper, lifecycle.
 
-All decisions live in :class:`harness.server.core.Hub` (sync, sans-IO). This module only
+All decisions live in :class:`harness.targets.server.core.Hub` (sync, sans-IO). This module only
 moves frames: it hands each text frame to the hub and writes the returned outbox in order
 (uncompressed aiohttp writes are synchronous up to flow control, so frames leave in the
 order the hub decided). One task per connection (aiohttp's handler), one sweeper task,
@@ -21,11 +21,11 @@ from typing import Any, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from harness.protocol import USER_ID_RE
-from harness.server.core import Hub, Outbox
-from harness.server.ledger import Ledger
-from harness.server.rest import fail, handle_rest
-from harness.server.settings import ServerSettings
-from harness.server.wsguard import GuardedWebSocketResponse
+from harness.targets.server.core import Hub, Outbox
+from harness.targets.server.ledger import Ledger
+from harness.targets.server.rest import fail, handle_rest
+from harness.targets.server.settings import ServerSettings
+from harness.targets.server.wsguard import GuardedWebSocketResponse
 from harness.usersig import gen_usersig
 
 #: How long a server-initiated close waits for the client's close frame (s), and how long a
@@ -45,7 +45,7 @@ LINGERING_KEY: web.AppKey[set[GuardedWebSocketResponse]] = web.AppKey("lingering
 
 
 def _log(message: str) -> None:
-    print(f"harness.server: {message}", file=sys.stderr, flush=True)
+    print(f"harness.targets.server: {message}", file=sys.stderr, flush=True)
 
 
 async def deliver(out: Outbox) -> None:

@@ -28,7 +28,7 @@ from gevent.pool import Group
 
 from harness.config import Config
 from harness.errors import ConfigError
-from harness.journal import Journal
+from harness.results.journal import Journal
 from harness.sources import HttpSigSource, LocalSigSource, RestAdmin
 
 log = logging.getLogger("harness")
@@ -249,9 +249,11 @@ class RaceHub:
 
     def on_go(self, environment: Any, data: dict) -> None:
         """Participant: run my devices of a race, send their rows, hold them until the end."""
-        from scenarios.kick_race import RacePart  # late: harness does not import scenarios at load
-
         race = data.get("race")
+        # the scenario that runs races names its part class (``race_part``): the harness never
+        # imports a scenario
+        factory = next((c.race_part for c in getattr(environment, "user_classes", ()) or ()
+                        if getattr(c, "race_part", None) is not None), None)
         end = self.ends[race] = Event()
 
         def run() -> None:
@@ -259,7 +261,9 @@ class RaceHub:
             try:
                 rows: list[dict] = []
                 try:
-                    part = RacePart.for_go(environment, data)
+                    if factory is None:
+                        raise RuntimeError("no User class of this run has a race_part")
+                    part = factory.for_go(environment, data)
                     rows = part.run(int(data.get("start_ns") or 0))
                 except Exception:  # a bug must not leave the owner waiting silently
                     log.exception("race %s: participant failed", race)

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from harness.errors import ConfigError
-from harness.server.settings import FAULT_NAMES, POLICY_NAMES, ServerSettings
+from harness.targets.server.settings import FAULT_NAMES, POLICY_NAMES, ServerSettings
 from harness.util import is_loopback
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
@@ -167,7 +167,7 @@ def _announce(host: str, port: int) -> None:
 
 
 async def _amain(settings: ServerSettings) -> None:
-    from harness.server.app import serve
+    from harness.targets.server.app import serve
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

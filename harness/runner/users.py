@@ -17,13 +17,13 @@ import gevent
 from gevent.event import Event
 from locust import User, constant
 
-from harness.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
+from harness.sdk.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
 from harness.protocol import FRESH_SIG_CODES, code_label
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from harness.runtime import Runtime
+    from harness.runner.runtime import Runtime
 
 REQUEST_TYPES = {"connect": "WS", "login": "WS", "logout": "WS", "status": "WS", "heartbeat": "WS",
                  "relogin": "WS", "switch": "WS", "race": "WS", "disconnect": "WS",
@@ -323,7 +323,7 @@ class ChatUser(User):
         return b
 
     def addresses(self) -> list | None:
-        """The target's resolved addresses (``harness.client.resolve_addresses``), once per user and
+        """The target's resolved addresses (``harness.sdk.client.resolve_addresses``), once per user and
         URL; None when the name does not resolve now (the client then resolves, and reports the
         failure, at connect)."""
         url = self.rt.ws_url

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.journal import Journal
+from harness.results.journal import Journal
 
 __all__ = ["LogHist", "Tally", "TalliedJournal", "summary_parts", "assign_devices", "missing_share",
            "PERCENTILES", "merge_tallies"]

@@ -20,9 +20,9 @@ import gevent
 from harness import config as config_mod
 from harness.config import SCENARIO_NAMES, load_config
 from harness.errors import ConfigError, HarnessError
-from harness.distributed import Tally, TalliedJournal, assign_devices, missing_share, summary_parts
-from harness.journal import Journal
-from harness.runtime import (RACE_END, RACE_GO, RACE_PART, RACE_REQ, Runtime, check_fit, derive_urls,
+from harness.runner.distributed import Tally, TalliedJournal, assign_devices, missing_share, summary_parts
+from harness.results.journal import Journal
+from harness.runner.runtime import (RACE_END, RACE_GO, RACE_PART, RACE_REQ, Runtime, check_fit, derive_urls,
                              fds_needed, make_run_id, raise_nofile_limit, update_latest)
 
 log = logging.getLogger("harness")
@@ -127,7 +127,7 @@ class HarnessPlugin:
     def _load(self, opts: Any) -> Any:
         path = getattr(opts, "chat_config", "config.yaml") or "config.yaml"
         if path == "config.yaml" and not Path(path).exists():
-            here = Path(__file__).resolve().parent.parent / "config.yaml"
+            here = Path(__file__).resolve().parents[2] / "config.yaml"
             path = str(here) if here.exists() else None
         overrides = list(getattr(opts, "chat_set", None) or ())
         host = getattr(opts, "host", None) or self.env.host
@@ -183,7 +183,7 @@ class HarnessPlugin:
                                   (RACE_PART, self.on_race_part), (RACE_END, self.on_race_end)):
                 self.runner.register_message(name, handler)
         if cfg.target.embedded:
-            from harness.target import EmbeddedTarget
+            from harness.targets.embedded import EmbeddedTarget
 
             rt.target = EmbeddedTarget(cfg.target, cfg.target.secret_key, rt.run_dir).start()
             ws, rest = rt.target.ws_url, rt.target.base_url
@@ -191,7 +191,7 @@ class HarnessPlugin:
         else:
             from urllib.parse import urlsplit
 
-            from harness.target import check_reachable
+            from harness.targets.embedded import check_reachable
 
             ws, rest = derive_urls(cfg, cfg.target.host)
             u = urlsplit(ws)
@@ -648,10 +648,10 @@ class HarnessPlugin:
         """Master: add what only the master knows to summary.json (the per-worker totals and
         their reconciliation, workers that went away and their missing share) and, when not
         every journal is on this disk, take ``ops``/``codes``/gates from the workers' merged
-        reports (harness.distributed.Tally) instead of the journals found here."""
+        reports (harness.runner.distributed.Tally) instead of the journals found here."""
         if self.role != "master" or not self.nodes:
             return summary
-        from harness.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code
+        from harness.results.gates import SCHEDULE_LAG_KEY, evaluate_gates, exit_code
 
         merged = Tally()
         for node in self.nodes.values():
@@ -699,10 +699,10 @@ class HarnessPlugin:
         return summary
 
     def _finish(self) -> None:
-        from harness.checks import run_checks
-        from harness.gates import failure_lines
-        from harness.junit import write_junit
-        from harness.summary import _iso, build_summary, write_summary
+        from harness.results.checks import run_checks
+        from harness.results.gates import failure_lines
+        from harness.results.junit import write_junit
+        from harness.results.summary import _iso, build_summary, write_summary
 
         rt, cfg, env = self.rt, self.cfg, self.env
         if self.csv_greenlet is not None:
@@ -757,7 +757,7 @@ class HarnessPlugin:
         report_path = None
         if cfg.report.enabled and not getattr(env.parsed_options, "chat_no_report", False):
             try:
-                from harness.report import build_report
+                from harness.results.report import build_report
 
                 report_path = build_report(rt.run_dir, charts=cfg.report.charts)
             except Exception as exc:
@@ -816,11 +816,11 @@ def _warn_unreachable_loopback(ws_url: str, master_host: str) -> None:
 
 
 def _recovery(run_dir: Path) -> dict | None:
-    """Reconnect-storm figures (harness.faults.recovery_stats) when the run injected faults."""
+    """Reconnect-storm figures (harness.runner.faults.recovery_stats) when the run injected faults."""
     import json as _json
 
     files = sorted((run_dir / "journal").glob("*.jsonl"))
-    from harness.faults import recovery_stats
+    from harness.runner.faults import recovery_stats
 
     def rows():
         for p in files:
@@ -841,7 +841,7 @@ def install(events: Any) -> None:
     def on_init(environment: Any, runner: Any, web_ui: Any = None, **_kw: Any) -> None:
         environment.chat_plugin = HarnessPlugin(environment, runner, web_ui)
         try:
-            from harness.faults import FaultPlugin
+            from harness.runner.faults import FaultPlugin
         except ImportError:  # fault injection not installed
             return
         environment.chat_faults = FaultPlugin(environment, runner)

@@ -1,10 +1,10 @@
 """Fault injection (``faults:`` in config) and recovery measurement.
 
-Shell: :class:`FaultPlugin` (built by harness/plugin.py in Locust's init event, on every
+Shell: :class:`FaultPlugin` (built by harness/runner/plugin.py in Locust's init event, on every
 process).
 
 * Every load-generating process (local, or each worker) runs its own TCP fault proxy
-  (harness/faultproxy.py, a child process stopped by pid) when a proxy fault is scheduled (or
+  (harness/targets/faultproxy.py, a child process stopped by pid) when a proxy fault is scheduled (or
   ``faults.proxy: always``), and ``environment.chat.ws_url`` points at it before any user
   starts: on a worker it is started as the master's target URL is bound (users wait for
   that). One proxy per process keeps the proxy off the master and scales with the workers.
@@ -47,7 +47,7 @@ from gevent.pool import Group
 
 from harness.config import FaultSpec
 from harness.errors import HarnessError, TargetError
-from harness.journal import Journal
+from harness.results.journal import Journal
 
 __all__ = ["FaultPlugin", "ProxyProcess", "recovery_stats", "proxied_url", "FAULT_SCENARIO"]
 
@@ -207,7 +207,7 @@ def recovery_stats(rows: Iterable[Mapping], fault_rows: Iterable[Mapping] | None
 
 # ----------------------------------------------------------------------------- the proxy process
 class ProxyProcess:
-    """``python -m harness.faultproxy`` as a child process (control on stdin, reports on stdout).
+    """``python -m harness.targets.faultproxy`` as a child process (control on stdin, reports on stdout).
 
     Started with ``start()``, stopped by its own pid with ``stop()`` (SIGTERM, then SIGKILL).
     ``reports`` collects the proxy's ``fault_end`` lines by fault id.
@@ -231,13 +231,13 @@ class ProxyProcess:
 
     def start(self) -> int:
         """Start the proxy and wait for its ``listening on`` line; returns its port (TargetError on failure)."""
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env.pop("CHAT_SECRET_KEY", None)  # the proxy never needs it
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         host, port = self.upstream
         shown = f"[{host}]" if ":" in host else host
-        cmd = [sys.executable, "-m", "harness.faultproxy", "--upstream", f"{shown}:{port}",
+        cmd = [sys.executable, "-m", "harness.targets.faultproxy", "--upstream", f"{shown}:{port}",
                "--seed", str(self.seed), "--control"]
         err = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:

@@ -1,0 +1,213 @@
+"""Correctness checks over a run's journals (RESULTS.md §1, docs/JOURNAL.md), plus the
+server's session ledger when there is one (PROTOCOL.md §7). Jepsen-style: the whole history
+is judged after the run, partitioned by user / session / connection.
+
+Pure core, thin shell:
+
+* :class:`History` (``history.py``) folds journal rows (dicts) into compact per-session / per-connection
+  indexes, keeping only the fields the checks need (a 10^6-row journal is streamed, never
+  held as dicts). :class:`Ledger` does the same for ledger rows.
+* One pure function per check, one module each (``harness/results/checks/<name>.py``), each ``check(rows_or_history, *, params, ...) -> CheckResult``:
+  :func:`kick_exactly_once`, :func:`policy_limit`, :func:`last_login_wins`,
+  :func:`switch_consistency`, :func:`relogin_recovers`, :func:`expiry_on_time`,
+  :func:`journal_integrity`.
+* :func:`run_checks` is the shell: it streams ``journal/*.jsonl`` (and ``ledger.jsonl``)
+  of a run folder once and runs the enabled checks. ``python -m harness.checks RUN_DIR``
+  prints one line per check; exit 4 on any violation, 0 when clean, 2 on a bad path/config.
+
+Times are unix ns everywhere (ints); config durations are seconds. Every violation example
+is a JSON-safe dict with ``kind``, ``t`` (unix ns of the violation, for the report's chart),
+the user / sessions concerned, what was ``expected`` and what was ``found``.
+
+The checks never need the ledger and work against any server speaking PROTOCOL.md; rows
+with ``outcome == "info"`` (unknown effect) never count as evidence either way.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError, HarnessError
+from harness.results.checks.history import (CHECK_NAMES, EXPIRY_CODES, CheckParams, CheckResult, ChecksInputError, History, Ledger)
+from harness.results.checks.kick_exactly_once import kick_exactly_once
+from harness.results.checks.policy_limit import policy_limit
+from harness.results.checks.last_login_wins import last_login_wins
+from harness.results.checks.switch_consistency import switch_consistency
+from harness.results.checks.relogin_recovers import relogin_recovers
+from harness.results.checks.expiry_on_time import expiry_on_time
+from harness.results.checks.journal_integrity import journal_integrity
+
+__all__ = [
+    "CHECK_NAMES",
+    "EXPIRY_CODES",
+    "CheckParams",
+    "CheckResult",
+    "ChecksInputError",
+    "History",
+    "Ledger",
+    "kick_exactly_once",
+    "policy_limit",
+    "last_login_wins",
+    "switch_consistency",
+    "relogin_recovers",
+    "expiry_on_time",
+    "journal_integrity",
+    "run_checks",
+    "read_locust_total",
+    "main",
+]
+
+# --------------------------------------------------------------------------- shell
+
+_CHECKS: dict[str, Callable[..., CheckResult]] = {
+    "kick_exactly_once": lambda h, p, led, lt: kick_exactly_once(h, params=p, ledger=led),
+    "policy_limit": lambda h, p, led, lt: policy_limit(h, params=p, ledger=led),
+    "last_login_wins": lambda h, p, led, lt: last_login_wins(h, params=p, ledger=led),
+    "switch_consistency": lambda h, p, led, lt: switch_consistency(h, params=p),
+    "relogin_recovers": lambda h, p, led, lt: relogin_recovers(h, params=p),
+    "expiry_on_time": lambda h, p, led, lt: expiry_on_time(h, params=p, ledger=led),
+    "journal_integrity": lambda h, p, led, lt: journal_integrity(h, params=p, locust_total=lt),
+}
+
+
+def _enabled(enabled: Sequence[str] | None, config: Mapping) -> list[str]:
+    key = "checks.enabled"
+    if enabled is None:
+        checks = config.get("checks") if isinstance(config, Mapping) else None
+        enabled = checks.get("enabled") if isinstance(checks, Mapping) else None
+        if enabled is None:
+            return list(CHECK_NAMES)
+    if isinstance(enabled, str) or not isinstance(enabled, Sequence):
+        raise ConfigError(key, f"expected a list of check names, got {enabled!r}")
+    out = []
+    for i, name in enumerate(enabled):
+        if name not in _CHECKS:
+            raise ConfigError(f"{key}[{i}]", f"expected one of {', '.join(CHECK_NAMES)}, got {name!r}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _load_run_config(root: Path) -> dict:
+    path = root / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        import yaml
+
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # noqa: BLE001 - unreadable config -> one sentence
+        raise ChecksInputError(f"{path} is not readable YAML ({type(exc).__name__})") from None
+    return obj if isinstance(obj, dict) else {}
+
+
+def _journal_rows(path: Path, h: History) -> Iterator[Any]:
+    """Decoded rows of one JSONL file; undecodable lines are reported to ``h`` and skipped.
+
+    Uses the C scanner of the standard ``json`` module directly (about twice as fast as
+    ``json.loads`` per line, the dominant cost on big journals)."""
+    scan = json.JSONDecoder().scan_once
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                row, end = scan(line, 0)
+                if end != len(line) and line[end:].strip():
+                    raise ValueError("trailing data")
+            except StopIteration:  # no value at position 0: blank line or leading space
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError):
+                    h.add_bad_line(f"{path.name}:{lineno}", "undecodable JSON line")
+                    continue
+            except (ValueError, RecursionError):
+                h.add_bad_line(f"{path.name}:{lineno}", "undecodable JSON line")
+                continue
+            if type(row) is dict:
+                yield row
+            else:
+                h.add_bad_line(f"{path.name}:{lineno}", "not a JSON object")
+
+
+def _stream_journals(root: Path, h: History) -> int:
+    """Feed every ``journal/*.jsonl`` into ``h``; returns the number of files."""
+    jdir = root / "journal"
+    files = sorted(jdir.glob("*.jsonl")) if jdir.is_dir() else []
+    for path in files:
+        h.feed(_journal_rows(path, h), where=path.name)
+    return len(files)
+
+
+def run_checks(run_dir: str | Path, *, config: Mapping | None = None, enabled: Sequence[str] | None = None,
+               locust_total: int | None = None) -> dict[str, CheckResult]:
+    """Run the enabled checks on a run folder; name -> :class:`CheckResult` (in check order).
+
+    ``config``: the effective config (default: the folder's ``config.yaml``); ``enabled``:
+    check names (default ``checks.enabled``, else all); ``locust_total``: Locust's total
+    request count for journal_integrity (see :func:`read_locust_total`). Journals are
+    streamed once; ``ledger.jsonl`` is used when present. Raises :class:`ChecksInputError`
+    for a missing folder and :class:`ConfigError` for a bad config value.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise ChecksInputError(f"run folder {str(root)!r} does not exist or is not a folder")
+    cfg = _load_run_config(root) if config is None else config
+    names = _enabled(enabled, cfg)
+    params = CheckParams.from_config(cfg)
+    h = History()
+    _stream_journals(root, h)
+    ledger = Ledger.read(root / "ledger.jsonl") if (root / "ledger.jsonl").is_file() else None
+    return {name: _CHECKS[name](h, params, ledger, locust_total) for name in names}
+
+
+def read_locust_total(run_dir: str | Path) -> int | None:
+    """Locust's Aggregated "Request Count" from ``locust_stats.csv`` (None when absent/unreadable)."""
+    root = Path(run_dir)
+    path = root / "locust_stats.csv"
+    if not path.is_file():
+        cands = [p for p in sorted(root.glob("*_stats.csv"))]
+        if not cands:
+            return None
+        path = cands[0]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                if rec.get("Name") == "Aggregated":
+                    return int(float(rec.get("Request Count") or 0))
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError):
+        return None
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m harness.checks RUN_DIR``: one line per check; exit 4 / 0 / 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print("usage: python -m harness.checks results/<run-id>", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    root = Path(args[0])
+    if not root.is_dir() or not ((root / "journal").is_dir() or (root / "config.yaml").is_file()):
+        print(f"error: {str(root)!r} is not a run folder (expected results/<run-id>/ with journal/)",
+              file=sys.stderr)
+        return 2
+    try:
+        results = run_checks(root, locust_total=read_locust_total(root))
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    width = max(len(n) for n in results) if results else 0
+    for name, res in results.items():
+        line = f"{name:<{width}}  violations={res.violations}"
+        if res.examples:
+            line += "  first: " + json.dumps(res.examples[0], default=str)[:400]
+        print(line)
+    return 4 if any(r.violations for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,814 @@
+"""The history the checks judge: journal rows folded into per-session / per-connection
+indexes (:class:`History`), the server ledger (:class:`Ledger`), result values and the
+queries several checks share. Pure: no I/O.
+
+Times are unix ns everywhere (ints); config durations are seconds."""
+from __future__ import annotations
+
+import json
+import sys
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from harness.errors import ConfigError, HarnessError
+from harness.protocol import FRESH_SIG_CODES
+
+#: Every check, in report order (config.yaml ``checks.enabled`` uses these names).
+CHECK_NAMES: tuple[str, ...] = (
+    "kick_exactly_once", "policy_limit", "last_login_wins", "switch_consistency",
+    "relogin_recovers", "expiry_on_time", "journal_integrity",
+)
+#: Login failure codes that mean "get a new UserSig and log in again".
+EXPIRY_CODES: frozenset[int] = FRESH_SIG_CODES
+#: kickedOffline / ledger end reasons that are evictions (the evicted client gets an event).
+KICK_REASONS: frozenset[str] = frozenset({"multi_device", "same_instance", "rest_kick"})
+#: The scenario whose login failures must be recovered by a relogin.
+RELOGIN_SCENARIO = "relogin_expiry"
+
+_OUTCOMES = frozenset({"ok", "fail", "info"})
+_LOGIN_OPS = frozenset({"login", "relogin", "switch"})
+#: Ops no check looks at beyond journal_integrity.
+_SKIP_OPS = frozenset({"heartbeat", "connect", "status", "usersig_fetch", "query_online", "fault", "dropped"})
+_MAX_EXAMPLES = 10
+_MAX_TIMES = 100_000
+_MAX_N = 100_000_000  # a sequence number beyond this is treated as damage, not allocated
+_NS = 1_000_000_000
+_LOOP_WINDOW_NS = _NS  # a retry within 1 s of a non-expiry failure is a login loop
+_EPS_NS = 1_000_000  # 1 ms slack when matching "starts at the same moment"
+
+
+class ChecksInputError(HarnessError):
+    """The checks were pointed at something that is not a run folder (exit code 2)."""
+
+    exit_code = 2
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of one check.
+
+    ``violations`` counts problems; ``examples`` holds at most 10 concrete ones (dicts with
+    ``kind``, ``t`` in unix ns, users / sessions, ``expected``, ``found``), mixing kinds;
+    ``times`` lists the unix-ns time of every violation (capped at 100,000) for charts.
+    """
+
+    name: str
+    violations: int
+    examples: list[dict] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.violations == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"violations", "examples"}`` as summary.json carries it (RESULTS.md §2), plus
+        ``times`` (unix ns of up to 10,000 violations, for the report's time chart)."""
+        out: dict[str, Any] = {"violations": int(self.violations), "examples": list(self.examples)}
+        times = list(getattr(self, "times", None) or [])
+        if times:
+            out["times"] = sorted(int(t) for t in times[:10_000])
+        return out
+
+
+@dataclass(frozen=True)
+class CheckParams:
+    """What the checks need from the run's effective config (durations in seconds)."""
+
+    policy: str = "single_platform"
+    native_instances: int = 1
+    web_instances: int = 1
+    leeway_s: float = 5.0
+    settle_s: float = 2.0
+    expiry_tolerance_s: float = 3.0
+    clock_skew_s: float = 1.0
+    relogin_bound_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: Mapping | None) -> "CheckParams":
+        """Read ``target.*``, ``run.settle_s``, ``checks.*`` and
+        ``scenarios.relogin_expiry.relogin_bound_s``; missing keys keep their defaults.
+        Raises :class:`ConfigError` naming the key for a wrong type or an unknown policy."""
+        cfg = config if isinstance(config, Mapping) else {}
+        d = cls()
+        policy = _cfg(cfg, "target.policy", d.policy, str)
+        values = dict(
+            policy=policy,
+            native_instances=_cfg(cfg, "target.native_instances", d.native_instances, int),
+            web_instances=_cfg(cfg, "target.web_instances", d.web_instances, int),
+            leeway_s=_cfg(cfg, "target.leeway_s", d.leeway_s, float),
+            settle_s=_cfg(cfg, "run.settle_s", d.settle_s, float),
+            expiry_tolerance_s=_cfg(cfg, "checks.expiry_tolerance_s", d.expiry_tolerance_s, float),
+            clock_skew_s=_cfg(cfg, "checks.clock_skew_s", d.clock_skew_s, float),
+            relogin_bound_s=_cfg(cfg, "scenarios.relogin_expiry.relogin_bound_s", d.relogin_bound_s, float),
+        )
+        from harness.protocol import validate_policy
+
+        problem = validate_policy(policy, values["native_instances"], values["web_instances"])
+        if problem:
+            key = "target.policy" if problem.startswith("policy") else "target." + problem.split(" ", 1)[0]
+            raise ConfigError(key, problem)
+        return cls(**values)
+
+
+def _cfg(cfg: Mapping, path: str, default: Any, kind: type) -> Any:
+    node: Any = cfg
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    if node is None:
+        return default
+    if kind is str:
+        if not isinstance(node, str):
+            raise ConfigError(path, f"expected text, got {node!r}")
+        return node
+    if isinstance(node, bool) or not isinstance(node, (int, float)):
+        raise ConfigError(path, f"expected a number, got {node!r}")
+    if kind is int:
+        if node != int(node):
+            raise ConfigError(path, f"expected an integer, got {node!r}")
+        return int(node)
+    return float(node)
+
+
+class _Found:
+    """Collects the violations of one check: count, mixed-kind examples, times."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.count = 0
+        self.by_kind: dict[str, list[dict]] = {}
+        self.times: list[int] = []
+
+    def add(self, kind: str, t: int | None, example: dict, *, count: int = 1) -> None:
+        self.count += count
+        if t is not None and len(self.times) < _MAX_TIMES:
+            self.times.extend([int(t)] * min(count, _MAX_TIMES - len(self.times)))
+        bucket = self.by_kind.setdefault(kind, [])
+        if len(bucket) < _MAX_EXAMPLES:
+            bucket.append({"kind": kind, "t": None if t is None else int(t), **example})
+
+    def result(self) -> CheckResult:
+        examples: list[dict] = []
+        buckets = [list(b) for b in self.by_kind.values()]
+        while len(examples) < _MAX_EXAMPLES and any(buckets):
+            for b in buckets:
+                if b and len(examples) < _MAX_EXAMPLES:
+                    examples.append(b.pop(0))
+        return CheckResult(self.name, self.count, examples, sorted(self.times))
+
+
+def _secs(ns: int | float) -> float:
+    return round(ns / 1e9, 3)
+
+
+def _int(value: Any) -> int | None:
+    """An int from a JSON value (ints, integral floats); None otherwise."""
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and value == value and abs(value) < 9.2e18:
+        return int(value)
+    return None
+
+
+# --------------------------------------------------------------------------- history
+
+
+class _Sess:
+    """One session the journal saw succeed (ok login / relogin / switch row)."""
+
+    __slots__ = ("sid", "user", "platform", "conn", "sent", "done", "expire_at", "kicked")
+
+    def __init__(self, sid: str, user: str | None, platform: str | None, conn: Any, sent: int, done: int,
+                 expire_at: int | None, kicked: tuple | None) -> None:
+        self.sid = sid
+        self.user = user
+        self.platform = platform
+        self.conn = conn
+        self.sent = sent
+        self.done = done
+        self.expire_at = expire_at
+        self.kicked = kicked
+
+    def ref(self) -> dict[str, Any]:
+        """The session as an example fragment."""
+        return {"session": self.sid, "user": self.user, "platform": self.platform, "conn": _conn_str(self.conn),
+                "login_sent": self.sent, "login_done": self.done}
+
+
+def _conn_str(key: Any) -> Any:
+    return key if isinstance(key, str) or key is None else "/".join(map(str, key))
+
+
+class _Race:
+    """A ``race`` row, compact: devices as (platform, session, code, sent, done, alive, kicked_by)
+    tuples and the REST Detail list as (Platform, Status) tuples (None when absent)."""
+
+    __slots__ = ("w", "n", "user", "race", "t", "devices", "online")
+
+    def __init__(self, w: Any, n: Any, user: str | None, race: str | None, t: int, data: Any) -> None:
+        self.w, self.n, self.user, self.race, self.t = w, n, user, race, t
+        data = data if isinstance(data, Mapping) else {}
+        devices = data.get("devices")
+        self.devices = tuple(
+            (_s(d.get("platform")), _s(d.get("session")), _int(d.get("code")), _int(d.get("sent")),
+             _int(d.get("done")), d.get("alive") is True, d.get("alive") is False, _s(d.get("kicked_by")))
+            for d in (devices if isinstance(devices, list) else ()) if isinstance(d, Mapping))
+        online = data.get("online")
+        self.online = tuple(
+            (_s(d.get("Platform")), _s(d.get("Status")))
+            for d in online if isinstance(d, Mapping)) if isinstance(online, list) else None
+
+
+# _Race.devices fields
+_D_PLATFORM, _D_SESSION, _D_CODE, _D_SENT, _D_DONE, _D_ALIVE, _D_DEAD, _D_KICKED_BY = range(8)
+_SWITCH_KEYS = ("from_user", "from_session", "login_user", "server_user", "server_status", "online")
+
+
+def _switch_data(data: Any) -> tuple | None:
+    """The fields switch_consistency reads from a ``switch`` row's data (None when absent)."""
+    if not isinstance(data, Mapping):
+        return None
+    online = data.get("online")
+    online = {str(k): v for k, v in online.items()} if isinstance(online, Mapping) else None
+    return tuple(data.get(k) if k != "online" else online for k in _SWITCH_KEYS)
+
+
+_EMPTY: list = []
+
+
+def _by_start_end(e: tuple) -> tuple:
+    return (e[0], e[1])
+
+
+# Per-connection login-ish entry: (start, end, op, session, outcome, code, user, scenario)
+_L_START, _L_END, _L_OP, _L_SID, _L_OUT, _L_CODE, _L_USER, _L_SCEN = range(8)
+
+
+class History:
+    """Compact index of journal rows for the checks (feed rows with :meth:`add`).
+
+    Keeps per session: who/where/when and the server's ``kicked`` list; per connection:
+    its login attempts and disconnects; events by session; integrity bookkeeping per
+    worker. Memory is O(sessions + connections + events), not O(rows).
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.last_t = 0
+        self.sessions: dict[str, _Sess] = {}
+        self.kicks: dict[Any, list[tuple]] = {}       # sid -> [(t, by, reason, conn, user, w, n)]
+        self.expiries: dict[Any, list[int]] = {}      # sid -> [t]
+        self.expiry_rows: list[tuple] = []            # (t, sid, connkey, user, scenario, w, n)
+        self.logouts: dict[str, tuple[int, int]] = {}  # sid -> (start, end) of the ok logout
+        self.conn_logins: dict[Any, list[tuple]] = {}  # connkey -> login-ish entries
+        self.conn_disc: dict[Any, list[tuple]] = {}    # connkey -> [(t, outcome, detail)]
+        self.rest_kicks: dict[str, list[int]] = {}     # user -> [start]
+        self.races: list[_Race] = []
+        self.switches: list[tuple] = []  # (w, n, user, session, end, outcome, code, detail, _switch_data)
+        # integrity
+        self._seen: dict[Any, bytearray] = {}
+        self._max_n: dict[Any, int] = {}
+        self.dup_n: list[tuple] = []                  # (w, n, t)
+        self.dup_count = 0
+        self.bad_rows: list[dict] = []
+        self.bad_count = 0
+        self._starts: dict[Any, list[int]] | None = None
+        self._evictions: dict[str, tuple] | None = None
+
+    # ------------------------------------------------------------------ feeding
+    @classmethod
+    def from_rows(cls, rows: Iterable[Any]) -> "History":
+        h = cls()
+        h.feed(rows)
+        return h
+
+    def add_bad_line(self, where: str, why: str) -> None:
+        """Count a line that is not a JSON object (journal damage)."""
+        self.bad_count += 1
+        if len(self.bad_rows) < _MAX_EXAMPLES:
+            self.bad_rows.append({"where": where, "problems": [why]})
+
+    def add(self, row: Any, where: str | None = None) -> None:
+        """Fold one journal row (a dict) into the index. Never raises on content."""
+        self.feed((row,), where)
+
+    def feed(self, rows: Iterable[Any], where: str | None = None) -> None:
+        """Fold journal rows (dicts) into the index; the hot loop of :func:`run_checks`.
+
+        The common case (well-formed row) is checked inline; anything else goes through
+        :meth:`_slow_integrity`, which records what is wrong. Never raises on content.
+        """
+        self._starts = None
+        seen_by_w = self._seen
+        max_n = self._max_n
+        handler = self._handlers().get
+        last_t = self.last_t
+        count = self.rows
+        cur_w: Any = None
+        seen = bytearray()
+        top = -1
+        outcomes = _OUTCOMES
+        skip = _SKIP_OPS  # fast exit for the most common rows (heartbeats ...)
+        try:
+            for row in rows:
+                if type(row) is not dict:
+                    if not isinstance(row, Mapping):
+                        self.rows = count
+                        self.add_bad_line(where or f"row {count}", "not a JSON object")
+                        continue
+                count += 1
+                get = row.get
+                w = get("w")
+                n = get("n")
+                outcome = get("outcome")
+                st = get("start")
+                en = get("end")
+                it = get("intended")
+                if not (type(n) is int and type(st) is int and type(en) is int and type(it) is int
+                        and type(w) is str and type(outcome) is str and outcome in outcomes
+                        and it <= st <= en and 0 <= n <= _MAX_N):
+                    self.rows = count
+                    w, n, st, en = self._slow_integrity(row, where)
+                if w == cur_w:
+                    w = cur_w  # one shared string per worker id
+                if n is not None:
+                    if w != cur_w:
+                        if cur_w is not None:
+                            max_n[cur_w] = top
+                        cur_w = w = _intern(w)
+                        seen = seen_by_w.get(w)
+                        if seen is None:
+                            seen = seen_by_w[w] = bytearray(1024)
+                            max_n[w] = -1
+                        top = max_n[w]
+                    if n >= len(seen):
+                        seen.extend(bytes(max(n + 1 - len(seen), len(seen))))
+                    if seen[n]:
+                        self.dup_count += 1
+                        if len(self.dup_n) < _MAX_EXAMPLES:
+                            self.dup_n.append((w, n, en))
+                    else:
+                        seen[n] = 1
+                    if n > top:
+                        top = n
+                if st is None or en is None:
+                    continue  # no usable times: counted by journal_integrity, useless as evidence
+                if en > last_t:
+                    last_t = en
+                op = get("op")
+                if type(op) is not str or op in skip:
+                    continue
+                add = handler(op)
+                if add is not None:
+                    add(row, op, w, n, st, en, outcome)
+        finally:
+            if cur_w is not None:
+                max_n[cur_w] = top
+            self.last_t = last_t
+            self.rows = count
+
+    def _handlers(self) -> dict[str, Callable[..., None]]:
+        """op -> the method that indexes a row of that op (ops not listed are not indexed)."""
+        return {"login": self._add_login, "relogin": self._add_login, "switch": self._add_login,
+                "kicked_offline": self._add_kick, "sig_expired": self._add_expiry,
+                "logout": self._add_logout, "disconnect": self._add_disconnect,
+                "rest_kick": self._add_rest_kick, "race": self._add_race}
+
+    def _add_kick(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        get = row.get
+        sid = _s(get("session"))
+        self.kicks.setdefault(sid, []).append(
+            (en, _s(get("by")), _si(get("detail")), _ckey(row), _s(get("user")), w, n))
+
+    def _add_expiry(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        get = row.get
+        sid = _s(get("session"))
+        self.expiries.setdefault(sid, []).append(en)
+        self.expiry_rows.append((en, sid, _ckey(row), _s(get("user")), _si(get("scenario")), w, n))
+
+    def _add_logout(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        sid = row.get("session")
+        if outcome == "ok" and type(sid) is str and sid not in self.logouts:
+            self.logouts[_intern(sid)] = (st, en)
+
+    def _add_disconnect(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        self.conn_disc.setdefault(_ckey(row), []).append((en, _si(outcome), _si(row.get("detail"))))
+
+    def _add_rest_kick(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        user = row.get("user")
+        if outcome != "fail" and type(user) is str:
+            self.rest_kicks.setdefault(user, []).append(st)
+
+    def _add_race(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        get = row.get
+        self.races.append(_Race(w, n, _s(get("user")), _s(get("race")), en, get("data")))
+
+    def _add_login(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
+        get = row.get
+        sid = get("session")
+        sid = _intern(sid) if type(sid) is str else None
+        user = get("user")
+        user = _intern(user) if type(user) is str else None
+        code = get("code")
+        if type(code) is not int:
+            code = _int(code)
+        key = get("conn")
+        key = _intern(key) if type(key) is str and key else _ckey(row)
+        op = _intern(op)
+        outcome = _intern(outcome)
+        scenario = get("scenario")
+        lst = self.conn_logins.get(key)
+        if lst is None:
+            lst = self.conn_logins[key] = []
+        lst.append((st, en, op, sid, outcome, code, user, _intern(scenario) if type(scenario) is str else None))
+        if op == "switch":
+            self.switches.append((w, n, user, sid, en, outcome, code, _s(get("detail")), _switch_data(get("data"))))
+        if not isinstance(sid, str) or not sid:
+            return
+        # an ok row made a session; so did a switch whose login worked (fail 0 = checks disagreed)
+        if outcome != "ok" and not (op == "switch" and outcome == "fail" and code == 0):
+            return
+        if op == "login":
+            kicked = get("kicked")
+            if type(kicked) is not list:
+                kicked_t = None
+            elif not kicked:
+                kicked_t = ()
+            else:
+                kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
+            sess = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), kicked_t)
+            self.sessions[sid] = sess  # a login row is the authoritative record
+        elif sid not in self.sessions:
+            # relogin / switch rows without a login row of their own: kicked list unknown
+            self.sessions[sid] = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), None)
+
+    def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
+        """Validate a row that failed the fast path; returns (w, n, start, end), each
+        None when unusable."""
+        get = row.get
+        problems = []
+        w = get("w")
+        if not isinstance(w, str) or not w:
+            problems.append(f"w is {w!r}, expected a worker id")
+            w = str(w)
+        n = _int(get("n"))
+        if n is None or type(get("n")) is not int:
+            problems.append(f"n is {get('n')!r}, expected an int")
+        if n is not None and not 0 <= n <= _MAX_N:
+            problems.append(f"n is {n}, expected 0..{_MAX_N}")
+            n = None
+        if not isinstance(get("outcome"), str) or get("outcome") not in _OUTCOMES:
+            problems.append(f"outcome is {get('outcome')!r}, expected ok/fail/info")
+        times = {}
+        for k in ("intended", "start", "end"):
+            v = _int(get(k))
+            if v is None or type(get(k)) is not int:
+                problems.append(f"{k} is {get(k)!r}, expected unix ns (int)")
+            times[k] = v
+        st, en, it = times["start"], times["end"], times["intended"]
+        if st is not None and en is not None and en < st:
+            problems.append(f"end < start by {_secs(st - en)} s")
+        if it is not None and st is not None and it > st:
+            problems.append(f"intended > start by {_secs(it - st)} s")
+        if problems:
+            self.bad_count += 1
+            if len(self.bad_rows) < _MAX_EXAMPLES:
+                self.bad_rows.append({"where": where or f"row {self.rows - 1}", "w": w, "n": get("n"),
+                                      "op": get("op"), "t": en if en is not None else st,
+                                      "problems": problems})
+        if st is not None and en is not None:
+            en = max(st, en)
+        return w, n, st, en
+
+    # ------------------------------------------------------------------ queries
+    def _prepare(self) -> None:
+        """Sort the per-connection lists and index their start times (once, after feeding)."""
+        starts: dict[Any, list[int]] = {}
+        for key, lst in self.conn_logins.items():
+            if len(lst) > 1:
+                lst.sort(key=_by_start_end)
+            starts[key] = [e[0] for e in lst]
+        for lst in self.conn_disc.values():
+            if len(lst) > 1:
+                lst.sort()
+        self._evictions = None
+        self._starts = starts
+
+    def _conn_starts(self, key: Any) -> list[int]:
+        if self._starts is None:
+            self._prepare()
+        return self._starts.get(key, _EMPTY)  # type: ignore[union-attr]
+
+    def conn_entries(self, key: Any) -> list[tuple]:
+        """Login / relogin / switch entries of one connection, sorted by start."""
+        self._conn_starts(key)
+        return self.conn_logins.get(key, [])
+
+    def next_login(self, s: _Sess) -> tuple | None:
+        """The first login-ish entry on ``s``'s connection sent after ``s`` was established."""
+        starts = self._conn_starts(s.conn)
+        if not starts or starts[-1] < s.done:
+            return None
+        entries = self.conn_logins[s.conn]
+        i = bisect_left(starts, s.done)
+        while i < len(entries):
+            e = entries[i]
+            if e[_L_SID] != s.sid:
+                return e
+            i += 1
+        return None
+
+    def disconnect_of(self, key: Any) -> tuple | None:
+        """The first disconnect row of a connection (a connection closes once)."""
+        if self._starts is None:
+            self._prepare()
+        d = self.conn_disc.get(key)
+        return d[0] if d else None
+
+    def client_end(self, s: _Sess) -> tuple[int, str] | None:
+        """Earliest client-side evidence that ``s`` ended: (time ns, what). Events, an ok
+        logout (its start), a later login on the same connection (its start), a disconnect."""
+        best: tuple[int, str] | None = None
+
+        def consider(t: int | None, what: str) -> None:
+            nonlocal best
+            if t is not None and (best is None or t < best[0]):
+                best = (t, what)
+
+        k = self.kicks.get(s.sid)
+        if k:
+            consider(min(e[0] for e in k), "kicked_offline")
+        e = self.expiries.get(s.sid)
+        if e:
+            consider(min(e), "sig_expired")
+        lo = self.logouts.get(s.sid)
+        if lo:
+            consider(lo[0], "logout")
+        nl = self.next_login(s)
+        if nl:
+            consider(nl[_L_START], f"{nl[_L_OP]} on the same connection")
+        d = self.disconnect_of(s.conn)
+        if d and d[0] >= s.sent:
+            consider(d[0], "disconnect")
+        return best
+
+    def evictions(self) -> dict[str, tuple]:
+        """Sessions the server's login responses reported as evicted:
+        sid -> (evicting session, its login start, its login end). Computed once."""
+        if self._starts is None:
+            self._prepare()
+        if self._evictions is not None:
+            return self._evictions
+        out: dict[str, tuple] = {}
+        for s in self.sessions.values():
+            if s.kicked:
+                for k in s.kicked:
+                    if k not in out or out[k][2] > s.done:
+                        out[k] = (s.sid, s.sent, s.done)
+        self._evictions = out
+        return out
+
+
+_intern = sys.intern
+
+
+def _s(value: Any) -> str | None:
+    """A JSON text value, interned (one object per distinct id however many rows name it:
+    the index's main memory saving), or None (keeps malformed values out of dict keys)."""
+    return _intern(value) if type(value) is str else None
+
+
+_si = _s
+
+
+def _ckey(row: Mapping) -> Any:
+    conn = row.get("conn")
+    if type(conn) is str and conn:
+        return _intern(conn)
+    return ("user", str(row.get("w")), str(row.get("user")))
+
+
+class Ledger:
+    """Compact server ledger (PROTOCOL.md §7) sorted by ``seq``.
+
+    ``rows``: (seq, ts ns, event, session, user, platform, reason, by).
+    """
+
+    def __init__(self, rows: Iterable[Any] = ()) -> None:
+        out = []
+        self.bad = 0
+        for r in rows:
+            if not isinstance(r, Mapping):
+                self.bad += 1
+                continue
+            seq = _int(r.get("seq"))
+            ev = r.get("event")
+            sid = r.get("sessionID")
+            if seq is None or ev not in ("login", "end") or not isinstance(sid, str):
+                self.bad += 1
+                continue
+            out.append((seq, _int(r.get("ts")) or 0, ev, sid, _s(r.get("userID")), _s(r.get("platform")),
+                        _s(r.get("reason")), _s(r.get("by"))))
+        out.sort(key=lambda x: x[0])
+        self.rows = out
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Ledger":
+        """Read ``ledger.jsonl``; undecodable lines are skipped and counted in ``bad``."""
+        bad = 0
+
+        def gen() -> Iterator[Any]:
+            nonlocal bad
+            with open(path, "rb") as fh:
+                for line in fh:
+                    if not line.strip():
+                        continue
+                    try:
+                        yield json.loads(line)
+                    except (ValueError, RecursionError):
+                        bad += 1
+
+        led = cls(gen())
+        led.bad += bad
+        return led
+
+    def login_seq(self) -> dict[str, int]:
+        return {r[3]: r[0] for r in self.rows if r[2] == "login"}
+
+    def kick_ends(self) -> dict[str, tuple]:
+        """sid -> (by, ts, reason) of the first ``end`` row with an eviction reason."""
+        out: dict[str, tuple] = {}
+        for r in self.rows:
+            if r[2] == "end" and r[6] in KICK_REASONS and r[3] not in out:
+                out[r[3]] = (r[7], r[1], r[6])
+        return out
+
+    def end_ts(self) -> dict[str, int]:
+        return {r[3]: r[1] for r in self.rows if r[2] == "end"}
+
+
+def _history(rows: Iterable[Any] | History) -> History:
+    return rows if isinstance(rows, History) else History.from_rows(rows)
+
+
+def _ledger(ledger: Iterable[Any] | Ledger | None) -> Ledger | None:
+    if ledger is None or isinstance(ledger, Ledger):
+        return ledger
+    return Ledger(ledger)
+
+
+def _grouper(params: CheckParams, policy: str | None = None) -> Callable[[Any], tuple[str, int] | None]:
+    """platform -> (group name, limit) under the policy; None for an unknown platform."""
+    from harness.protocol import group_limit, policy_group
+
+    pol = policy or params.policy
+    cache: dict[Any, tuple[str, int] | None] = {}
+
+    def group(platform: Any) -> tuple[str, int] | None:
+        if not isinstance(platform, str):
+            return None
+        if platform not in cache:
+            try:
+                cache[platform] = (policy_group(pol, platform),
+                                   group_limit(pol, platform, params.native_instances, params.web_instances))
+            except (ValueError, TypeError):
+                cache[platform] = None
+        return cache[platform]
+
+    return group
+
+
+# --------------------------------------------------------------------------- checks
+
+def _info_users(h: History) -> set:
+    """Users with a login of unknown outcome (it may have made a session we never saw)."""
+    return {e[_L_USER] for lst in h.conn_logins.values() for e in lst if e[_L_OUT] == "info"}
+
+
+def _client_closed_before(h: History, s: _Sess, deadline: int) -> bool:
+    """The session's client ended it (disconnect, logout, or its own sig_expired) before ``deadline``."""
+    d = h.disconnect_of(s.conn)
+    if d is not None and s.sent <= d[0] < deadline:
+        return True
+    lo = h.logouts.get(s.sid)
+    if lo is not None and lo[0] < deadline:
+        return True
+    return any(t < deadline for t in h.expiries.get(s.sid, ()))
+
+
+
+def _life_end(h: History, s: _Sess, evicted: Mapping, led_end: Mapping) -> tuple[int, str]:
+    best = h.client_end(s) or (h.last_t, "end of run")
+    ev = evicted.get(s.sid)
+    if ev is not None and ev[1] < best[0]:
+        best = (ev[1], f"evicted by {ev[0]}")
+    le = led_end.get(s.sid)
+    if le is not None and le < best[0]:
+        best = (le, "ledger end")
+    return best
+
+
+def _overlaps(h: History, user: Any, gname: str, limit: int, members: list, evicted: Mapping,
+              led_end: Mapping, settle: int, found: _Found) -> None:
+    events = []
+    ends = {}
+    for s in members:
+        end, why = _life_end(h, s, evicted, led_end)
+        if end > s.done:
+            events.append((s.done, 1, s))
+            events.append((end, -1, s))
+            ends[s.sid] = (end, why)
+    events.sort(key=lambda e: (e[0], e[1]))
+    live: dict[str, _Sess] = {}
+    breach_at: int | None = None
+    breach: list[_Sess] = []
+    for t, delta, s in events:
+        if delta > 0:
+            live[s.sid] = s
+            if len(live) > limit and breach_at is None:
+                breach_at, breach = t, list(live.values())
+        else:
+            live.pop(s.sid, None)
+            if breach_at is not None and len(live) <= limit:
+                if t - breach_at > settle:
+                    found.add("sessions_overlap", breach_at, {
+                        "user": user, "group": gname, "limit": limit,
+                        "sessions": [{**b.ref(), "ended": ends[b.sid][0], "ended_by": ends[b.sid][1]}
+                                     for b in breach],
+                        "overlap_s": _secs(t - breach_at),
+                        "expected": f"at most {limit} live session(s) in group {gname!r}; "
+                        "the newest login evicts the oldest",
+                        "found": f"{len(breach)} sessions live at once for {_secs(t - breach_at)} s, "
+                        "none reported evicted"})
+                breach_at, breach = None, []
+
+
+def _ledger_replay(led: Ledger, group: Callable, found: _Found) -> None:
+    live: dict[tuple, set] = {}
+    where: dict[str, tuple] = {}
+    pending: tuple | None = None  # (key, limit, login row)
+
+    def flag(pend: tuple) -> None:
+        key, limit, row = pend
+        found.add("ledger_over_limit", row[1], {
+            "user": key[0], "group": key[1], "limit": limit, "seq": row[0], "session": row[3],
+            "live": sorted(live.get(key, ())), "expected": f"at most {limit} live session(s) at every ledger seq",
+            "found": f"{len(live.get(key, ()))} live after login {row[3]}"})
+
+    for row in led.rows:
+        seq, ts, ev, sid, user, platform, reason, by = row
+        if pending is not None:
+            key, limit, lrow = pending
+            if ev == "end" and where.get(sid) == key and (by == lrow[3] or reason in ("relogin", "switch")):
+                live[key].discard(sid)
+                where.pop(sid, None)
+                if len(live[key]) <= limit:
+                    pending = None
+                continue
+            flag(pending)
+            pending = None
+        if ev == "login":
+            g = group(platform)
+            if g is None:
+                continue
+            key = (user, g[0])
+            bucket = live.setdefault(key, set())
+            bucket.add(sid)
+            where[sid] = key
+            if len(bucket) > g[1]:
+                pending = (key, g[1], row)
+        else:
+            key = where.pop(sid, None)
+            if key is not None:
+                live[key].discard(sid)
+    if pending is not None:
+        flag(pending)
+
+
+
+def _strict_end(h: History, s: _Sess) -> tuple[int, str] | None:
+    """When the session had certainly ended on its own connection (server order): the end of
+    an ok logout or of a later login on it, or a disconnect."""
+    best: tuple[int, str] | None = None
+    lo = h.logouts.get(s.sid)
+    if lo:
+        best = (lo[1], "logout")
+    nl = h.next_login(s)
+    if nl and (best is None or nl[_L_END] < best[0]):
+        best = (nl[_L_END], f"{nl[_L_OP]} on the same connection")
+    d = h.disconnect_of(s.conn)
+    if d and d[0] >= s.sent and (best is None or d[0] < best[0]):
+        best = (d[0], "disconnect")
+    return best
+
+
