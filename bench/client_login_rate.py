@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root (harness.*)
 
@@ -65,6 +66,7 @@ from harness.usersig import gen_usersig  # noqa: E402
 
 TARGET_BARE = 0.85
 TARGET_TSUNG = 2.0
+TARGET_BASELINE = 1.0  # a refactor must not lower the per-core rate (--baseline REV)
 SIG_LIFETIME_S = 86400
 
 
@@ -74,22 +76,36 @@ def harness_cmd(server: RefServer, users: int, run_s: int, results_dir: Path) ->
     return mass_login_args(REPO / "locustfile.py", server, users, run_s, results_dir)
 
 
-def run_harness(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
-    results = work / f"harness-{tag}"
+def run_harness(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str,
+                repo: Path = REPO, name: str = "harness") -> Result:
+    results = work / f"{name}-{tag}"
     results.mkdir()
     env = dict(os.environ, CHAT_SECRET_KEY=server.secret_key)
     run_s = int(args.warmup + args.seconds + 2)
-    proc = spawn([sys.executable] + harness_cmd(server, args.users, run_s, results), env=env, cwd=REPO,
-                 cpu=cpu, log_path=work / f"harness-{tag}.log")
+    cmd = mass_login_args(repo / "locustfile.py", server, args.users, run_s, results)
+    proc = spawn([sys.executable] + cmd, env=env, cwd=repo, cpu=cpu, log_path=work / f"{name}-{tag}.log")
     try:
         win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=time.monotonic())
         wait_exit(proc, run_s + 120)  # bounded; stop_tree below ends it if still running
     finally:
         stop_tree(proc)
     if win is None:
-        return Result("harness", note="exited early: " + log_tail(work / f"harness-{tag}.log"))
+        return Result(name, note="exited early: " + log_tail(work / f"{name}-{tag}.log"))
     ok, bad = journal_logins(results)
-    return _windowed("harness", win, ok, bad)
+    return _windowed(name, win, ok, bad)
+
+
+def baseline_runner(rev: str, work: Path) -> Callable[..., Result]:
+    """A contender ``baseline``: the harness at git revision ``rev`` (a detached worktree in the
+    temp dir), run exactly like ``harness``: the before/after of a change in one run."""
+    tree = work / "baseline-tree"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), rev], check=True,
+                   stdout=subprocess.DEVNULL)
+
+    def run(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
+        return run_harness(server, work, args, cpu, tag, repo=tree, name="baseline")
+
+    return run
 
 
 def _windowed(name: str, win: Window, ok: list[int], bad: list[int]) -> Result:
@@ -330,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                    help="cProfile the harness when a target is missed (auto), always or never")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, journals, tsung logs)")
+    p.add_argument("--baseline", default="", metavar="REV",
+                   help="also run the harness at git revision REV (contender 'baseline'; ratio harness/baseline)")
     args = p.parse_args(argv)
     if not (1 <= args.users <= 5000) or not (3 <= args.seconds <= 600) or not (2 <= args.warmup <= 60) \
             or not (1 <= args.rounds <= 10):
@@ -342,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
 
     gen_cpu, srv_cpu = cpu_plan()
     work = Path(tempfile.mkdtemp(prefix="bench-login-rate-"))
+    if args.baseline:
+        runners["baseline"] = baseline_runner(args.baseline, work)
+        contenders.insert(1, ("baseline", runners["baseline"]))
+        wanted.append("baseline")
     print(f"client_login_rate: users={args.users} window={args.seconds:g}s warmup={args.warmup:g}s "
           f"rounds={args.rounds}; generator on CPU {gen_cpu}, server on CPU {srv_cpu}; files in {work}", flush=True)
     if gen_cpu is None:
@@ -373,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("\nCPU per successful flow (median): " + ", ".join(f"{n} {us:.0f} us" for n, us in per_flow.items()))
     finally:
         server.stop()
+        if args.baseline:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "baseline-tree")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -398,7 +423,7 @@ def report(rounds: list[dict[str, Result]], names: list[str]) -> tuple[bool, dic
                     rows))
     missed = False
     ratio_rows = []
-    for other, target in (("bare", TARGET_BARE), ("tsung", TARGET_TSUNG)):
+    for other, target in (("bare", TARGET_BARE), ("tsung", TARGET_TSUNG), ("baseline", TARGET_BASELINE)):
         label = f"harness/{other}"
         pairs = [(r["harness"], r[other]) for r in rounds
                  if "harness" in r and other in r and r["harness"].seconds and r[other].seconds]

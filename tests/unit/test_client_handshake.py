@@ -7,8 +7,8 @@ import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, Request
 
-from harness.sdk import client as client_mod
-from harness.sdk.client import accept_token, check_upgrade_response, resolve_addresses, upgrade_request
+from harness.drivers import websocket as client_mod
+from harness.drivers.websocket import accept_token, check_upgrade_response, resolve_addresses, upgrade_request
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="          # RFC 6455 section 1.3's example
 GOOD = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
