@@ -48,8 +48,29 @@ def f(default: Any, lo: float | None = None, hi: float | None = None, choices: S
     return field(default=default, metadata=_rng(lo, hi, choices))
 
 
+TARGET_KINDS = ("embedded", "external", "ejabberd", "prosody")
+PROTOCOLS = ("tim", "xmpp")
+
+
+@dataclass(frozen=True)
+class XmppConfig:
+    """How the harness talks XMPP (``target.protocol: xmpp``; kinds ejabberd, prosody, external)."""
+    domain: str = f("localhost")
+    transport: str = f("tcp", choices=("tcp", "ws"))
+    ws_path: str = f("")               # default: /ws (ejabberd), /xmpp-websocket (prosody)
+    mechanism: str = f("auto", choices=("auto", "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"))
+    tls: str = f("auto", choices=("auto", "never", "always"))
+    auth: str = f("auto", choices=("auto", "password", "jwt"))
+    password: str = f("")              # external targets: every account's password (default: derived per account)
+    jwt_key: str = f("")               # external ejabberd with auth jwt: the HS256 key (default: generated per run)
+    jwt_field: str = f("jid")
+    accounts_max: int = f(10000, 1, 1_000_000)
+
+
 @dataclass(frozen=True)
 class TargetConfig:
+    kind: str = f("embedded", choices=TARGET_KINDS)
+    protocol: str = f("", choices=("",) + PROTOCOLS)
     host: str = f("")
     rest_base: str = f("")
     ws_path: str = f("/ws")
@@ -71,10 +92,25 @@ class TargetConfig:
     sweep_interval_s: float = f(0.25, 0.01, 1)
     faults: list = f([])
     startup_timeout_s: float = f(15, 0.5, 600)
+    xmpp: XmppConfig = field(default_factory=XmppConfig)
 
     @property
     def embedded(self) -> bool:
-        return not self.host
+        return self.kind == "embedded" and not self.host
+
+    @property
+    def started_by_harness(self) -> bool:
+        """The harness starts (and stops) this target itself: the reference server or a real XMPP server."""
+        return self.embedded or self.kind in ("ejabberd", "prosody")
+
+    @property
+    def wire(self) -> str:
+        """The protocol spoken: ``target.protocol``, else the kind's, else from the host's scheme."""
+        if self.protocol:
+            return self.protocol
+        if self.kind in ("ejabberd", "prosody") or self.host.startswith("xmpp://"):
+            return "xmpp"
+        return "tim"
 
 
 @dataclass(frozen=True)
@@ -411,12 +447,21 @@ def _apply_set(raw: dict, item: str) -> None:
 
 def _validate_semantics(cfg: Config) -> None:
     t = cfg.target
+    if t.kind in ("ejabberd", "prosody") and t.host:
+        raise ConfigError("target.host", f"target.kind {t.kind} is started by the harness on loopback; "
+                          f"use target.kind=external to point at a server you run ({t.host!r})")
+    if t.kind == "external" and not t.host:
+        raise ConfigError("target.host", "target.kind external needs a host (--host ws://HOST:PORT or xmpp://HOST:PORT)")
+    if t.kind in ("ejabberd", "prosody") and t.protocol == "tim":
+        raise ConfigError("target.protocol", f"{t.kind} speaks xmpp, not tim")
     if t.host:
         from urllib.parse import urlsplit
 
         u = urlsplit(t.host)
-        if u.scheme not in ("ws", "wss", "http", "https") or not u.hostname:
-            raise ConfigError("target.host", f"expected ws://HOST:PORT, got {t.host!r}")
+        if u.scheme not in ("ws", "wss", "http", "https", "xmpp") or not u.hostname:
+            raise ConfigError("target.host", f"expected ws://HOST:PORT or xmpp://HOST:PORT, got {t.host!r}")
+        if u.scheme == "xmpp" and t.protocol == "tim":
+            raise ConfigError("target.protocol", f"an xmpp:// host speaks xmpp, not tim ({t.host!r})")
         try:
             u.port
         except ValueError:
@@ -538,6 +583,8 @@ def config_from_mapping(raw: Mapping, *, overrides: Sequence[str] = (),
         if env.get("CHAT_ADMIN"):
             target["admin"] = env["CHAT_ADMIN"]
     cfg = _build(Config, raw, "")
+    if cfg.target.kind == "embedded" and cfg.target.host:  # a host given: the target is the user's server
+        cfg = replace(cfg, target__kind="external")
     _validate_semantics(cfg)
     return cfg
 
