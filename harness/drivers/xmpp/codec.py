@@ -805,10 +805,11 @@ class ScramClient:
         if v is None:
             raise ScramError("scram-server-signature-missing", "success without a server signature")
         try:
-            sig = base64.b64decode(v, validate=True)
+            base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raise ScramError("scram-malformed", "bad server signature encoding") from None
-        if not hmac.compare_digest(sig, self._server_sig):
+        # compare the canonical base64 text: a variant with other padding bits is not the signature
+        if not hmac.compare_digest(v.encode("ascii", "replace"), base64.b64encode(self._server_sig)):
             raise ScramError("scram-server-signature-mismatch", "the server signature does not verify")
 
 

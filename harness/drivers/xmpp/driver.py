@@ -98,7 +98,6 @@ MAX_HANDSHAKE_BYTES = 16384
 
 _LOST = "connection lost"
 _NOT_CONNECTED = "not connected"
-_ids = itertools.count(1)  # iq ids only need to be unique per stream; a process-wide counter is enough
 
 
 def ws_upgrade_request(target: str, host_header: str, key: bytes) -> bytes:
@@ -226,6 +225,7 @@ class XmppDriver:
         self._conn: _Conn | None = None
         self._used = False  # connect() succeeded once: login may reconnect by itself
         self._last_tls = False
+        self._ids = itertools.count(1)  # iq ids: unique per stream is enough (RFC 6120 8.1.3)
 
     # ------------------------------------------------------------------ state
 
@@ -531,7 +531,7 @@ class XmppDriver:
                         self._login_done(conn, Reply("fail", protocol.ERR_SVR_ACCOUNT_INTERNAL_ERROR, "bind-not-offered"))
                         continue
                     login.step = "bind"
-                    login.iq_id = f"b{next(_ids)}"
+                    login.iq_id = f"b{next(self._ids)}"
                     self._send(conn, C.bind(login.iq_id, login.resource))
             elif kind is C.IqRequest:
                 if ev.type in ("get", "set"):
@@ -595,7 +595,7 @@ class XmppDriver:
                 feats = conn.features
                 if feats is not None and feats.session and not feats.session_optional:
                     login.step = "session"
-                    login.iq_id = f"s{next(_ids)}"
+                    login.iq_id = f"s{next(self._ids)}"
                     self._send(conn, C.session(login.iq_id))
                     return
             self._login_ok(conn, login)
@@ -800,7 +800,7 @@ class XmppDriver:
         conn = self._conn
         if conn is None or conn.down:
             return Reply("fail", protocol.ERR_TRANSPORT, _NOT_CONNECTED)
-        iq_id = f"p{next(_ids)}"
+        iq_id = f"p{next(self._ids)}"
         ar: AsyncResult = AsyncResult()
         conn.iqs[iq_id] = ar
         held = conn.session
