@@ -20,7 +20,10 @@ from typing import Any, Callable
 import gevent
 import pytest
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 from gevent.server import StreamServer
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Request, TextMessage
 
 from harness import protocol
 from harness.drivers.xmpp import XmppDriver
@@ -33,14 +36,20 @@ ITERS = 4096
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 
 RE_HEADER = re.compile(rb"<stream:stream[^>]*>")
+RE_OPEN = re.compile(rb"<open [^>]*/>")
+RE_STARTTLS = re.compile(rb"<starttls [^>]*/>")
 RE_AUTH = re.compile(rb"<auth[^>]*mechanism='([^']+)'[^>]*>([^<]*)</auth>")
 RE_RESPONSE = re.compile(rb"<response[^>]*>([^<]*)</response>")
 RE_BIND = re.compile(rb"<iq[^>]*id='([^']+)'[^>]*><bind[^>]*>(?:<resource>([^<]*)</resource>)?</bind></iq>")
 RE_PRESENCE = re.compile(rb"<presence[^>]*/>")
-RE_ANY = re.compile(rb"(</stream:stream>)|<iq[^>]*type='get' id='([^']+)'[^>]*><ping|(<presence[^>]*type='unavailable'[^>]*/>)|<iq[^>]*type='result'[^>]*/>")
+RE_ANY = re.compile(rb"(</stream:stream>|<close [^>]*/>)|<iq[^>]*type='get' id='([^']+)'[^>]*><ping|(<presence[^>]*type='unavailable'[^>]*/>)|<iq[^>]*type='result'[^>]*/>")
 
 HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
           "id='{sid}' from='localhost' version='1.0' xml:lang='en'>")
+WS_OPEN = "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='{sid}' from='localhost' version='1.0'/>"
+WS_CLOSE = "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+STARTTLS_REQUIRED = ("<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+                     "</stream:features>")
 FEATURES_AUTH = ("<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{mechs}</mechanisms>"
                  "</stream:features>")
 FEATURES_BIND = ("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
@@ -58,12 +67,58 @@ class FakeConn:
         self.n = n
         self.buf = b""
         self.received = b""
+        self.wsc: Any = None
+        self.frames: list[str] = []
 
     def log(self, what: str) -> None:
         self.server.events.append((time.monotonic(), self.n, what))
 
     def send(self, text: str | bytes) -> None:
-        self.sock.sendall(text.encode() if isinstance(text, str) else text)
+        if self.server.ws:
+            if isinstance(text, bytes):
+                text = text.decode()
+            if text.startswith("<stream:features>"):
+                text = text.replace("<stream:features>",
+                                    "<stream:features xmlns:stream='http://etherx.jabber.org/streams'>", 1)
+            self.sock.sendall(self.wsc.send(TextMessage(data=text)))
+        else:
+            self.sock.sendall(text.encode() if isinstance(text, str) else text)
+
+    def header(self, sid: str) -> None:
+        self.send(WS_OPEN.format(sid=sid) if self.server.ws else HEADER.format(sid=sid))
+
+    def expect_header(self) -> None:
+        self.expect(RE_OPEN if self.server.ws else RE_HEADER)
+
+    def ws_accept(self) -> None:
+        self.wsc = WSConnection(ConnectionType.SERVER)
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            data = self.sock.recv(65536)
+            if not data:
+                raise Closed("eof in handshake")
+            self.wsc.receive_data(data)
+            for ev in self.wsc.events():
+                if isinstance(ev, Request):
+                    self.server.subprotocols = list(ev.subprotocols)
+                    self.sock.sendall(self.wsc.send(AcceptConnection(subprotocol="xmpp")))
+                    return
+        raise Closed("handshake timeout")
+
+    def _more(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data or not self.server.ws:
+            return data
+        self.wsc.receive_data(data)
+        out = b""
+        for ev in self.wsc.events():
+            if isinstance(ev, TextMessage):
+                out += ev.data.encode()
+                self.frames.append(ev.data)
+            elif isinstance(ev, CloseConnection):
+                self.sock.sendall(self.wsc.send(ev.response()))
+                raise Closed("ws-close")
+        return out or b" "
 
     def expect(self, pattern: re.Pattern, timeout: float = 5.0) -> re.Match:
         end = time.monotonic() + timeout
@@ -76,7 +131,7 @@ class FakeConn:
             if remaining <= 0:
                 raise Closed("timeout")
             self.sock.settimeout(remaining)
-            data = self.sock.recv(65536)
+            data = self._more()
             if not data:
                 raise Closed("eof")
             self.buf += data
@@ -88,7 +143,11 @@ class FakeXmpp:
 
     def __init__(self, mechs: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"),
                  after_login: Callable[[FakeConn], None] | None = None, reject: bool = False,
-                 silent_auth: bool = False, bad_server_sig: bool = False) -> None:
+                 silent_auth: bool = False, bad_server_sig: bool = False, ws: bool = False,
+                 tls_context: Any = None) -> None:
+        self.ws = ws
+        self.tls_context = tls_context
+        self.subprotocols: list[str] = []
         self.mechs = mechs
         self.after_login = after_login
         self.reject = reject
@@ -120,10 +179,21 @@ class FakeXmpp:
                 pass
 
     def session(self, conn: FakeConn) -> None:
-        conn.expect(RE_HEADER)
+        if self.ws:
+            conn.ws_accept()
+        conn.expect_header()
         conn.log("header")
+        if self.tls_context is not None:
+            conn.send(HEADER.format(sid=f"s{conn.n}t") + STARTTLS_REQUIRED)
+            conn.expect(RE_STARTTLS)
+            conn.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            conn.sock = self.tls_context.wrap_socket(conn.sock, server_side=True)
+            conn.log("tls")
+            conn.buf = b""
+            conn.expect_header()
         mechs = "".join(f"<mechanism>{m}</mechanism>" for m in self.mechs)
-        conn.send(HEADER.format(sid=f"s{conn.n}a") + FEATURES_AUTH.format(mechs=mechs))
+        conn.header(f"s{conn.n}a")
+        conn.send(FEATURES_AUTH.format(mechs=mechs))
         while True:
             m = conn.expect(RE_AUTH)
             mech = m.group(1).decode()
@@ -172,13 +242,14 @@ class FakeXmpp:
                 v = base64.b64encode(f"v={base64.b64encode(server_sig).decode()}".encode()).decode()
                 conn.send(f"<success xmlns='{SASL}'>{v}</success>")
             break
-        conn.expect(RE_HEADER)
+        conn.expect_header()
         conn.log("restart")
-        conn.send(HEADER.format(sid=f"s{conn.n}b") + FEATURES_BIND)
+        conn.header(f"s{conn.n}b")
+        conn.send(FEATURES_BIND)
         b = conn.expect(RE_BIND)
         resource = (b.group(2) or b"res").decode()
         conn.log(f"bind:{resource}")
-        conn.send(f"<iq type='result' id='{b.group(1).decode()}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        conn.send(f"<iq xmlns='jabber:client' type='result' id='{b.group(1).decode()}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                   f"<jid>{user}@{DOMAIN}/{resource}</jid></bind></iq>")
         conn.expect(RE_PRESENCE)
         conn.log("presence")
@@ -192,11 +263,13 @@ class FakeXmpp:
             m = conn.expect(RE_ANY, timeout=10)
             if m.group(1):
                 conn.log("client-close")
-                conn.send("</stream:stream>")
+                conn.send(WS_CLOSE if self.ws else "</stream:stream>")
+                if self.ws:
+                    conn.sock.sendall(conn.wsc.send(CloseConnection(code=1000)))
                 return
             if m.group(2):
                 conn.log("ping")
-                conn.send(f"<iq type='result' id='{m.group(2).decode()}' from='{DOMAIN}'/>")
+                conn.send(f"<iq xmlns='jabber:client' type='result' id='{m.group(2).decode()}' from='{DOMAIN}'/>")
             elif m.group(3):
                 conn.log("unavailable")
             else:
@@ -237,12 +310,13 @@ def make():
     servers: list[FakeXmpp] = []
     drivers: list[XmppDriver] = []
 
-    def _make(mechanism: str = "PLAIN", **server_kw: Any) -> tuple[FakeXmpp, XmppDriver, RecSink]:
+    def _make(mechanism: str = "PLAIN", driver_kw: dict | None = None,
+              **server_kw: Any) -> tuple[FakeXmpp, XmppDriver, RecSink]:
         srv = FakeXmpp(**server_kw)
         servers.append(srv)
         sink = RecSink()
         drv = XmppDriver(host="127.0.0.1", port=srv.port, domain=DOMAIN, sink=sink, mechanism=mechanism,
-                         connect_timeout=3, max_stanza_bytes=8192)
+                         connect_timeout=3, max_stanza_bytes=8192, **(driver_kw or {}))
         drivers.append(drv)
         return srv, drv, sink
 
@@ -507,3 +581,124 @@ def test_connect_refused_and_close_is_prompt(make):
     assert time.monotonic() - t0 < 0.1
     assert not drv2.connected
     assert drv2.connect(time.monotonic() + 2) is None
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    import subprocess
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True, timeout=30)
+    ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+def test_starttls_when_required(make, tls_server_context):
+    srv, drv, sink = make("SCRAM-SHA-1", tls_context=tls_server_context)
+    _connect(drv)
+    assert drv.describe()["tls"] is True
+    r = drv.login("alice", USERS["alice"], "Android", "i", 3)
+    assert r.outcome == "ok", r
+    assert r.session_id == "s1b:alice@localhost/i"
+    assert drv.heartbeat(2).outcome == "ok"
+    assert drv.logout(2).outcome == "ok"
+    assert srv.what()[:3] == ["1:header", "1:tls", "1:auth:alice:SCRAM-SHA-1"]
+
+
+def test_tls_never_refuses_a_server_that_requires_it(make, tls_server_context):
+    _srv, drv, _sink = make("PLAIN", tls_context=tls_server_context, driver_kw={"tls": "never"})
+    # tls='never' does not negotiate: the server offers no mechanism before TLS, so the login fails locally
+    _connect(drv)
+    r = drv.login("alice", USERS["alice"], "Android", "i", 1)
+    assert (r.outcome, r.desc) == ("fail", "invalid-mechanism")
+
+
+def test_websocket_transport(make):
+    srv, drv, sink = make("auto", ws=True, driver_kw={"transport": "ws", "ws_path": "/xmpp-websocket"})
+    _connect(drv)
+    assert srv.subprotocols == ["xmpp"]
+    r = drv.login("bob", USERS["bob"], "Web", "web-1", 3)
+    assert r.outcome == "ok", r
+    assert r.session_id == "s1b:bob@localhost/web-1"
+    assert drv.describe()["mechanism"] == "SCRAM-SHA-256"
+    assert drv.heartbeat(2).outcome == "ok"
+    assert drv.logout(2).outcome == "ok"
+    frames = srv.conns[0].frames
+    assert frames[0] == "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+    assert all(f.count("<") >= 1 for f in frames)
+    assert "<presence xmlns='jabber:client'/>" in frames  # one element per frame, with jabber:client
+    assert frames[-1] == "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+    assert "lost" not in sink.names()
+
+
+def test_websocket_server_close_is_lost(make):
+    def bye(conn: FakeConn) -> None:
+        conn.send(WS_CLOSE)
+        conn.sock.sendall(conn.wsc.send(CloseConnection(code=1001)))
+        gevent.sleep(0.2)
+    _srv, drv, sink = make("PLAIN", ws=True, after_login=bye, driver_kw={"transport": "ws"})
+    _connect(drv)
+    assert drv.login("bob", USERS["bob"], "Web", "w", 3).outcome == "ok"
+    assert sink.wait_for("lost") == ("lost", "closed_by_server")
+
+
+def test_stream_error_during_auth_fails_the_login(make):
+    """ejabberd's mod_fail2ban answers a banned address with a policy-violation stream error."""
+    srv = FakeXmpp()
+    def banned(sock: Any, _addr: Any) -> None:
+        conn = FakeConn(sock, srv, 1)
+        try:
+            conn.expect(RE_HEADER)
+            conn.send(HEADER.format(sid="ban") + FEATURES_AUTH.format(mechs="<mechanism>PLAIN</mechanism>"))
+            conn.expect(RE_AUTH)
+            conn.send("<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns="
+                      "'urn:ietf:params:xml:ns:xmpp-streams'>Too many (20) failed authentications</text>"
+                      "</stream:error></stream:stream>")
+            gevent.sleep(0.2)
+        except (Closed, OSError):
+            pass
+        finally:
+            sock.close()
+    srv.server.stop()
+    server = StreamServer(("127.0.0.1", 0), banned)
+    server.start()
+    try:
+        sink = RecSink()
+        drv = XmppDriver(host="127.0.0.1", port=server.server_port, domain=DOMAIN, sink=sink, mechanism="PLAIN")
+        _connect(drv)
+        r = drv.login("alice", USERS["alice"], "Android", "i", 3)
+        assert (r.outcome, r.code, r.desc) == ("fail", protocol.ERR_SVR_ACCOUNT_FREQ_LIMIT, "policy-violation")
+        assert sink.wait_for("lost") == ("lost", "error:policy-violation")
+        assert sink.names() == ["login_answered", "lost"]
+        drv.close()
+    finally:
+        server.stop(timeout=1)
+
+
+def test_connection_lost_during_login_is_info(make):
+    srv = FakeXmpp()
+    def drop(sock: Any, _addr: Any) -> None:
+        conn = FakeConn(sock, srv, 1)
+        try:
+            conn.expect(RE_HEADER)
+            conn.send(HEADER.format(sid="x") + FEATURES_AUTH.format(mechs="<mechanism>PLAIN</mechanism>"))
+            conn.expect(RE_AUTH)
+        except (Closed, OSError):
+            pass
+        finally:
+            sock.close()
+    srv.server.stop()
+    server = StreamServer(("127.0.0.1", 0), drop)
+    server.start()
+    try:
+        sink = RecSink()
+        drv = XmppDriver(host="127.0.0.1", port=server.server_port, domain=DOMAIN, sink=sink, mechanism="PLAIN")
+        _connect(drv)
+        r = drv.login("alice", USERS["alice"], "Android", "i", 3)
+        assert (r.outcome, r.code) == ("info", -1) and r.desc.startswith("connection lost"), r
+        assert sink.names() == ["lost"]
+    finally:
+        server.stop(timeout=1)
