@@ -166,6 +166,7 @@ class FakeXmpp:
         return [f"{n}:{w}" for _t, n, w in self.events]
 
     def handle(self, sock: Any, _addr: Any) -> None:
+        sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         conn = FakeConn(sock, self, len(self.conns) + 1)
         self.conns.append(conn)
         try:
