@@ -703,3 +703,102 @@ def test_connection_lost_during_login_is_info(make):
         assert sink.names() == ["lost"]
     finally:
         server.stop(timeout=1)
+
+
+def _scripted(script: Callable[[FakeConn], None]) -> tuple[StreamServer, FakeXmpp]:
+    """A server running ``script`` per connection (exceptions end the connection quietly)."""
+    holder = FakeXmpp()
+    holder.server.stop()
+
+    def handle(sock: Any, _addr: Any) -> None:
+        conn = FakeConn(sock, holder, len(holder.conns) + 1)
+        holder.conns.append(conn)
+        try:
+            script(conn)
+        except (Closed, OSError):
+            pass
+        finally:
+            sock.close()
+    server = StreamServer(("127.0.0.1", 0), handle)
+    server.start()
+    return server, holder
+
+
+def test_garbage_instead_of_stream_header_fails_connect():
+    def script(conn: FakeConn) -> None:
+        conn.expect(RE_HEADER)
+        conn.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        gevent.sleep(0.3)
+    server, _ = _scripted(script)
+    try:
+        sink = RecSink()
+        drv = XmppDriver(host="127.0.0.1", port=server.server_port, domain=DOMAIN, sink=sink)
+        verdict = drv.connect(time.monotonic() + 2)
+        assert verdict == ("fail", "stream: xml-not-well-formed")
+        assert not drv.connected and sink.calls == []
+    finally:
+        server.stop(timeout=1)
+
+
+def test_silent_server_connect_times_out():
+    def script(conn: FakeConn) -> None:
+        conn.expect(RE_HEADER)
+        gevent.sleep(2)
+    server, _ = _scripted(script)
+    try:
+        drv = XmppDriver(host="127.0.0.1", port=server.server_port, domain=DOMAIN, sink=RecSink())
+        t0 = time.monotonic()
+        verdict = drv.connect(time.monotonic() + 0.3)
+        assert verdict is not None and verdict[0] == "info", verdict
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        server.stop(timeout=1)
+
+
+def test_garbage_during_auth_loses_the_login():
+    def script(conn: FakeConn) -> None:
+        conn.expect(RE_HEADER)
+        conn.send(HEADER.format(sid="g") + FEATURES_AUTH.format(mechs="<mechanism>PLAIN</mechanism>"))
+        conn.expect(RE_AUTH)
+        conn.send(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%%%</success>")
+        gevent.sleep(0.5)
+    server, _ = _scripted(script)
+    try:
+        sink = RecSink()
+        drv = XmppDriver(host="127.0.0.1", port=server.server_port, domain=DOMAIN, sink=sink, mechanism="PLAIN")
+        _connect(drv)
+        r = drv.login("alice", USERS["alice"], "Android", "i", 2)
+        assert (r.outcome, r.code) == ("info", -1) and "xml-not-well-formed" in r.desc, r
+        assert sink.names() == ["lost"] and sink.calls[0][1] == "error:xml-not-well-formed"
+    finally:
+        server.stop(timeout=1)
+
+
+def test_server_iq_get_is_answered_with_service_unavailable(make):
+    def asker(conn: FakeConn) -> None:
+        conn.send("<iq type='get' id='ver1' from='localhost'><query xmlns='jabber:iq:version'/></iq>")
+        conn.expect(re.compile(rb"<iq[^>]*type='error'[^>]*id='ver1'[^>]*><error type='cancel'>"
+                               rb"<service-unavailable"), timeout=2)
+        conn.log("answered")
+        conn.server.loop(conn)
+    srv, drv, _sink = make("PLAIN", after_login=asker)
+    _connect(drv)
+    assert drv.login("alice", USERS["alice"], "Android", "i", 3).outcome == "ok"
+    end = time.monotonic() + 2
+    while "1:answered" not in srv.what() and time.monotonic() < end:
+        gevent.sleep(0.01)
+    assert "1:answered" in srv.what()
+
+
+def test_websocket_conflict_is_a_kick(make):
+    def kick(conn: FakeConn) -> None:
+        conn.send("<stream:error xmlns:stream='http://etherx.jabber.org/streams'>"
+                  "<conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+        conn.send(WS_CLOSE)
+        gevent.sleep(0.2)
+    _srv, drv, sink = make("PLAIN", ws=True, after_login=kick, driver_kw={"transport": "ws"})
+    _connect(drv)
+    r = drv.login("bob", USERS["bob"], "Web", "w", 3)
+    assert r.outcome == "ok"
+    assert sink.wait_for("kicked") == ("kicked", r.session_id, "multi_device", {"condition": "conflict", "text": None})
+    assert sink.wait_for("lost") == ("lost", "error:conflict")
