@@ -802,3 +802,29 @@ def test_websocket_conflict_is_a_kick(make):
     assert r.outcome == "ok"
     assert sink.wait_for("kicked") == ("kicked", r.session_id, "multi_device", {"condition": "conflict", "text": None})
     assert sink.wait_for("lost") == ("lost", "error:conflict")
+
+
+def test_driver_matches_the_sdk_interface():
+    """Every member of harness.sdk.driver.Driver exists with the same parameters."""
+    import inspect
+
+    from harness.sdk.driver import Driver
+    assert XmppDriver.protocol == "xmpp" and XmppDriver.capabilities == frozenset()
+    for name in ("connect", "login", "logout", "heartbeat", "status", "close", "describe"):
+        want = list(inspect.signature(getattr(Driver, name)).parameters)
+        got = list(inspect.signature(getattr(XmppDriver, name)).parameters)
+        assert got == want, name
+    assert isinstance(XmppDriver.connected, property)
+
+
+def test_websocket_handshake_rejected():
+    def script(conn: FakeConn) -> None:
+        conn.sock.recv(65536)
+        conn.send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        gevent.sleep(0.2)
+    server, _ = _scripted(script)
+    try:
+        drv = XmppDriver(host="127.0.0.1", port=server.server_port, domain=DOMAIN, sink=RecSink(), transport="ws")
+        assert drv.connect(time.monotonic() + 2) == ("fail", "handshake rejected: HTTP 404")
+    finally:
+        server.stop(timeout=1)

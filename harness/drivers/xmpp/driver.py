@@ -276,6 +276,8 @@ class XmppDriver:
             verdict = ("fail", f"tls: {exc.reason or exc}")
         except OSError as exc:
             verdict = ("fail", f"{type(exc).__name__}: {exc.strerror or exc}")
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            verdict = ("fail", f"websocket: {type(exc).__name__}")
         except BaseException:
             self._close_quietly(conn.sock if conn is not None else sock)
             raise
