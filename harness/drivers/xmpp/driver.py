@@ -1,0 +1,826 @@
+"""XmppDriver: the :class:`harness.sdk.driver.Driver` protocol over XMPP (gevent sockets).
+
+One driver = one XMPP stream at a time (TCP port 5222, or RFC 7395 WebSocket with subprotocol
+``xmpp``) and one reader greenlet for it. The codec (``codec.py``) is sans-IO; this module only
+moves bytes and runs the login exchange.
+
+How the calls map onto XMPP
+---------------------------
+
+* ``connect(deadline)``: TCP (from ``source_address``), the WebSocket handshake in ``ws`` mode,
+  the stream header, ``<stream:features>``; STARTTLS + a new stream when ``tls`` is ``always``
+  or (``auto``) when the server marks it ``<required/>``. Runs in the calling greenlet; the
+  reader starts once the first features arrived.
+* ``login``: SASL (PLAIN / SCRAM-SHA-1 / SCRAM-SHA-256, ``auto`` = best offered; a JWT always
+  goes as PLAIN) -> ``<success/>`` (SCRAM: the server signature is verified) -> stream restart
+  -> features -> bind (resource = ``instance_id``) -> [session when not optional] -> initial
+  ``<presence/>``. The caller sends ``<auth/>``; the reader greenlet runs every later step and
+  produces the answer. ``Reply.session_id`` = ``<stream id>:<full JID>`` (stream id of the
+  restarted stream).
+
+  - A JWT credential whose ``exp`` has passed is refused locally: ``fail 6206`` with nothing
+    sent (the Tencent SDK's ERR_USER_SIG_EXPIRED).
+  - XMPP cannot authenticate a stream twice: when this driver already holds a session (or
+    its stream already passed SASL), login ends that stream first (unavailable presence,
+    ``</stream:stream>``, a bounded wait for the server's close, socket closed) and opens a
+    fresh one within the same ``timeout``. **Deviation / choice:** login also reconnects
+    transparently when the transport is gone (after logout, a loss or a kick) once this
+    driver has connected before; before the first ``connect()`` it answers ``fail -1 not
+    connected``.
+  - ``sink.login_answered(reply, user_id)`` is called from the reader, before any later
+    stanza is handled, for every answer the *server* produced (success, SASL failure, bind
+    error, stream error during login, a SCRAM signature that does not verify). Answers made
+    locally (6206, 7501, not connected, timeout, connection lost) are only returned.
+  - A login that times out (``info -1 timeout after N s``) closes the stream, so a late
+    success cannot leave a session the SDK does not know about.
+
+* ``logout``: XMPP has no logout that keeps the stream: unavailable presence +
+  ``</stream:stream>``, a bounded wait (``timeout``) for the server's close, socket closed.
+  ``ok 0`` with the session held (``info -1`` when the server never closed); ``fail 6014 not
+  logged in`` without a session. Afterwards the driver is disconnected (login reconnects).
+* ``heartbeat``: XEP-0199 ping to the domain; any iq answer -> ``ok 0`` (``desc`` is the error
+  condition when the server answered with an error: it is alive all the same),
+  ``data={"serverTime": None}``. ``status`` -> None (no server-side view).
+* Server pings are answered; other server iq get/set get ``service-unavailable``.
+
+Events (reader greenlet, never blocking)
+----------------------------------------
+
+* ``<stream:error><conflict/>`` while a session is held -> ``sink.kicked(session, reason,
+  {"condition": "conflict", "text": text}, at_ns)``: ejabberd (same resource or
+  ``max_user_sessions`` overflow) and Prosody (``kick_old``) both say "Replaced by new
+  connection" and the wire cannot tell the two apart, so ``reason`` is ``same_instance`` when
+  the caller set ``resource_shared = True`` and ``multi_device`` otherwise; a conflict with
+  any other text is an admin ``kick_session`` with its reason -> ``rest_kick``.
+  ``<policy-violation/>`` whose text mentions a kick (ejabberd ``kick_user``) -> ``rest_kick``.
+* Then, as for every end of the transport not asked for by ``close()`` / ``logout()``:
+  ``sink.lost(reason, at_ns)`` once, ``reason`` = ``error:<condition>`` after a stream error,
+  ``error:xml-not-well-formed`` / ``error:stanza-too-big`` / ``error:restricted-xml`` after bad
+  input from the server (answered with a stream error first), ``closed_by_server`` after
+  ``</stream:stream>`` or EOF, ``error:<ERRNO>`` (``error:ECONNRESET``) on a socket error.
+
+Calls never raise on network or protocol trouble and every wait is bounded.
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import itertools
+import logging
+import os
+import time
+from typing import Any, ClassVar
+
+import gevent
+from gevent import socket as gsocket
+from gevent import ssl as gssl
+from gevent.event import AsyncResult, Event as GEvent
+from gevent.lock import Semaphore
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Ping as WsPing, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from harness import protocol
+from harness.client import check_upgrade_response, resolve_addresses
+from harness.drivers.xmpp import codec as C
+from harness.drivers.xmpp.jwt import looks_like_jwt, token_exp
+from harness.sdk.driver import Reply, Sink
+
+__all__ = ["XmppDriver", "ws_upgrade_request", "check_ws_upgrade"]
+
+log = logging.getLogger(__name__)
+
+RECV_CHUNK = 65536
+CLOSE_WAIT_S = 2.0  # close(): how long the reader waits in the background for the server's goodbye, s
+SWITCH_CLOSE_WAIT_S = 1.0  # login on a used stream: longest wait for the old stream's close, s
+MAX_HANDSHAKE_BYTES = 16384
+
+_LOST = "connection lost"
+_NOT_CONNECTED = "not connected"
+
+
+def ws_upgrade_request(target: str, host_header: str, key: bytes) -> bytes:
+    """The HTTP/1.1 upgrade request offering subprotocol ``xmpp`` (RFC 7395 section 3.1)."""
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Protocol: xmpp\r\nSec-WebSocket-Key: "
+    ).encode("ascii") + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+
+def check_ws_upgrade(head: bytes, key: bytes) -> tuple[str, str] | None:
+    """Like :func:`harness.client.check_upgrade_response`, but the server must choose subprotocol
+    ``xmpp`` (and nothing else). None when accepted, else ``("fail", desc)``. Pure."""
+    lines = head.split(b"\r\n")
+    kept = [lines[0]]
+    chosen: list[bytes] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"sec-websocket-protocol":
+            chosen.append(value.strip())
+        else:
+            kept.append(line)
+    verdict = check_upgrade_response(b"\r\n".join(kept), key)
+    if verdict is not None:
+        return verdict
+    if chosen != [b"xmpp"]:
+        return ("fail", "handshake: the server did not choose subprotocol 'xmpp'")
+    return None
+
+
+def _errname(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return errno.errorcode[code]
+    return type(exc).__name__
+
+
+class _Login:
+    """One login in flight on one stream (state for the reader)."""
+
+    __slots__ = ("user_id", "mechanism", "scram", "scram_stage", "resource", "result", "step", "iq_id",
+                 "exp", "jid")
+
+    def __init__(self, user_id: str, mechanism: str, scram: C.ScramClient | None, resource: str,
+                 exp: int | None) -> None:
+        self.user_id = user_id
+        self.mechanism = mechanism
+        self.scram = scram
+        self.scram_stage = 0
+        self.resource = resource
+        self.result: AsyncResult = AsyncResult()
+        self.step = "auth"  # auth -> restart -> bind -> session -> done
+        self.iq_id: str | None = None
+        self.exp = exp
+        self.jid: str | None = None
+
+
+class _Conn:
+    """One transport: socket (+ wsproto), codec, reader, what the stream holds."""
+
+    __slots__ = ("sock", "wsc", "codec", "lock", "reader", "stream_id", "features", "tls", "authed", "session",
+                 "login", "iqs", "by_client", "down", "goodbye", "backlog", "parts", "parts_len", "linger")
+
+    def __init__(self, sock: Any, codec: C.XmppCodec) -> None:
+        self.sock = sock
+        self.wsc: Connection | None = None
+        self.codec = codec
+        self.lock = Semaphore(1)
+        self.reader: gevent.Greenlet | None = None
+        self.stream_id: str | None = None
+        self.features: C.Features | None = None
+        self.tls = False
+        self.authed = False  # SASL succeeded on this stream (it cannot authenticate again)
+        self.session: str | None = None
+        self.login: _Login | None = None
+        self.iqs: dict[str, AsyncResult] = {}
+        self.by_client = False  # close()/logout() took it over: the end is not a loss
+        self.down = False
+        self.goodbye = GEvent()  # set when the server's close (or EOF) arrived
+        self.backlog: list = []
+        self.parts: list[str] | None = None
+        self.parts_len = 0
+        self.linger: Any = None
+
+
+class XmppDriver:
+    """One XMPP client connection for the simulated SDK (see the module docstring).
+
+    ``transport`` ``tcp`` | ``ws``; ``ws_path`` ``/ws`` (ejabberd) or ``/xmpp-websocket``
+    (Prosody); ``mechanism`` ``PLAIN`` | ``SCRAM-SHA-1`` | ``SCRAM-SHA-256`` | ``auto``; ``tls``
+    ``auto`` (STARTTLS only when required) | ``never`` | ``always`` (WebSocket: TLS under the
+    HTTP upgrade); ``connect_timeout`` seconds; ``max_stanza_bytes`` bounds one stanza / frame.
+    ``resource_shared``: set True when the caller logs several drivers in with the same
+    resource, so a ``<conflict/>`` is reported as ``same_instance``.
+    """
+
+    protocol: ClassVar[str] = "xmpp"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, *, host: str, port: int, domain: str, sink: Sink, transport: str = "tcp",
+                 ws_path: str = "/ws", mechanism: str = "auto", tls: str = "auto",
+                 source_address: str | None = None, connect_timeout: float = 10.0,
+                 max_stanza_bytes: int = C.DEFAULT_MAX_STANZA_BYTES) -> None:
+        if transport not in ("tcp", "ws"):
+            raise ValueError(f"transport must be 'tcp' or 'ws' (got {transport!r})")
+        if mechanism != "auto" and mechanism not in C.SCRAM_HASHES and mechanism != "PLAIN":
+            raise ValueError(f"mechanism must be PLAIN, SCRAM-SHA-1, SCRAM-SHA-256 or auto (got {mechanism!r})")
+        if tls not in ("auto", "never", "always"):
+            raise ValueError(f"tls must be 'auto', 'never' or 'always' (got {tls!r})")
+        self.host = host
+        self.port = int(port)
+        self.domain = domain
+        self.sink = sink
+        self.transport = transport
+        self.ws = transport == "ws"
+        self.ws_path = ws_path
+        self.mechanism = mechanism
+        self.tls = tls
+        self.source_address = source_address
+        self.connect_timeout = connect_timeout
+        self.max_stanza_bytes = max_stanza_bytes
+        self.resource_shared = False
+        self.last_mechanism: str | None = None
+        self._addrs: list | None = None
+        self._conn: _Conn | None = None
+        self._used = False  # connect() succeeded once: login may reconnect by itself
+        self._last_tls = False
+        self._ids = itertools.count(1)  # iq ids: unique per stream is enough (RFC 6120 8.1.3)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful connect() and close() / logout / loss."""
+        conn = self._conn
+        return conn is not None and not conn.down
+
+    @property
+    def session_id(self) -> str | None:
+        """The session this driver holds (``<stream id>:<full JID>``), None when none."""
+        conn = self._conn
+        return conn.session if conn is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        conn = self._conn
+        return {"protocol": self.protocol, "transport": self.transport, "mechanism": self.last_mechanism,
+                "tls": conn.tls if conn is not None else self._last_tls, "domain": self.domain,
+                "host": self.host, "port": self.port}
+
+    def status(self, timeout: float) -> Reply | None:
+        """Unsupported: XMPP gives a client no server-side view of its connection."""
+        return None
+
+    # ---------------------------------------------------------------- connect
+
+    def connect(self, deadline: float) -> tuple[str, str] | None:
+        """Open the transport and the stream (see the module docstring). None when connected,
+        else ``(outcome, desc)``: ``fail`` when it certainly did not connect, ``info`` on a timeout."""
+        if self._conn is not None and not self._conn.down:
+            return ("fail", "already connected")
+        sock = None
+        conn: _Conn | None = None
+        try:
+            sock = self._open_socket(deadline)
+            conn = _Conn(sock, C.XmppCodec(ws=self.ws, max_stanza_bytes=self.max_stanza_bytes))
+            if self.ws:
+                if self.tls == "always":
+                    conn.sock = self._wrap_tls(sock, deadline)
+                    conn.tls = True
+                verdict = self._ws_handshake(conn, deadline)
+            if not self.ws or verdict is None:
+                verdict = self._open_stream(conn, deadline)
+        except (TimeoutError, gsocket.timeout) as exc:
+            verdict = ("info", f"timeout: {type(exc).__name__}")
+        except gssl.SSLError as exc:
+            verdict = ("fail", f"tls: {exc.reason or exc}")
+        except OSError as exc:
+            verdict = ("fail", f"{type(exc).__name__}: {exc.strerror or exc}")
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            verdict = ("fail", f"websocket: {type(exc).__name__}")
+        except BaseException:
+            self._close_quietly(conn.sock if conn is not None else sock)
+            raise
+        if verdict is not None or conn is None:
+            self._close_quietly(conn.sock if conn is not None else sock)
+            return verdict or ("fail", _NOT_CONNECTED)
+        conn.sock.settimeout(None)
+        self._conn = conn
+        self._used = True
+        self._last_tls = conn.tls
+        conn.reader = gevent.spawn(self._read_loop, conn)
+        return None
+
+    @staticmethod
+    def _close_quietly(sock: Any) -> None:
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _open_socket(self, deadline: float) -> Any:
+        addrs = self._addrs
+        if addrs is None:
+            addrs = self._addrs = resolve_addresses(self.host, self.port)
+        last: OSError | None = None
+        for family, sockaddr in addrs:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("connect timed out")
+            sock = gsocket.socket(family, gsocket.SOCK_STREAM)
+            try:
+                sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+                if self.source_address:
+                    sock.bind((self.source_address, 0))
+                sock.settimeout(remaining)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if isinstance(exc, TimeoutError):
+                    raise
+                last = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise last if last is not None else OSError("no address to connect to")
+
+    def _wrap_tls(self, sock: Any, deadline: float) -> Any:
+        """TLS client on ``sock`` without certificate checks (loopback servers are self-signed)."""
+        ctx = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = gssl.CERT_NONE
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("tls handshake timed out")
+        sock.settimeout(remaining)
+        return ctx.wrap_socket(sock, server_hostname=self.domain)
+
+    def _ws_handshake(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
+        key = base64.b64encode(os.urandom(16))
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        conn.sock.sendall(ws_upgrade_request(self.ws_path, f"{shown}:{self.port}", key))
+        buf = b""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ("info", "timeout: handshake")
+            conn.sock.settimeout(remaining)
+            data = conn.sock.recv(RECV_CHUNK)
+            if not data:
+                return ("fail", "handshake: connection closed by server")
+            at = len(buf)
+            buf += data
+            end = buf.find(b"\r\n\r\n", max(0, at - 3))
+            if end >= 0:
+                verdict = check_ws_upgrade(buf[:end], key)
+                if verdict is None:
+                    conn.wsc = Connection(ConnectionType.CLIENT, trailing_data=buf[end + 4:])
+                return verdict
+            if len(buf) > MAX_HANDSHAKE_BYTES:
+                return ("fail", f"handshake: the server's answer exceeds {MAX_HANDSHAKE_BYTES} bytes")
+
+    def _open_stream(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
+        """Stream header -> features (-> STARTTLS -> header -> features), in the calling greenlet."""
+        header = C.stream_header(self.domain, self.ws)
+        conn.sock.sendall(self._frame(conn, header))
+        tls_asked = False
+        events: list = []
+        if conn.wsc is not None:  # frames that came with the 101 answer
+            events = self._decode(conn, b"")
+        while True:
+            for i, ev in enumerate(events):
+                if isinstance(ev, C.StreamOpened):
+                    conn.stream_id = ev.id
+                elif isinstance(ev, C.Features):
+                    need_tls = not self.ws and not conn.tls and (
+                        self.tls == "always" or (self.tls == "auto" and ev.starttls_required))
+                    if need_tls and not tls_asked:
+                        if not ev.starttls:
+                            return ("fail", "tls: the server does not offer STARTTLS")
+                        conn.sock.sendall(C.starttls().encode())
+                        tls_asked = True
+                        continue
+                    conn.features = ev
+                    conn.backlog = events[i + 1:]
+                    return None
+                elif isinstance(ev, C.TlsProceed):
+                    conn.sock = self._wrap_tls(conn.sock, deadline)
+                    conn.tls = True
+                    conn.codec.reset()
+                    conn.sock.sendall(header.encode())
+                    break  # nothing can follow <proceed/> in clear text
+                elif isinstance(ev, C.TlsFailure):
+                    return ("fail", "tls: the server refused STARTTLS")
+                elif isinstance(ev, C.StreamError):
+                    return ("fail", f"stream error: {ev.condition}" + (f" ({ev.text})" if ev.text else ""))
+                elif isinstance(ev, C.ParseError):
+                    return ("fail", f"stream: {ev.reason}")
+                elif isinstance(ev, C.StreamClosed):
+                    return ("fail", "stream closed by server")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ("info", "timeout: stream features")
+            conn.sock.settimeout(remaining)
+            data = conn.sock.recv(RECV_CHUNK)
+            if not data:
+                return ("fail", "stream: connection closed by server")
+            events = self._decode(conn, data)
+
+    # ------------------------------------------------------------- bytes I/O
+
+    def _frame(self, conn: _Conn, text: str) -> bytes:
+        wsc = conn.wsc
+        if wsc is None:
+            return text.encode("utf-8")
+        return wsc.send(TextMessage(data=text))
+
+    def _send(self, conn: _Conn, *texts: str) -> tuple[str, str] | None:
+        """Send elements (WS: one frame each; greenlet-safe). None, or (outcome, desc)."""
+        with conn.lock:
+            if conn.down:
+                return ("fail", _NOT_CONNECTED)
+            try:
+                if conn.wsc is None:
+                    data = "".join(texts).encode("utf-8") if len(texts) > 1 else texts[0].encode("utf-8")
+                else:
+                    data = b"".join(conn.wsc.send(TextMessage(data=t)) for t in texts)
+            except LocalProtocolError:
+                return ("fail", _NOT_CONNECTED)
+            try:
+                conn.sock.sendall(data)
+            except OSError as exc:
+                return ("info", f"send: {_errname(exc)}")
+        return None
+
+    def _decode(self, conn: _Conn, data: bytes) -> list:
+        """Bytes from the socket -> codec events (WS: through wsproto, one codec feed per message)."""
+        wsc = conn.wsc
+        if wsc is None:
+            return conn.codec.feed(data)
+        if data:
+            wsc.receive_data(data)
+        out: list = []
+        for event in wsc.events():
+            if isinstance(event, TextMessage):
+                if event.message_finished and conn.parts is None:
+                    out.extend(conn.codec.feed(event.data))
+                    continue
+                if conn.parts is None:
+                    conn.parts, conn.parts_len = [], 0
+                conn.parts.append(event.data)
+                conn.parts_len += len(event.data)
+                if conn.parts_len > self.max_stanza_bytes:
+                    conn.parts = None
+                    out.append(C.ParseError("policy-violation", "stanza-too-big", "a frame is too big"))
+                    return out
+                if event.message_finished:
+                    text = "".join(conn.parts)
+                    conn.parts = None
+                    out.extend(conn.codec.feed(text))
+            elif isinstance(event, WsPing):
+                try:
+                    conn.sock.sendall(wsc.send(event.response()))
+                except (OSError, LocalProtocolError):
+                    pass
+            elif isinstance(event, CloseConnection):
+                if wsc.state is ConnectionState.REMOTE_CLOSING:
+                    try:
+                        conn.sock.sendall(wsc.send(event.response()))
+                    except (OSError, LocalProtocolError):
+                        pass
+                out.append(C.StreamClosed())
+                return out
+            elif isinstance(event, BytesMessage):
+                out.append(C.ParseError("xml-not-well-formed", "xml-not-well-formed", "binary frame"))
+                return out
+        return out
+
+    # ----------------------------------------------------------------- reader
+
+    def _read_loop(self, conn: _Conn) -> None:
+        reason = "closed_by_server"
+        try:
+            if conn.backlog:
+                events, conn.backlog = conn.backlog, []
+                stop = self._dispatch(conn, events)
+                if stop is not None:
+                    reason = stop
+                    return
+            sock = conn.sock
+            while not conn.down:
+                data = sock.recv(RECV_CHUNK)
+                if not data:
+                    conn.goodbye.set()
+                    return
+                stop = self._dispatch(conn, self._decode(conn, data))
+                if stop is not None:
+                    reason = stop
+                    return
+        except (OSError, RemoteProtocolError, LocalProtocolError) as exc:
+            reason = f"error:{_errname(exc)}"
+        except gevent.GreenletExit:
+            reason = "closed_by_client"
+        except Exception as exc:  # a bug here must still end the connection cleanly
+            log.exception("xmpp driver: reader failed")
+            reason = f"error:{type(exc).__name__}"
+        finally:
+            conn.goodbye.set()
+            self._teardown(conn, reason)
+
+    def _dispatch(self, conn: _Conn, events: list) -> str | None:
+        """Handle the server's events in order; a reason string once the stream is over."""
+        for ev in events:
+            if conn.by_client:  # close()/logout() took over: only wait for the goodbye
+                if isinstance(ev, (C.StreamClosed, C.StreamError, C.ParseError)):
+                    return "closed_by_client"
+                continue
+            kind = type(ev)
+            if kind is C.IqResult or kind is C.IqError:
+                self._on_iq(conn, ev)
+            elif kind is C.Ping:
+                self._send(conn, C.pong(ev.id, ev.from_))
+            elif kind is C.SaslChallenge or kind is C.SaslSuccess or kind is C.SaslFailure:
+                self._on_sasl(conn, ev)
+            elif kind is C.StreamOpened:
+                conn.stream_id = ev.id
+            elif kind is C.Features:
+                conn.features = ev
+                login = conn.login
+                if login is not None and login.step == "restart":
+                    if not ev.bind:
+                        self._login_done(conn, Reply("fail", protocol.ERR_SVR_ACCOUNT_INTERNAL_ERROR, "bind-not-offered"))
+                        continue
+                    login.step = "bind"
+                    login.iq_id = f"b{next(self._ids)}"
+                    self._send(conn, C.bind(login.iq_id, login.resource))
+            elif kind is C.IqRequest:
+                if ev.type in ("get", "set"):
+                    self._send(conn, C.iq_error(ev.id, ev.from_))
+            elif kind is C.StreamError:
+                return self._on_stream_error(conn, ev)
+            elif kind is C.StreamClosed:
+                self._send(conn, C.stream_close(self.ws))
+                return "closed_by_server"
+            elif kind is C.ParseError:
+                self._send(conn, C.stream_error(ev.condition), C.stream_close(self.ws))
+                return f"error:{ev.reason}"
+            # Other (message, presence, unknown nonza): ignored
+        return None
+
+    def _on_sasl(self, conn: _Conn, ev: Any) -> None:
+        login = conn.login
+        if login is None or login.step != "auth":
+            return
+        if isinstance(ev, C.SaslFailure):
+            code, desc = C.map_condition("sasl", ev.condition)
+            self._login_done(conn, Reply("fail", code, desc, {"text": ev.text} if ev.text else None))
+            return
+        scram = login.scram
+        try:
+            if isinstance(ev, C.SaslChallenge):
+                if scram is None:
+                    raise C.ScramError("unexpected-challenge", "a challenge for PLAIN")
+                if login.scram_stage == 0:
+                    login.scram_stage = 1
+                    self._send(conn, C.sasl_response(scram.final(ev.data)))
+                elif login.scram_stage == 1:  # server-final as a challenge (RFC 6120 6.3.10)
+                    scram.verify(ev.data)
+                    login.scram_stage = 2
+                    self._send(conn, C.sasl_response(b""))
+                return
+            if scram is not None and login.scram_stage != 2:
+                scram.verify(ev.data)
+        except C.ScramError as exc:
+            self._login_done(conn, Reply("fail", protocol.ERR_TRANSPORT, exc.condition, {"text": str(exc)}))
+            if isinstance(ev, C.SaslSuccess):  # the server thinks we are in: do not keep that stream
+                self._send(conn, C.stream_close(self.ws))
+                conn.by_client = True
+            else:
+                self._send(conn, f"<abort xmlns='{C.NS_SASL}'/>")
+            return
+        # success: restart the stream (the codec has reset itself)
+        conn.authed = True
+        login.step = "restart"
+        self._send(conn, C.stream_header(self.domain, self.ws))
+
+    def _on_iq(self, conn: _Conn, ev: Any) -> None:
+        login = conn.login
+        if login is not None and ev.id is not None and ev.id == login.iq_id:
+            if isinstance(ev, C.IqError):
+                code, desc = C.map_condition(login.step, ev.condition)
+                self._login_done(conn, Reply("fail", code, desc, {"text": ev.text} if ev.text else None))
+                return
+            if login.step == "bind":
+                login.jid = ev.jid
+                feats = conn.features
+                if feats is not None and feats.session and not feats.session_optional:
+                    login.step = "session"
+                    login.iq_id = f"s{next(self._ids)}"
+                    self._send(conn, C.session(login.iq_id))
+                    return
+            self._login_ok(conn, login)
+            return
+        ar = conn.iqs.pop(ev.id, None) if ev.id is not None else None
+        if ar is not None:
+            ar.set(ev)
+
+    def _login_ok(self, conn: _Conn, login: _Login) -> None:
+        jid = login.jid or f"{login.user_id}@{self.domain}/{login.resource}"
+        sid = f"{conn.stream_id}:{jid}"
+        conn.session = sid
+        self._send(conn, C.presence())
+        data = {"userID": login.user_id, "sessionID": sid, "jid": jid, "streamID": conn.stream_id,
+                "resource": jid.partition("/")[2] or login.resource, "sigExpireAt": login.exp}
+        self._login_done(conn, Reply("ok", protocol.OK, "ok", data, sid))
+
+    def _login_done(self, conn: _Conn, reply: Reply) -> None:
+        """The server answered the login in flight: tell the sink (rule 3), then wake the caller."""
+        login = conn.login
+        if login is None:
+            return
+        conn.login = None
+        login.step = "done"
+        try:
+            self.sink.login_answered(reply, login.user_id)
+        except Exception:
+            log.exception("xmpp driver: sink.login_answered raised")
+        login.result.set(reply)
+
+    def _on_stream_error(self, conn: _Conn, ev: C.StreamError) -> str:
+        at = time.time_ns()
+        cond, text = ev.condition, ev.text
+        if conn.login is not None:
+            code, desc = C.map_condition("stream", cond)
+            outcome = "info" if conn.authed else "fail"
+            self._login_done(conn, Reply(outcome, code, desc, {"text": text} if text else None))
+        session = conn.session
+        if session is not None:
+            reason = None
+            low = (text or "").lower()
+            if cond == "conflict":
+                if not text or "replaced by new connection" in low:
+                    reason = "same_instance" if self.resource_shared else "multi_device"
+                else:
+                    reason = "rest_kick"
+            elif cond == "policy-violation" and "kick" in low:
+                reason = "rest_kick"
+            if reason is not None:
+                conn.session = None
+                try:
+                    self.sink.kicked(session, reason, {"condition": cond, "text": text}, at)
+                except Exception:
+                    log.exception("xmpp driver: sink.kicked raised")
+        self._send(conn, C.stream_close(self.ws))
+        return f"error:{cond}"
+
+    # --------------------------------------------------------------- teardown
+
+    def _teardown(self, conn: _Conn, reason: str) -> None:
+        """End ``conn`` once: close the socket, fail what waits, report a loss (not after close())."""
+        if conn.down:
+            return
+        conn.down = True
+        at = time.time_ns()
+        if self._conn is conn:
+            self._conn = None
+        timer = conn.linger
+        if timer is not None:
+            conn.linger = None
+            timer.close()
+        reader = conn.reader
+        if reader is not None and reader is not gevent.getcurrent() and not reader.dead:
+            reader.kill(block=False)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        by_client = conn.by_client
+        desc = "connection closed by client" if by_client else f"{_LOST} ({reason})"
+        login = conn.login
+        if login is not None:
+            conn.login = None
+            login.result.set(Reply("info", protocol.ERR_TRANSPORT, desc))
+        iqs, conn.iqs = conn.iqs, {}
+        for ar in iqs.values():
+            ar.set(desc)
+        conn.session = None
+        if not by_client:
+            try:
+                self.sink.lost(reason, at)
+            except Exception:
+                log.exception("xmpp driver: sink.lost raised")
+
+    def _shutdown(self, conn: _Conn, wait_s: float, presence: bool) -> bool:
+        """End ``conn`` as the client: [unavailable presence +] stream close, wait up to ``wait_s``
+        for the server's close, then close the socket. True when the server said goodbye."""
+        conn.by_client = True
+        if self._conn is conn:
+            self._conn = None
+        if presence:
+            self._send(conn, C.unavailable_presence(), C.stream_close(self.ws))
+        else:
+            self._send(conn, C.stream_close(self.ws))
+        said = conn.goodbye.wait(max(0.0, wait_s)) if wait_s > 0 else conn.goodbye.is_set()
+        self._teardown(conn, "closed_by_client")
+        return bool(said)
+
+    def close(self) -> None:
+        """Send the stream close and return at once; the reader waits (at most CLOSE_WAIT_S, in
+        the background) for the server's close, then closes the socket. Idempotent."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        conn.by_client = True
+        self._send(conn, C.stream_close(self.ws))
+        login = conn.login
+        if login is not None:
+            conn.login = None
+            login.result.set(Reply("info", protocol.ERR_TRANSPORT, "connection closed by client"))
+        iqs, conn.iqs = conn.iqs, {}
+        for ar in iqs.values():
+            ar.set("connection closed by client")
+        conn.session = None
+        reader = conn.reader
+        if reader is not None and not reader.dead and reader is not gevent.getcurrent() and not conn.down:
+            timer = gevent.get_hub().loop.timer(CLOSE_WAIT_S)
+            timer.start(reader.kill, gevent.GreenletExit, False)
+            conn.linger = timer
+        else:
+            self._teardown(conn, "closed_by_client")
+
+    # --------------------------------------------------------------- requests
+
+    def login(self, user_id: str, credential: str, platform: str, instance_id: str, timeout: float) -> Reply:
+        """Log ``user_id`` in (see the module docstring); ``timeout`` seconds for the whole exchange."""
+        deadline = time.monotonic() + timeout
+        exp = token_exp(credential) if looks_like_jwt(credential) else None
+        if exp is not None and exp < time.time():
+            return Reply("fail", protocol.ERR_USER_SIG_EXPIRED, "token expired before sending")
+        conn = self._conn
+        if conn is not None and conn.login is not None:
+            return Reply("fail", protocol.ERR_SDK_ACCOUNT_LOGIN_IN_PROCESS, "login in process")
+        if conn is not None and (conn.down or conn.session is not None or conn.authed):
+            if not conn.down:
+                self._shutdown(conn, min(SWITCH_CLOSE_WAIT_S, timeout / 4), presence=conn.session is not None)
+            conn = None
+        if conn is None:
+            if not self._used:
+                return Reply("fail", protocol.ERR_TRANSPORT, _NOT_CONNECTED)
+            verdict = self.connect(deadline)
+            if verdict is not None:
+                return Reply(verdict[0], protocol.ERR_TRANSPORT, f"reconnect: {verdict[1]}")
+            conn = self._conn
+            if conn is None:
+                return Reply("info", protocol.ERR_TRANSPORT, _LOST)
+        offered = conn.features.mechanisms if conn.features is not None else ()
+        mech = C.choose_mechanism(self.mechanism, offered, plain_only=exp is not None)
+        if mech is None:
+            return Reply("fail", protocol.ERR_SVR_ACCOUNT_INVALID_PARAMETERS, "invalid-mechanism",
+                         {"text": f"{self.mechanism} not offered (server offers {', '.join(offered) or 'none'})"})
+        username = user_id.partition("@")[0] if "@" in user_id else user_id
+        if mech == "PLAIN":
+            scram = None
+            initial = C.plain_initial(username, credential)
+        else:
+            scram = C.ScramClient(mech, username, credential)
+            initial = scram.first()
+        self.last_mechanism = mech
+        login = _Login(user_id, mech, scram, instance_id, exp)
+        conn.login = login
+        sent = self._send(conn, C.auth(mech, initial))
+        if sent is not None:
+            if conn.login is login:
+                conn.login = None
+            return Reply(sent[0], protocol.ERR_TRANSPORT, sent[1])
+        login.result.wait(max(0.0, deadline - time.monotonic()))
+        if not login.result.ready():
+            if conn.login is login:
+                conn.login = None
+            self._shutdown(conn, 0.0, presence=False)  # no late session behind the SDK's back
+            return Reply("info", protocol.ERR_TRANSPORT, f"timeout after {timeout:g} s")
+        reply = login.result.value
+        if reply.outcome != "ok" and conn.by_client and not conn.down:
+            self._teardown(conn, "closed_by_client")  # e.g. SCRAM signature mismatch: stream abandoned
+        return reply
+
+    def logout(self, timeout: float) -> Reply:
+        """Unavailable presence + stream close; ok 0 once the server closed (see the module docstring)."""
+        conn = self._conn
+        if conn is None or conn.down or conn.session is None:
+            return Reply("fail", protocol.ERR_SDK_NOT_LOGGED_IN, "not logged in")
+        held = conn.session
+        said = self._shutdown(conn, timeout, presence=True)
+        if said:
+            return Reply("ok", protocol.OK, "ok", None, held)
+        return Reply("info", protocol.ERR_TRANSPORT, f"timeout after {timeout:g} s", None, held)
+
+    def heartbeat(self, timeout: float) -> Reply:
+        """XEP-0199 ping to the domain; ok 0 on any iq answer."""
+        conn = self._conn
+        if conn is None or conn.down:
+            return Reply("fail", protocol.ERR_TRANSPORT, _NOT_CONNECTED)
+        iq_id = f"p{next(self._ids)}"
+        ar: AsyncResult = AsyncResult()
+        conn.iqs[iq_id] = ar
+        held = conn.session
+        sent = self._send(conn, C.ping(iq_id, self.domain))
+        if sent is not None:
+            conn.iqs.pop(iq_id, None)
+            return Reply(sent[0], protocol.ERR_TRANSPORT, sent[1], None, held)
+        ar.wait(timeout)
+        if not ar.ready():
+            conn.iqs.pop(iq_id, None)
+            return Reply("info", protocol.ERR_TRANSPORT, f"timeout after {timeout:g} s", None, held)
+        value = ar.value
+        if isinstance(value, str):
+            return Reply("info", protocol.ERR_TRANSPORT, value, None, held)
+        desc = value.condition if isinstance(value, C.IqError) else "ok"
+        return Reply("ok", protocol.OK, desc, {"serverTime": None}, held)
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        return (f"XmppDriver({self.transport}://{self.host}:{self.port} domain={self.domain!r}, "
+                f"connected={self.connected}, session={conn.session if conn else None!r})")
