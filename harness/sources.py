@@ -11,6 +11,8 @@ All network calls use urllib (gevent-patched under Locust) with timeouts.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import random
 import time
@@ -82,6 +84,65 @@ class LocalSigSource:
     def forget(self, user_id: str) -> None:
         """Drop the cached sig of ``user_id`` (the server refused it: expired or revoked)."""
         self._cache.pop(user_id, None)
+
+
+class PasswordSource:
+    """XMPP accounts with passwords: every account's password is derived from a per-run secret
+    (HMAC-SHA256(secret, user), 24 hex chars) or is one fixed ``password`` (an external server's
+    test accounts). Passwords do not expire: ``expire`` is ignored. Never shows the secret."""
+
+    journaled = False
+    expiring = False
+
+    def __init__(self, secret: str, *, password: str = "") -> None:
+        self._secret = secret.encode("utf-8")
+        self._fixed = password
+
+    def __repr__(self) -> str:
+        return "PasswordSource(***)"
+
+    def get(self, user_id: str, expire: int = 0, *, fresh: bool = True) -> str:
+        if self._fixed:
+            return self._fixed
+        return hmac.new(self._secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+
+    def forget(self, user_id: str) -> None:
+        """Nothing to forget: a password is the same every time."""
+
+
+class JwtSource:
+    """Expiring tickets for ejabberd's ``auth_method: jwt``: an HS256 token whose ``jid_field``
+    claim is ``user@domain`` and whose ``exp`` is ``expire`` seconds from now (the UserSig's
+    lifetime). ``stale(user, lifetime)`` makes one that expired ``lifetime`` s ago."""
+
+    journaled = False
+    expiring = True
+
+    def __init__(self, key: bytes, domain: str, *, jid_field: str = "jid", clock: Callable[[], float] = time.time) -> None:
+        self._key = key
+        self.domain = domain
+        self.jid_field = jid_field
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"JwtSource(domain={self.domain!r}, key=***)"
+
+    def get(self, user_id: str, expire: int, *, fresh: bool = True) -> str:
+        from harness.drivers.xmpp.jwt import make_token
+
+        now = self._clock()
+        return make_token(self._key, f"{user_id}@{self.domain}", now + int(expire), iat=now, jid_field=self.jid_field)
+
+    def stale(self, user_id: str, lifetime: int, *, ago_s: int = 30) -> str:
+        from harness.drivers.xmpp.jwt import make_token
+
+        now = self._clock()
+        issued = now - lifetime - ago_s
+        return make_token(self._key, f"{user_id}@{self.domain}", issued + lifetime, iat=issued,
+                          jid_field=self.jid_field)
+
+    def forget(self, user_id: str) -> None:
+        """Nothing cached: every get() signs a new token."""
 
 
 class HttpSigSource:

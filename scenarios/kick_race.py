@@ -100,8 +100,9 @@ class RacePart:
         self.window_ms = window_ms
         self.settle_ms = settle_ms
         self.devices: list[tuple[int, Device]] = []
+        shared = bool(user.rt.cfg.scenarios.kick_race.same_instance)
         for spec in specs:
-            d = user.device(platform=spec["platform"], instance=spec["instance"], race=race)
+            d = user.device(platform=spec["platform"], instance=spec["instance"], race=race, same_instance=shared)
             d.account = account
             self.devices.append((int(spec["i"]), d))
         self.results: dict[int, Any] = {}

@@ -313,6 +313,8 @@ class Runtime:
     processes: int = 1            # load-generating processes in the run (set by the master)
     worker_index: int = 0         # this process's index among them
     races: RaceHub = field(default_factory=RaceHub)
+    protocol: str = "tim"         # the driver every device uses (harness.drivers.DRIVERS)
+    driver_options: dict = field(default_factory=dict)   # the driver's keyword options (xmpp: host, port, domain, ...)
     _sources: list[str | None] = field(default_factory=lambda: [None])
     _src_i: int = 0
     _conn_i: int = 0
@@ -342,6 +344,20 @@ class Runtime:
         self._src_i = (self._src_i + 1) % len(self._sources)
         return self._sources[self._src_i]
 
+    def make_driver(self, *, conn_id: str, source_address: str | None, addresses: Any = None) -> Any:
+        """A fresh driver for one device connection to the bound target."""
+        if self.protocol == "tim":
+            from harness.drivers.tim import TimDriver
+
+            return TimDriver(self.ws_url, sdk_app_id=self.sdk_app_id, source_address=source_address,
+                             conn_id=conn_id, addresses=addresses,
+                             close_timeout=min(2.0, self.cfg.client.request_timeout_s))
+        from harness.drivers import get_driver_class
+
+        return get_driver_class(self.protocol)(sink=None, source_address=source_address,
+                                               connect_timeout=self.cfg.client.connect_timeout_s,
+                                               **self.driver_options)
+
     def wait_ready(self, timeout: float = 30.0) -> bool:
         return self.ready.wait(timeout)
 
@@ -361,6 +377,18 @@ class Runtime:
             self.sig_source = local
         self.rest = RestAdmin(rest_base, sdk_app_id, self.cfg.target.admin, local,
                               timeout=self.cfg.client.request_timeout_s)
+
+    def bind_xmpp(self, *, host: str, port: int, credentials: Any, admin: Any = None, url: str = "",
+                  **driver_options: Any) -> None:
+        """Point this process at an XMPP target: every device gets an ``XmppDriver`` with
+        ``driver_options`` (domain, transport, ws_path, mechanism, tls); ``credentials`` is a
+        PasswordSource / JwtSource; ``admin`` the server's admin view (``query_online``) or None."""
+        self.protocol = "xmpp"
+        self.ws_url = url or f"xmpp://{host}:{port}"
+        self.driver_options = dict(driver_options, host=host, port=int(port))
+        self._sources = loopback_sources(host, self.cfg.client.source_addresses)
+        self.sig_source = credentials
+        self.rest = admin
 
 
 def make_run_id(cfg: Config, scenarios: list[str]) -> str:

@@ -64,7 +64,7 @@ class Device(ClientListener):
     """
 
     def __init__(self, user: "ChatUser", platform: str, instance: str, *, race: str | None = None,
-                 heartbeat_s: float | None = None, reconnect: bool | None = None) -> None:
+                 heartbeat_s: float | None = None, reconnect: bool | None = None, same_instance: bool = False) -> None:
         super().__init__()
         self.user = user
         self.rt = user.rt
@@ -88,12 +88,14 @@ class Device(ClientListener):
         self.reconnects: list[OpResult] = []  # outcome of each recovery, in order
         self._recovering: gevent.Greenlet | None = None
         self._stop = Event()              # set by close(): no more recovery
+        driver = self.rt.make_driver(conn_id=self.conn, source_address=self.rt.next_source_address(),
+                                     addresses=user.addresses())
+        if same_instance and hasattr(driver, "resource_shared"):
+            driver.resource_shared = True   # XMPP: a <conflict/> on a shared resource is same_instance
         self.client = ChatClient(
-            self.rt.ws_url, sdk_app_id=self.rt.sdk_app_id, platform=platform, instance_id=instance,
-            listener=self, connect_timeout=cc.connect_timeout_s,
-            request_timeout=cc.request_timeout_s, heartbeat_interval=heartbeat_s,
-            source_address=self.rt.next_source_address(), conn_id=self.conn,
-            lost_on_heartbeat_timeout=self.backoff is not None, addresses=user.addresses())
+            self.rt.ws_url, platform=platform, instance_id=instance, listener=self,
+            connect_timeout=cc.connect_timeout_s, request_timeout=cc.request_timeout_s,
+            heartbeat_interval=heartbeat_s, lost_on_heartbeat_timeout=self.backoff is not None, driver=driver)
 
     # ---------------------------------------------------------------- journaling
     def _fields(self) -> dict:

@@ -82,50 +82,20 @@ from wsproto.events import BytesMessage, CloseConnection, Ping as WsPing, TextMe
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from harness import protocol
-from harness.client import check_upgrade_response, resolve_addresses
+from harness.drivers.websocket import MAX_HANDSHAKE_BYTES, RECV_CHUNK, check_upgrade_response, resolve_addresses, upgrade_request
 from harness.drivers.xmpp import codec as C
 from harness.drivers.xmpp.jwt import looks_like_jwt, token_exp
 from harness.sdk.driver import Reply, Sink
 
-__all__ = ["XmppDriver", "ws_upgrade_request", "check_ws_upgrade"]
+__all__ = ["XmppDriver"]
 
 log = logging.getLogger(__name__)
 
-RECV_CHUNK = 65536
 CLOSE_WAIT_S = 2.0  # close(): how long the reader waits in the background for the server's goodbye, s
 SWITCH_CLOSE_WAIT_S = 1.0  # login on a used stream: longest wait for the old stream's close, s
-MAX_HANDSHAKE_BYTES = 16384
 
 _LOST = "connection lost"
 _NOT_CONNECTED = "not connected"
-
-
-def ws_upgrade_request(target: str, host_header: str, key: bytes) -> bytes:
-    """The HTTP/1.1 upgrade request offering subprotocol ``xmpp`` (RFC 7395 section 3.1)."""
-    return (
-        f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Protocol: xmpp\r\nSec-WebSocket-Key: "
-    ).encode("ascii") + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-
-
-def check_ws_upgrade(head: bytes, key: bytes) -> tuple[str, str] | None:
-    """Like :func:`harness.client.check_upgrade_response`, but the server must choose subprotocol
-    ``xmpp`` (and nothing else). None when accepted, else ``("fail", desc)``. Pure."""
-    lines = head.split(b"\r\n")
-    kept = [lines[0]]
-    chosen: list[bytes] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if sep and name.strip().lower() == b"sec-websocket-protocol":
-            chosen.append(value.strip())
-        else:
-            kept.append(line)
-    verdict = check_upgrade_response(b"\r\n".join(kept), key)
-    if verdict is not None:
-        return verdict
-    if chosen != [b"xmpp"]:
-        return ("fail", "handshake: the server did not choose subprotocol 'xmpp'")
-    return None
 
 
 def _errname(exc: BaseException) -> str:
@@ -340,7 +310,7 @@ class XmppDriver:
     def _ws_handshake(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
         key = base64.b64encode(os.urandom(16))
         shown = f"[{self.host}]" if ":" in self.host else self.host
-        conn.sock.sendall(ws_upgrade_request(self.ws_path, f"{shown}:{self.port}", key))
+        conn.sock.sendall(upgrade_request(self.ws_path, f"{shown}:{self.port}", key, "xmpp"))
         buf = b""
         while True:
             remaining = deadline - time.monotonic()
@@ -354,7 +324,7 @@ class XmppDriver:
             buf += data
             end = buf.find(b"\r\n\r\n", max(0, at - 3))
             if end >= 0:
-                verdict = check_ws_upgrade(buf[:end], key)
+                verdict = check_upgrade_response(buf[:end], key, "xmpp")
                 if verdict is None:
                     conn.wsc = Connection(ConnectionType.CLIENT, trailing_data=buf[end + 4:])
                 return verdict
@@ -705,6 +675,18 @@ class XmppDriver:
         said = conn.goodbye.wait(max(0.0, wait_s)) if wait_s > 0 else conn.goodbye.is_set()
         self._teardown(conn, "closed_by_client")
         return bool(said)
+
+    def abort(self, reason: str) -> None:
+        """End the stream at once, no goodbye and no ``sink.lost`` (the SDK declared the link dead)."""
+        conn = self._conn
+        if conn is None:
+            return
+        conn.by_client = True
+        self._teardown(conn, reason)
+
+    def retarget(self, host: str, port: int) -> None:
+        """Point later connects at ``host:port`` (the conformance suite's silent server)."""
+        self.host, self.port, self._addrs = host, int(port), None
 
     def close(self) -> None:
         """Send the stream close and return at once; the reader waits (at most CLOSE_WAIT_S, in
