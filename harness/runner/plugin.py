@@ -182,12 +182,28 @@ class HarnessPlugin:
             for name, handler in ((HELLO, self.on_hello), (DONE, self.on_done), (RACE_REQ, self.on_race_req),
                                   (RACE_PART, self.on_race_part), (RACE_END, self.on_race_end)):
                 self.runner.register_message(name, handler)
-        if cfg.target.embedded:
+        self.xmpp_spec = None
+        if cfg.target.wire == "xmpp":
+            from harness.runner import xmpp_binding
+
+            processes = max(1, int(getattr(self.env.parsed_options, "expect_workers", 1) or 1)) \
+                if self.role == "master" else 1
+            if cfg.target.started_by_harness:
+                rt.target, self.xmpp_spec = xmpp_binding.start_server(cfg, rt.run_dir, self.scenarios, processes)
+                rt.pool_cap = cfg.target.xmpp.accounts_max
+            else:
+                from harness.targets.embedded import check_reachable
+
+                self.xmpp_spec = xmpp_binding.external_spec(cfg, self.scenarios)
+                check_reachable(self.xmpp_spec["host"], self.xmpp_spec["port"])
+            xmpp_binding.bind(rt, cfg, self.xmpp_spec, rt.target)
+        elif cfg.target.embedded:
             from harness.targets.embedded import EmbeddedTarget
 
             rt.target = EmbeddedTarget(cfg.target, cfg.target.secret_key, rt.run_dir).start()
             ws, rest = rt.target.ws_url, rt.target.base_url
             log.info("embedded target on %s (policy %s)", rt.target.base_url, cfg.target.policy)
+            rt.bind_target(ws, rest, cfg.target.sdkappid, cfg.target.secret_key)
         else:
             from urllib.parse import urlsplit
 
@@ -196,7 +212,7 @@ class HarnessPlugin:
             ws, rest = derive_urls(cfg, cfg.target.host)
             u = urlsplit(ws)
             check_reachable(u.hostname or "", u.port or (443 if u.scheme == "wss" else 80))
-        rt.bind_target(ws, rest, cfg.target.sdkappid, cfg.target.secret_key)
+            rt.bind_target(ws, rest, cfg.target.sdkappid, cfg.target.secret_key)
         self._start_csv()
         if self.role == "local":
             rt.worker, rt.worker_tag = "local", "0"
@@ -319,7 +335,7 @@ class HarnessPlugin:
             "ws_url": rt.ws_url, "rest_base": rt.rest_base, "sdkappid": rt.sdk_app_id, "secret": rt.secret_key,
             "run_id": rt.run_id, "run_dir": str(rt.run_dir.resolve()), "token": self.token,
             "started_ns": rt.started_ns, "processes": rt.processes, "fds": self.fds_per_worker,
-            "config": config_mod.masked(self.cfg)}, client_id=node_id)
+            "xmpp": getattr(self, "xmpp_spec", None), "config": config_mod.masked(self.cfg)}, client_id=node_id)
 
     def _abort(self, err: HarnessError) -> None:
         """Master: a worker cannot take its share; one line, exit code 2, everyone quits."""
@@ -373,7 +389,14 @@ class HarnessPlugin:
             self.nofile = raise_nofile_limit(int(d["fds"]))[0]
         _warn_unreachable_loopback(d.get("ws_url", ""), getattr(environment.parsed_options, "master_host", ""))
         try:
-            rt.bind_target(d["ws_url"], d["rest_base"], d["sdkappid"], d.get("secret") or self.cfg.target.secret_key)
+            if d.get("xmpp"):
+                from harness.runner import xmpp_binding
+
+                # the admin view (a harness-started server's) stays with the master: no cross-check here
+                xmpp_binding.bind(rt, self.cfg, d["xmpp"], None)
+                rt.pool_cap = self.cfg.target.xmpp.accounts_max if self.cfg.target.started_by_harness else None
+            else:
+                rt.bind_target(d["ws_url"], d["rest_base"], d["sdkappid"], d.get("secret") or self.cfg.target.secret_key)
         except ConfigError as err:
             log.error("%s", err)
             return
@@ -738,9 +761,11 @@ class HarnessPlugin:
             users_peak = max(users_peak, int(uc[-1] if isinstance(uc, (list, tuple)) else uc))  # [ts, count]
         meta = {"run_id": rt.run_id, "started": _iso(rt.started_ns), "finished": _iso(finished_ns),
                 "duration_s": (finished_ns - rt.started_ns) / 1e9,
-                "target": "embedded" if cfg.target.embedded else cfg.target.host, "policy": cfg.target.policy,
-                "users_peak": users_peak}
-        extra = {"scenarios": self.scenarios, "locust_total": locust_total,
+                "target": "embedded" if cfg.target.embedded else (cfg.target.host or rt.ws_url),
+                "policy": cfg.target.policy, "users_peak": users_peak}
+        describe = getattr(rt.target, "describe", None)
+        extra = {"target_server": describe() if callable(describe) else None,
+                 "scenarios": self.scenarios, "locust_total": locust_total,
                  "locust_failures": stats.total.num_failures, "workers": workers,
                  "missing_workers": [n for n, w in workers.items() if not w["finished"]]}
         recovery = _recovery(rt.run_dir) if cfg.faults.specs() else None

@@ -53,6 +53,11 @@ class EmbeddedTarget:
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}{self.cfg.ws_path}"
 
+    def describe(self) -> dict[str, Any]:
+        """For summary.json: what ran."""
+        return {"kind": "embedded", "server": "harness reference server (harness/targets/server)",
+                "policy": self.cfg.policy, "url": self.base_url if self.port else None, "protocol": "tim"}
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None

@@ -61,6 +61,8 @@ class CheckResult:
     violations: int
     examples: list[dict] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
+    #: what the check could not judge and why (e.g. a cross-check the protocol has no view for)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -73,6 +75,9 @@ class CheckResult:
         times = list(getattr(self, "times", None) or [])
         if times:
             out["times"] = sorted(int(t) for t in times[:10_000])
+        notes = list(getattr(self, "notes", None) or [])
+        if notes:
+            out["notes"] = notes
         return out
 
 
@@ -145,6 +150,12 @@ class _Found:
         self.count = 0
         self.by_kind: dict[str, list[dict]] = {}
         self.times: list[int] = []
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Something the check could not judge (shown beside its result, never a violation)."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def add(self, kind: str, t: int | None, example: dict, *, count: int = 1) -> None:
         self.count += count
@@ -161,7 +172,7 @@ class _Found:
             for b in buckets:
                 if b and len(examples) < _MAX_EXAMPLES:
                     examples.append(b.pop(0))
-        return CheckResult(self.name, self.count, examples, sorted(self.times))
+        return CheckResult(self.name, self.count, examples, sorted(self.times), list(self.notes))
 
 
 def _secs(ns: int | float) -> float:
@@ -228,7 +239,7 @@ class _Race:
 
 # _Race.devices fields
 _D_PLATFORM, _D_SESSION, _D_CODE, _D_SENT, _D_DONE, _D_ALIVE, _D_DEAD, _D_KICKED_BY = range(8)
-_SWITCH_KEYS = ("from_user", "from_session", "login_user", "server_user", "server_status", "online")
+_SWITCH_KEYS = ("from_user", "from_session", "login_user", "server_user", "server_status", "online", "server_view")
 
 
 def _switch_data(data: Any) -> tuple | None:
@@ -237,7 +248,8 @@ def _switch_data(data: Any) -> tuple | None:
         return None
     online = data.get("online")
     online = {str(k): v for k, v in online.items()} if isinstance(online, Mapping) else None
-    return tuple(data.get(k) if k != "online" else online for k in _SWITCH_KEYS)
+    return tuple(online if k == "online" else data.get(k, True) if k == "server_view" else data.get(k)
+                 for k in _SWITCH_KEYS)
 
 
 _EMPTY: list = []
