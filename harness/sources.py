@@ -81,6 +81,11 @@ class LocalSigSource:
             cache[user_id] = (expire, issued, sig)
         return sig
 
+    def stale(self, user_id: str, lifetime: int, *, ago_s: int = 30) -> str:
+        """A UserSig of ``lifetime`` s that expired ``ago_s`` s ago (a stale-login probe; not cached)."""
+        issued = int(self._clock()) - int(lifetime) - int(ago_s)
+        return gen_usersig(self.sdk_app_id, self._key, user_id, int(lifetime), now=issued)
+
     def forget(self, user_id: str) -> None:
         """Drop the cached sig of ``user_id`` (the server refused it: expired or revoked)."""
         self._cache.pop(user_id, None)

@@ -5,13 +5,11 @@ logs in again; op ``relogin`` spans expiry -> back online. Other codes are never
 from __future__ import annotations
 
 import random
-import time
 
 from locust import task
 
 from harness.sdk.client import OpResult
 from harness.protocol import FRESH_SIG_CODES
-from harness.usersig import gen_usersig
 from harness.runner.users import ChatUser, Device
 
 EXPIRY_CODES = FRESH_SIG_CODES  # the codes this scenario recovers from at login
@@ -29,11 +27,10 @@ class ReloginExpiry(ChatUser):
         return self.sc.sig_lifetime_s + random.randint(0, self.sc.sig_jitter_s)
 
     def first_sig(self, d: Device) -> str | None:
-        if self.sc.stale_login_ratio and self.rt.secret_key and self.cfg.usersig.source == "local" \
-                and random.random() < self.sc.stale_login_ratio:
-            life = self.lifetime()
-            issued = int(time.time()) - life - self.cfg.target.leeway_s - 30
-            return gen_usersig(self.rt.sdk_app_id, self.rt.secret_key, self.account, life, now=issued)
+        # a stale credential on purpose: only sources that sign locally can make one (not http)
+        stale = getattr(self.rt.sig_source, "stale", None)
+        if self.sc.stale_login_ratio and stale is not None and random.random() < self.sc.stale_login_ratio:
+            return stale(self.account, self.lifetime(), ago_s=self.cfg.target.leeway_s + 30)
         return self.fetch_sig(self.account, self.lifetime(), platform=d.platform, conn=d.conn)
 
     def relogin(self, d: Device, trigger: str | int, since_ns: int, old_session: str | None) -> OpResult | None:
