@@ -80,6 +80,7 @@ class TargetConfig:
     policy: str = f("single_platform", choices=POLICIES)
     native_instances: int = f(1, 1, 3)
     web_instances: int = f(1, 1, 10)
+    max_sessions: int = f(10, 1, 100)
     leeway_s: int = f(5, 0, 3600)
     require_import: bool = f(False)
     lockout_failures: int = f(10, 1, 1_000_000)

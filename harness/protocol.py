@@ -450,10 +450,13 @@ def next_status(status: int, happening: str) -> int:
 # Multi-client login policy (PROTOCOL.md section 4)
 # --------------------------------------------------------------------------------------
 
-LIMIT_ONE, LIMIT_NATIVE, LIMIT_WEB = "one", "native", "web"
+LIMIT_ONE, LIMIT_NATIVE, LIMIT_WEB, LIMIT_MAX, LIMIT_INSTANCE = "one", "native", "web", "max", "instance"
 
 #: policy -> groups: (group name, platforms in it, which limit applies). Every platform is in
-#: exactly one group of every policy.
+#: exactly one group of every policy. ``LIMIT_MAX`` is the ``max_sessions`` setting.
+#: ``LIMIT_INSTANCE`` (policy ``unlimited``) groups sessions by instanceID, not by platform:
+#: every instanceID of a user is a group of its own with limit 1 (that is same-instance
+#: replacement), and nothing limits the sessions of different instances.
 POLICY_GROUPS: dict[str, tuple[tuple[str, tuple[str, ...], str], ...]] = {
     "single_platform": (
         ("all", PLATFORMS, LIMIT_ONE),
@@ -469,21 +472,32 @@ POLICY_GROUPS: dict[str, tuple[tuple[str, tuple[str, ...], str], ...]] = {
     ),
     "multi_platform": tuple((p, (p,), LIMIT_NATIVE) for p in NATIVE_PLATFORMS)
     + ((WEB_PLATFORM, (WEB_PLATFORM,), LIMIT_WEB),),
+    "max_sessions": (
+        ("all", PLATFORMS, LIMIT_MAX),
+    ),
+    "unlimited": (
+        ("instance", PLATFORMS, LIMIT_INSTANCE),
+    ),
 }
-POLICIES: tuple[str, ...] = ("single_platform", "dual_platform", "triple_platform", "multi_platform")
+POLICIES: tuple[str, ...] = ("single_platform", "dual_platform", "triple_platform", "multi_platform",
+                             "max_sessions", "unlimited")
 
 #: Allowed ranges (inclusive) of the instance settings.
 NATIVE_INSTANCES_RANGE = (1, 3)
 WEB_INSTANCES_RANGE = (1, 10)
+MAX_SESSIONS_RANGE = (1, 100)
+MAX_SESSIONS_DEFAULT = 10
 
 
-def validate_policy(policy: str, native_instances: int = 1, web_instances: int = 1) -> str | None:
+def validate_policy(policy: str, native_instances: int = 1, web_instances: int = 1,
+                    max_sessions: int = MAX_SESSIONS_DEFAULT) -> str | None:
     """None when the policy settings are valid, else one sentence saying what is wrong."""
     if not isinstance(policy, str) or policy not in POLICY_GROUPS:
         return f"policy must be one of {', '.join(POLICIES)}, not {_short_repr(policy)}."
     for name, value, (low, high) in (
         ("native_instances", native_instances, NATIVE_INSTANCES_RANGE),
         ("web_instances", web_instances, WEB_INSTANCES_RANGE),
+        ("max_sessions", max_sessions, MAX_SESSIONS_RANGE),
     ):
         if not _is_int(value) or not low <= value <= high:
             return f"{name} must be an integer from {low} to {high}, not {_short_repr(value)}."
@@ -500,22 +514,42 @@ def _group_entry(policy: str, platform: str) -> tuple[str, tuple[str, ...], str]
     raise ValueError(f"Unknown platform {platform!r}; expected one of {', '.join(PLATFORMS)}.")
 
 
-def policy_group(policy: str, platform: str) -> str:
-    """The name of the group ``platform`` belongs to under ``policy``.
+def groups_by_instance(policy: str) -> bool:
+    """True when ``policy`` groups sessions by instanceID (``unlimited``), not by platform.
+    Raises ValueError for an unknown policy."""
+    groups = POLICY_GROUPS.get(policy)
+    if groups is None:
+        raise ValueError(f"Unknown policy {policy!r}; expected one of {', '.join(POLICIES)}.")
+    return any(kind == LIMIT_INSTANCE for _name, _platforms, kind in groups)
 
-    Names: ``"all"``, ``"native"``, ``"mobile"``, ``"desktop"``, ``"web"``, or the platform
-    itself under multi_platform. Raises ValueError for an unknown policy or platform.
+
+def policy_group(policy: str, platform: str, instance_id: str | None = None) -> str:
+    """The name of the group a session on ``platform`` (with ``instance_id``) belongs to under ``policy``.
+
+    Names: ``"all"``, ``"native"``, ``"mobile"``, ``"desktop"``, ``"web"``, the platform
+    itself under multi_platform, or ``"instance:<instanceID>"`` under unlimited (which needs
+    ``instance_id``; the other policies ignore it). Raises ValueError for an unknown policy or
+    platform, or an unlimited group asked for without an instance_id.
     """
-    return _group_entry(policy, platform)[0]
+    name, _platforms, kind = _group_entry(policy, platform)
+    if kind == LIMIT_INSTANCE:
+        if not isinstance(instance_id, str) or not instance_id:
+            raise ValueError(f"Policy {policy!r} groups sessions by instanceID; pass the session's instance_id.")
+        return f"{name}:{instance_id}"
+    return name
 
 
-def group_limit(policy: str, platform: str, native_instances: int = 1, web_instances: int = 1) -> int:
-    """How many sessions of one user may live at once in ``platform``'s group under ``policy``."""
+def group_limit(policy: str, platform: str, native_instances: int = 1, web_instances: int = 1,
+                max_sessions: int = MAX_SESSIONS_DEFAULT) -> int:
+    """How many sessions of one user may live at once in ``platform``'s group under ``policy``
+    (under unlimited: in one instanceID's group, i.e. 1)."""
     kind = _group_entry(policy, platform)[2]
     if kind == LIMIT_NATIVE:
         return max(1, native_instances)
     if kind == LIMIT_WEB:
         return max(1, web_instances)
+    if kind == LIMIT_MAX:
+        return max(1, max_sessions)
     return 1
 
 
@@ -535,16 +569,19 @@ def plan_login(
     new: LiveSession,
     native_instances: int = 1,
     web_instances: int = 1,
+    max_sessions: int = MAX_SESSIONS_DEFAULT,
 ) -> list[tuple[LiveSession, str]]:
     """The sessions of this user that the login ``new`` ends, with the reason, in eviction order.
 
     ``live`` are the user's other live sessions. First every live session with ``new``'s
     instance_id ("same_instance"); then, within ``new``'s group, the oldest (by ``order``)
     beyond the group limit counting ``new`` ("multi_device"). ``new`` itself is never ended.
+    Under ``unlimited`` the group is ``new``'s instanceID, so only same_instance ever ends a
+    session; under ``max_sessions`` all platforms share one group of ``max_sessions``.
     Raises ValueError for an unknown policy or platform of ``new``.
     """
-    group = policy_group(policy, new.platform)
-    limit = group_limit(policy, new.platform, native_instances, web_instances)
+    group = policy_group(policy, new.platform, new.instance_id)
+    limit = group_limit(policy, new.platform, native_instances, web_instances, max_sessions)
     others = [s for s in live if s.session_id != new.session_id]
     plan: list[tuple[LiveSession, str]] = [
         (s, "same_instance") for s in sorted(others, key=lambda s: s.order) if s.instance_id == new.instance_id
@@ -553,7 +590,8 @@ def plan_login(
     same_group = sorted(
         (
             s for s in others
-            if s.session_id not in replaced and s.platform in PLATFORMS and policy_group(policy, s.platform) == group
+            if s.session_id not in replaced and s.platform in PLATFORMS
+            and policy_group(policy, s.platform, s.instance_id) == group
         ),
         key=lambda s: s.order,
     )

@@ -28,18 +28,34 @@ from gevent.pool import Group
 from gevent.event import Event
 from locust import task
 
-from harness.protocol import group_limit, policy_group
+from harness.protocol import MAX_SESSIONS_DEFAULT, group_limit, groups_by_instance, policy_group
 from harness.runner.users import ChatUser, Device
 
 SPIN_NS = 2_000_000   # the last 2 ms before a start instant are waited for by yielding, not sleeping
 BUSY_NS = 300_000     # ... and the last 0.3 ms by a busy wait
 
 
-def over_limit(policy: str, platforms: list[str], native: int, web: int) -> dict[str, int]:
-    """Groups whose live-session count exceeds the policy limit: group -> count."""
-    counts = Counter(policy_group(policy, p) for p in platforms)
-    limits = {policy_group(policy, p): group_limit(policy, p, native, web) for p in platforms}
+def over_limit(policy: str, platforms: list[str], native: int, web: int, max_sessions: int = MAX_SESSIONS_DEFAULT,
+               instances: list[str] | None = None) -> dict[str, int]:
+    """Groups whose live-session count exceeds the policy limit: group -> count.
+
+    ``instances`` (parallel to ``platforms``) are needed under ``unlimited``, which groups by
+    instanceID (limit 1 each: only a same-instance duplicate is over the limit)."""
+    insts: list[Any] = list(instances) if instances is not None else [None] * len(platforms)
+    keys = [policy_group(policy, p, i) for p, i in zip(platforms, insts)]
+    counts = Counter(keys)
+    limits = {k: group_limit(policy, p, native, web, max_sessions) for k, p in zip(keys, platforms)}
     return {g: n for g, n in counts.items() if n > limits[g]}
+
+
+def expected_survivors(policy: str, specs: list[dict], native: int, web: int,
+                       max_sessions: int = MAX_SESSIONS_DEFAULT) -> int:
+    """How many devices of a race (all logging in fine) the policy leaves alive."""
+    by_instance = groups_by_instance(policy)
+    keys = [policy_group(policy, d["platform"], d["instance"]) for d in specs]
+    limits = {k: group_limit(policy, d["platform"], native, web, max_sessions) for k, d in zip(keys, specs)}
+    counts = Counter(keys)
+    return sum(min(n, 1 if by_instance else limits[k]) for k, n in counts.items())
 
 
 def device_specs(race: str, devices: int, platforms: list[str], same_instance: bool) -> list[dict]:
@@ -54,17 +70,37 @@ def send_spread_ms(rows: list[dict]) -> float | None:
     return (max(sent) - min(sent)) / 1e6 if sent else None
 
 
-def judge(rows: list[dict], online: list | None, policy: str, native: int, web: int) -> list[str]:
-    """What is wrong with a settled race (empty = fine)."""
+def judge(rows: list[dict], online: list | None, policy: str, native: int, web: int,
+          max_sessions: int = MAX_SESSIONS_DEFAULT) -> list[str]:
+    """What is wrong with a settled race (empty = fine).
+
+    Under ``unlimited`` every device with its own instanceID survives and a same-instance
+    race leaves one: a device of another instance that was kicked is a problem too. The REST
+    Detail list has no instanceID, so there the server view may show at most one Online per
+    distinct instance of the race."""
     problems = []
-    over = over_limit(policy, [r["platform"] for r in rows if r.get("alive")], native, web)
+    alive = [r for r in rows if r.get("alive")]
+    over = over_limit(policy, [r["platform"] for r in alive], native, web, max_sessions,
+                      [r.get("instance") for r in alive])
     if over:
         problems.append(f"client view over limit: {over}")
+    by_instance = groups_by_instance(policy)
+    if by_instance:
+        instance_of = {r.get("session"): r.get("instance") for r in rows if r.get("session")}
+        wrong = sorted(r["session"] for r in rows if r.get("session") and r.get("kicked_by")
+                       and instance_of.get(r["kicked_by"], r.get("instance")) != r.get("instance"))
+        if wrong:
+            problems.append(f"evicted by another instance: {wrong}")
     if online is not None:
-        over_srv = over_limit(policy, [o.get("Platform", "") for o in online if o.get("Status") == "Online"],
-                              native, web)
-        if over_srv:
-            problems.append(f"server view over limit: {over_srv}")
+        n_online = [o.get("Platform", "") for o in online if o.get("Status") == "Online"]
+        if by_instance:
+            distinct = len({r.get("instance") for r in rows if r.get("instance")})
+            if distinct and len(n_online) > distinct:
+                problems.append(f"server view over limit: {len(n_online)} Online for {distinct} instance(s)")
+        else:
+            over_srv = over_limit(policy, n_online, native, web, max_sessions)
+            if over_srv:
+                problems.append(f"server view over limit: {over_srv}")
     if any(r.get("code") == 0 for r in rows) and not any(r.get("alive") for r in rows):
         problems.append("no survivor although logins succeeded")
     return problems
@@ -242,14 +278,17 @@ class KickRace(ChatUser):
             if q is not None:
                 online = (q.get(account) or {}).get("Detail") or []
         survivors = [r["session"] for r in rows if r.get("alive")]
-        problems = judge(rows, online, t.policy, t.native_instances, t.web_instances)
+        problems = judge(rows, online, t.policy, t.native_instances, t.web_instances, t.max_sessions)
         outcome = "fail" if problems else "ok"
         if len(rows) < expected:
             got = {r.get("i") for r in rows}
             problems.append(f"no result from devices {sorted(set(range(expected)) - got)} (a worker went away?)")
             outcome = "fail" if outcome == "fail" else "info"
         data: dict[str, Any] = {"devices": rows, "settle_ms": sc.settle_ms, "send_spread_ms": send_spread_ms(rows),
-                                "survivors": survivors, "online": online, "policy": t.policy}
+                                "survivors": survivors, "online": online, "policy": t.policy,
+                                "expected_survivors": expected_survivors(
+                                    t.policy, [r for r in rows if r.get("code") == 0 and r.get("instance")],
+                                    t.native_instances, t.web_instances, t.max_sessions)}
         if sc.cross_worker:
             data["workers"] = sorted({r.get("w") for r in rows if r.get("w")})
         end = time.time_ns()

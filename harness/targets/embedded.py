@@ -22,7 +22,8 @@ import yaml
 from harness.config import TargetConfig
 from harness.errors import TargetError
 
-SERVER_KEYS = ("sdkappid", "admin", "policy", "native_instances", "web_instances", "leeway_s",
+SERVER_KEYS = ("sdkappid", "admin", "policy", "native_instances", "web_instances", "max_sessions",
+               "leeway_s",
                "require_import", "lockout_failures", "lockout_window_s", "lockout_s",
                "max_frame_bytes", "handshake_timeout_s", "idle_timeout_s", "max_bad_frames",
                "sweep_interval_s", "faults")

@@ -91,3 +91,60 @@ def test_multi_platform_policy_keeps_one_per_platform(locust_run):
         alive = sorted(dv["platform"] for dv in r["data"]["devices"] if dv["alive"])
         assert alive == ["Web", "iOS"], r
     assert run.code == 0, run.stderr[-2000:]
+
+
+def test_kick_race_max_sessions_keeps_the_newest_two(locust_run):
+    run = locust_run("--scenario", "kick_race", "-u", "2", "-r", "2", "-t", "5s",
+                     "--set", "target.policy=max_sessions", "--set", "target.max_sessions=2",
+                     "--set", "scenarios.kick_race.devices=4",
+                     "--set", "scenarios.kick_race.pause_s=0.1", "--set", "scenarios.kick_race.settle_ms=300")
+    assert run.run_dir is not None, run.stderr
+    races = run.rows("race")
+    assert races
+    kicks = defaultdict(list)
+    for k in run.rows("kicked_offline"):
+        kicks[k["race"]].append(k)
+    for r in races:
+        d = r["data"]
+        assert r["outcome"] == "ok" and d["policy"] == "max_sessions", r
+        assert len(d["survivors"]) == 2 == d["expected_survivors"], r  # across platforms: limit 2, not 1 per group
+        assert len([o for o in d["online"] if o["Status"] == "Online"]) == 2
+        assert len(kicks[r["race"]]) == 2 and all(k["detail"] == "multi_device" for k in kicks[r["race"]])
+    checks = run.summary["checks"]
+    assert checks["policy_limit"]["violations"] == 0 and checks["last_login_wins"]["violations"] == 0, checks
+    assert run.code == 0, run.stderr[-2000:]
+
+
+def test_kick_race_unlimited_every_instance_survives(locust_run):
+    run = locust_run("--scenario", "kick_race", "-u", "2", "-r", "2", "-t", "4s",
+                     "--set", "target.policy=unlimited", "--set", "scenarios.kick_race.devices=4",
+                     "--set", "scenarios.kick_race.pause_s=0.1", "--set", "scenarios.kick_race.settle_ms=300")
+    races = run.rows("race")
+    assert races
+    for r in races:
+        d = r["data"]
+        assert r["outcome"] == "ok", r
+        assert len(d["survivors"]) == 4 == d["expected_survivors"], r
+        assert len(d["online"]) == 4
+    assert not run.rows("kicked_offline")
+    checks = run.summary["checks"]
+    assert all(c["violations"] == 0 for c in checks.values()), checks
+    assert run.code == 0, run.stderr[-2000:]
+
+
+def test_kick_race_unlimited_same_instance_leaves_only_the_newest(locust_run):
+    run = locust_run("--scenario", "kick_race", "-u", "2", "-r", "2", "-t", "4s",
+                     "--set", "target.policy=unlimited", "--set", "scenarios.kick_race.devices=4",
+                     "--set", "scenarios.kick_race.same_instance=true",
+                     "--set", "scenarios.kick_race.pause_s=0.1", "--set", "scenarios.kick_race.settle_ms=300")
+    races = run.rows("race")
+    assert races
+    for r in races:
+        d = r["data"]
+        assert r["outcome"] == "ok", r
+        assert len(d["survivors"]) == 1 == d["expected_survivors"], r
+    kicks = run.rows("kicked_offline")
+    assert kicks and all(k["detail"] == "same_instance" for k in kicks)
+    checks = run.summary["checks"]
+    assert checks["policy_limit"]["violations"] == 0 and checks["last_login_wins"]["violations"] == 0, checks
+    assert run.code == 0, run.stderr[-2000:]

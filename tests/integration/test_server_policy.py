@@ -165,3 +165,152 @@ def test_twenty_concurrent_logins_leave_exactly_one(server):
                 await race(http)
 
     run(body())
+
+
+# ---- max_sessions and unlimited ------------------------------------------------------------------------
+
+
+def test_max_sessions_flag_out_of_range_exits_2_with_one_line():
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import ROOT, SECRET
+
+    env = {**os.environ, "CHAT_SECRET_KEY": SECRET}
+    for bad in ("0", "101"):
+        res = subprocess.run([sys.executable, "-m", "harness.server", "--port", "0", "--policy", "max_sessions",
+                              "--max-sessions", bad], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
+        assert res.returncode == 2 and res.stdout == ""
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--max-sessions" in lines[0] and "1..100" in lines[0], res.stderr
+
+
+def test_max_sessions_keeps_the_newest_n_across_platforms(launch_server):
+    srv = launch_server("--policy", "max_sessions", "--max-sessions", "3", ledger=True)
+
+    async def body():
+        user = uid()
+        async with aiohttp.ClientSession() as http:
+            devs = await _login_in_turn(http, srv, user, [
+                ("Android", "a"), ("Web", "w"), ("Mac", "m"), ("iPad", "p"), ("Web", "w2")])
+            data = [d for _, d in devs]
+            assert [len(d["kicked"]) for d in data] == [0, 0, 0, 1, 1]
+            ev = await _kicks(devs)
+            _check_kick(ev[0], data[0], data[3])  # the 4th login evicts the oldest, whatever its platform
+            _check_kick(ev[1], data[1], data[4])
+            assert ev[2:] == [[], [], []]
+            assert await _alive(devs) == [2, 3, 4]
+            # same instance still replaces, even with room left
+            c = await Chat.open(http, srv)
+            again = await c.login(user, platform="Mac", instance="m")
+            assert again["code"] == 0
+            assert again["data"]["kicked"] == [{"sessionID": data[2]["sessionID"], "platform": "Mac", "instanceID": "m"}]
+            _check_kick(await devs[2][0].drain(0.2), data[2], again["data"], reason="same_instance")
+            q = await rest(http, srv, "openim/query_online_status", {"To_Account": [user], "IsNeedDetail": 1})
+            assert sorted(d["Platform"] for d in q["QueryResult"][0]["Detail"]) == ["Mac", "Web", "iPad"]
+            await c.close()
+            for cl, _ in devs:
+                await cl.close()
+
+    run(body())
+    _checks_clean(srv, "max_sessions", max_sessions=3)
+
+
+def test_max_sessions_concurrent_logins_leave_exactly_n(launch_server):
+    srv = launch_server("--policy", "max_sessions", "--max-sessions", "4")
+
+    async def body():
+        user = uid("race")
+        async with aiohttp.ClientSession() as http:
+            clients = [await Chat.open(http, srv) for _ in range(12)]
+            platforms = ["Android", "iOS", "Windows", "Web", "Mac", "Linux"]
+            sigs = [srv.sig(user) for _ in clients]
+            resps = await asyncio.gather(*(c.login(user, sig=s, platform=platforms[i % 6], instance=f"d{i}")
+                                           for i, (c, s) in enumerate(zip(clients, sigs))))
+            assert all(r["code"] == 0 for r in resps)
+            events = await asyncio.gather(*(c.drain(0.3) for c in clients))
+            statuses = await asyncio.gather(*(c.status() for c in clients))
+            assert sum(st["status"] == 1 for st in statuses) == 4
+            assert sum(len(e) for e in events) == 8
+            assert all(e["reason"] == "multi_device" for evs in events for e in evs)
+            q = await rest(http, srv, "openim/query_online_status", {"To_Account": [user], "IsNeedDetail": 1})
+            assert len(q["QueryResult"][0]["Detail"]) == 4
+            await asyncio.gather(*(c.close() for c in clients))
+
+    run(body())
+
+
+def test_unlimited_keeps_every_instance_and_same_instance_replaces(launch_server):
+    srv = launch_server("--policy", "unlimited", "--max-sessions", "1", "--web-instances", "1", ledger=True)
+
+    async def body():
+        user = uid()
+        async with aiohttp.ClientSession() as http:
+            specs = [("Android", "a"), ("Android", "a2"), ("Web", "w1"), ("Web", "w2"), ("iOS", "i"), ("Mac", "m")]
+            devs = await _login_in_turn(http, srv, user, specs)
+            assert [d["kicked"] for _, d in devs] == [[]] * 6  # max_sessions/web_instances do not apply
+            assert await _kicks(devs) == [[]] * 6
+            assert await _alive(devs) == [0, 1, 2, 3, 4, 5]
+            q = await rest(http, srv, "openim/query_online_status", {"To_Account": [user], "IsNeedDetail": 1})
+            assert len(q["QueryResult"][0]["Detail"]) == 6
+            # a login with a live session's instanceID replaces exactly that session
+            c = await Chat.open(http, srv)
+            again = await c.login(user, platform="Web", instance="w1")
+            assert again["code"] == 0
+            assert again["data"]["kicked"] == [{"sessionID": devs[2][1]["sessionID"], "platform": "Web",
+                                                "instanceID": "w1"}]
+            ev = await _kicks(devs)
+            _check_kick(ev[2], devs[2][1], again["data"], reason="same_instance")
+            assert [e for i, e in enumerate(ev) if i != 2] == [[]] * 5
+            assert await _alive(devs) == [0, 1, 3, 4, 5]
+            await c.close()
+            for cl, _ in devs:
+                await cl.close()
+
+    run(body())
+    _checks_clean(srv, "unlimited")
+
+
+def test_unlimited_concurrent_logins_all_survive(launch_server):
+    srv = launch_server("--policy", "unlimited")
+
+    async def body():
+        user = uid("race")
+        async with aiohttp.ClientSession() as http:
+            clients = [await Chat.open(http, srv) for _ in range(10)]
+            sigs = [srv.sig(user) for _ in clients]
+            resps = await asyncio.gather(*(c.login(user, sig=s, platform="Android", instance=f"d{i}")
+                                           for i, (c, s) in enumerate(zip(clients, sigs))))
+            assert all(r["code"] == 0 and r["data"]["kicked"] == [] for r in resps)
+            assert await asyncio.gather(*(c.drain(0.3) for c in clients)) == [[]] * 10
+            statuses = await asyncio.gather(*(c.status() for c in clients))
+            assert all(st["status"] == 1 for st in statuses)
+            await asyncio.gather(*(c.close() for c in clients))
+            # concurrent logins with one instanceID leave only one
+            same = [await Chat.open(http, srv) for _ in range(5)]
+            user2 = uid("race")
+            resps = await asyncio.gather(*(c.login(user2, sig=srv.sig(user2), platform="iOS", instance="same")
+                                           for c in same))
+            assert all(r["code"] == 0 for r in resps)
+            events = await asyncio.gather(*(c.drain(0.3) for c in same))
+            assert all(e["reason"] == "same_instance" for evs in events for e in evs)
+            statuses = await asyncio.gather(*(c.status() for c in same))
+            assert sum(st["status"] == 1 for st in statuses) == 1
+            await asyncio.gather(*(c.close() for c in same))
+
+    run(body())
+
+
+def _checks_clean(srv, policy: str, **params) -> None:
+    """The server's own ledger passes policy_limit and last_login_wins under the same policy."""
+    from harness.results.checks import CheckParams, last_login_wins, policy_limit
+
+    srv.stop()
+    p = CheckParams(policy=policy, **params)
+    rows = srv.ledger_rows()
+    assert any(r["event"] == "end" and r["reason"] == "same_instance" for r in rows)
+    assert policy_limit([], params=p, ledger=rows).violations == 0
+    assert last_login_wins([], params=p, ledger=rows).violations == 0
+    if policy == "unlimited":  # judged as single_platform the same ledger is far over the limit
+        assert policy_limit([], params=CheckParams(), ledger=rows).violations > 0

@@ -668,3 +668,139 @@ def test_failed_relogin_then_close_is_not_excused_but_leaving_without_trying_is(
     j2.add("disconnect", 11.0, conn="c1", detail="closed_by_client")
     j2.tick(40)
     assert relogin_recovers(j2.rows).violations == 0
+
+
+# --------------------------------------------------------------------------- policies max_sessions / unlimited
+
+MAX2 = CheckParams(policy="max_sessions", max_sessions=2, settle_s=2)
+UNLIMITED = CheckParams(policy="unlimited", settle_s=2)
+
+
+def test_params_read_max_sessions_and_name_a_bad_one():
+    p = CheckParams.from_config({"target": {"policy": "max_sessions", "max_sessions": 4}})
+    assert (p.policy, p.max_sessions) == ("max_sessions", 4)
+    assert CheckParams.from_config({}).max_sessions == 10
+    with pytest.raises(ConfigError) as exc:
+        CheckParams.from_config({"target": {"policy": "max_sessions", "max_sessions": 0}})
+    assert exc.value.key == "target.max_sessions"
+
+
+def test_max_sessions_2_three_live_sessions_across_platforms_is_a_violation():
+    j = J()
+    j.login("A", "c1", 1.0, 1.1, platform="Android", instance="a")
+    j.login("B", "c2", 2.0, 2.1, platform="Web", instance="b")
+    j.login("C", "c3", 3.0, 3.1, platform="Mac", instance="c")  # nobody evicted: 3 > 2
+    for sid, conn in (("A", "c1"), ("B", "c2"), ("C", "c3")):
+        j.add("logout", 9.0, 9.1, session=sid, conn=conn)
+    j.tick(12)
+    res = policy_limit(j.rows, params=MAX2)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "sessions_overlap" and ex["group"] == "all" and ex["limit"] == 2
+    assert {x["session"] for x in ex["sessions"]} == {"A", "B", "C"}
+    # the same journal is fine with a limit of 3, and a violation of single_platform's limit of 1
+    assert policy_limit(j.rows, params=CheckParams(policy="max_sessions", max_sessions=3)).violations == 0
+    assert policy_limit(j.rows, params=CheckParams(policy="single_platform")).violations == 1
+
+
+def test_max_sessions_2_race_and_ledger():
+    j = J()
+    race_row(j, [dev("Android", "A", 1.0, 1.1, False, "C"), dev("Web", "B", 1.2, 1.3, True),
+                 dev("iOS", "C", 1.4, 1.5, True)], online=[{"Platform": "Web", "Status": "Online"},
+                                                           {"Platform": "iOS", "Status": "Online"}],
+             policy="max_sessions")
+    assert policy_limit(j.rows, params=MAX2).violations == 0
+    assert last_login_wins(j.rows, params=MAX2).violations == 0
+    j2 = J()
+    race_row(j2, [dev("Android", "A", 1.0, 1.1, True), dev("Web", "B", 1.2, 1.3, True),
+                  dev("iOS", "C", 1.4, 1.5, True)], policy="max_sessions")
+    res = policy_limit(j2.rows, params=MAX2)
+    assert res.violations == 1 and res.examples[0]["kind"] == "race_survivors" and res.examples[0]["limit"] == 2
+    over = ledger_rows(("login", "A", "Android", None, None), ("login", "B", "Web", None, None),
+                       ("login", "C", "iOS", None, None), ("end", "A", "Android", "logout", None))
+    res = policy_limit([], params=MAX2, ledger=over)
+    assert res.violations == 1 and res.examples[0]["kind"] == "ledger_over_limit"
+    fits = ledger_rows(("login", "A", "Android", None, None), ("login", "B", "Web", None, None),
+                       ("login", "C", "iOS", None, None), ("end", "A", "Android", "multi_device", "C"))
+    assert policy_limit([], params=MAX2, ledger=fits).violations == 0
+
+
+def five_concurrent(j: J) -> None:
+    for i, platform in enumerate(["Android", "iOS", "Web", "Web", "Mac"]):
+        j.login(f"S{i}", f"c{i}", 1.0 + i, 1.1 + i, platform=platform, instance=f"inst-{i}")
+    for i in range(5):
+        j.add("logout", 9.0, 9.1, session=f"S{i}", conn=f"c{i}")
+    j.tick(12)
+
+
+def test_unlimited_five_concurrent_sessions_is_clean():
+    j = J()
+    five_concurrent(j)
+    race_row(j, [{**dev(p, f"R{i}", 1.0 + i / 10, 1.05 + i / 10, True), "instance": f"r1-d{i}"}
+                 for i, p in enumerate(["Android", "iOS", "Web", "Web", "Mac"])],
+             online=[{"Platform": p, "Status": "Online"} for p in ["Android", "iOS", "Web", "Web", "Mac"]],
+             policy="unlimited")
+    led = ledger_rows(*[("login", f"S{i}", p, None, None) for i, p in enumerate(["Android", "iOS", "Web", "Web", "Mac"])])
+    assert policy_limit(j.rows, params=UNLIMITED, ledger=led).violations == 0
+    assert last_login_wins(j.rows, params=UNLIMITED, ledger=led).violations == 0
+    # the same history breaks every platform policy
+    assert policy_limit(j.rows, params=CheckParams(policy="single_platform")).violations > 0
+
+
+def test_unlimited_same_instance_duplicate_is_the_only_policy_limit_violation():
+    j = J()
+    j.login("A", "c1", 1.0, 1.1, platform="Android", instance="phone")
+    j.login("B", "c2", 2.0, 2.1, platform="Android", instance="phone")  # should have replaced A
+    j.login("C", "c3", 3.0, 3.1, platform="Web", instance="tab")
+    for sid, conn in (("A", "c1"), ("B", "c2"), ("C", "c3")):
+        j.add("logout", 9.0, 9.1, session=sid, conn=conn)
+    j.tick(12)
+    res = policy_limit(j.rows, params=UNLIMITED)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "sessions_overlap" and ex["group"] == "instance:phone"
+    assert {x["session"] for x in ex["sessions"]} == {"A", "B"}
+    same = [{**dev("iOS", f"R{i}", 1.0 + i / 10, 1.05 + i / 10, True), "instance": "r1-same"} for i in range(2)]
+    j2 = J()
+    race_row(j2, same, online=[{"Platform": "iOS", "Status": "Online"}] * 2, policy="unlimited")
+    assert sorted(kinds(policy_limit(j2.rows, params=UNLIMITED))) == ["race_online", "race_survivors"]
+    j3 = J()
+    race_row(j3, [{**same[0], "alive": False, "kicked_by": "R1"}, same[1]],
+             online=[{"Platform": "iOS", "Status": "Online"}], policy="unlimited")
+    assert policy_limit(j3.rows, params=UNLIMITED).violations == 0
+    assert last_login_wins(j3.rows, params=UNLIMITED).violations == 0
+    dup = ledger_rows(("login", "A", "iOS", None, None), ("login", "B", "iOS", None, None))
+    for r in dup:
+        r["instanceID"] = "phone"
+    assert kinds(policy_limit([], params=UNLIMITED, ledger=dup)) == ["ledger_over_limit"]
+
+
+def test_unlimited_kick_of_another_instance_is_a_last_login_wins_violation():
+    """A wrongful eviction breaks no limit (fewer sessions, not more), so policy_limit stays
+    clean; last_login_wins judges who a login may evict and reports it."""
+    j = J()
+    j.login("A", "c1", 1.0, 1.1, platform="Android", instance="phone")
+    j.login("B", "c2", 2.0, 2.1, platform="Web", instance="tab", kicked=("A",))
+    j.kick("A", "c1", 2.05, by="B")
+    j.tick(10)
+    assert policy_limit(j.rows, params=UNLIMITED).violations == 0
+    res = last_login_wins(j.rows, params=UNLIMITED)
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert ex["kind"] == "evicted_across_instances" and ex["session"] == "A" and ex["by"] == "B"
+    assert ex["instances"] == {"A": "phone", "B": "tab"}
+    # the same handover is the expected behaviour of single_platform
+    assert last_login_wins(j.rows).violations == 0
+    # same instance: allowed
+    j2 = J()
+    j2.login("A", "c1", 1.0, 1.1, platform="Android", instance="phone")
+    j2.login("B", "c2", 2.0, 2.1, platform="Android", instance="phone", kicked=("A",))
+    j2.kick("A", "c1", 2.05, by="B", reason="same_instance")
+    j2.tick(10)
+    assert last_login_wins(j2.rows, params=UNLIMITED).violations == 0
+    # from the ledger alone
+    led = ledger_rows(("login", "A", "Android", None, None), ("login", "B", "Web", None, None),
+                      ("end", "A", "Android", "multi_device", "B"))
+    res = last_login_wins([], params=UNLIMITED, ledger=led)
+    assert kinds(res) == ["evicted_across_instances"] and "ledger" in res.examples[0]["found"]
+    assert last_login_wins([], ledger=led).violations == 0

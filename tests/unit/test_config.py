@@ -24,6 +24,9 @@ def test_repo_config_yaml_states_the_defaults():
     ("scenarios.kick_race.devise=3", "scenarios.kick_race.devise", "did you mean 'devices'"),
     ("target.policy=quad_platform", "target.policy", "expected one of single_platform"),
     ("target.native_instances=4", "target.native_instances", "expected 1..3, got 4"),
+    ("target.max_sessions=0", "target.max_sessions", "expected 1..100, got 0"),
+    ("target.max_sessions=101", "target.max_sessions", "expected 1..100, got 101"),
+    ("target.policy=limitless", "target.policy", "max_sessions, unlimited"),
     ("gates.latency_ms.login.p98=10", "gates.latency_ms.login.p98", "expected one of p50"),
     ("gates.error_ratio.overall=2", "gates.error_ratio.overall", "expected 0..1"),
     ("client.platform=Symbian", "client.platform", "expected one of Android"),
@@ -38,6 +41,13 @@ def test_bad_values_name_the_key(override, key, text):
     assert exc.value.key == key
     assert text in str(exc.value)
     assert str(exc.value).startswith(key)
+
+
+def test_new_policies_and_max_sessions_default():
+    assert load_config(None, env={}).target.max_sessions == 10
+    cfg = load_config(None, overrides=["target.policy=max_sessions", "target.max_sessions=3"], env={})
+    assert (cfg.target.policy, cfg.target.max_sessions) == ("max_sessions", 3)
+    assert load_config(None, overrides=["target.policy=unlimited"], env={}).target.policy == "unlimited"
 
 
 def test_set_overrides_parse_yaml_scalars_and_lists():

@@ -20,12 +20,17 @@ def test_repo_config_target_section_is_accepted_and_host_is_ignored():
     s = ServerSettings.from_mapping(target)
     assert (s.host, s.port) == ("127.0.0.1", 8080)  # bind address never comes from the mapping
     assert s.policy == "single_platform" and s.sweep_interval_s == 0.25 and s.faults == ()
+    assert s.max_sessions == 10
+    assert ServerSettings.from_mapping({**target, "policy": "max_sessions", "max_sessions": 3}).max_sessions == 3
+    assert ServerSettings.from_mapping({**target, "policy": "unlimited"}).policy == "unlimited"
 
 
 @pytest.mark.parametrize("key,value,needle", [
     ("policy", "x", "expected one of"),
     ("native_instances", 4, "1..3"),
     ("web_instances", 0, "1..10"),
+    ("max_sessions", 0, "1..100"),
+    ("max_sessions", 101, "1..100"),
     ("leeway_s", True, "integer"),
     ("sweep_interval_s", 1.5, "0.01..1"),
     ("require_import", "yes", "true or false"),

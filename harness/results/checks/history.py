@@ -88,6 +88,7 @@ class CheckParams:
     policy: str = "single_platform"
     native_instances: int = 1
     web_instances: int = 1
+    max_sessions: int = 10
     leeway_s: float = 5.0
     settle_s: float = 2.0
     expiry_tolerance_s: float = 3.0
@@ -106,6 +107,7 @@ class CheckParams:
             policy=policy,
             native_instances=_cfg(cfg, "target.native_instances", d.native_instances, int),
             web_instances=_cfg(cfg, "target.web_instances", d.web_instances, int),
+            max_sessions=_cfg(cfg, "target.max_sessions", d.max_sessions, int),
             leeway_s=_cfg(cfg, "target.leeway_s", d.leeway_s, float),
             settle_s=_cfg(cfg, "run.settle_s", d.settle_s, float),
             expiry_tolerance_s=_cfg(cfg, "checks.expiry_tolerance_s", d.expiry_tolerance_s, float),
@@ -114,7 +116,8 @@ class CheckParams:
         )
         from harness.protocol import validate_policy
 
-        problem = validate_policy(policy, values["native_instances"], values["web_instances"])
+        problem = validate_policy(policy, values["native_instances"], values["web_instances"],
+                                  values["max_sessions"])
         if problem:
             key = "target.policy" if problem.startswith("policy") else "target." + problem.split(" ", 1)[0]
             raise ConfigError(key, problem)
@@ -194,10 +197,10 @@ def _int(value: Any) -> int | None:
 class _Sess:
     """One session the journal saw succeed (ok login / relogin / switch row)."""
 
-    __slots__ = ("sid", "user", "platform", "conn", "sent", "done", "expire_at", "kicked")
+    __slots__ = ("sid", "user", "platform", "conn", "sent", "done", "expire_at", "kicked", "instance")
 
     def __init__(self, sid: str, user: str | None, platform: str | None, conn: Any, sent: int, done: int,
-                 expire_at: int | None, kicked: tuple | None) -> None:
+                 expire_at: int | None, kicked: tuple | None, instance: str | None = None) -> None:
         self.sid = sid
         self.user = user
         self.platform = platform
@@ -206,6 +209,7 @@ class _Sess:
         self.done = done
         self.expire_at = expire_at
         self.kicked = kicked
+        self.instance = instance
 
     def ref(self) -> dict[str, Any]:
         """The session as an example fragment."""
@@ -218,8 +222,8 @@ def _conn_str(key: Any) -> Any:
 
 
 class _Race:
-    """A ``race`` row, compact: devices as (platform, session, code, sent, done, alive, kicked_by)
-    tuples and the REST Detail list as (Platform, Status) tuples (None when absent)."""
+    """A ``race`` row, compact: devices as (platform, session, code, sent, done, alive, dead,
+    kicked_by, instance) tuples and the REST Detail list as (Platform, Status) tuples (None when absent)."""
 
     __slots__ = ("w", "n", "user", "race", "t", "devices", "online")
 
@@ -229,7 +233,8 @@ class _Race:
         devices = data.get("devices")
         self.devices = tuple(
             (_s(d.get("platform")), _s(d.get("session")), _int(d.get("code")), _int(d.get("sent")),
-             _int(d.get("done")), d.get("alive") is True, d.get("alive") is False, _s(d.get("kicked_by")))
+             _int(d.get("done")), d.get("alive") is True, d.get("alive") is False, _s(d.get("kicked_by")),
+             _s(d.get("instance")))
             for d in (devices if isinstance(devices, list) else ()) if isinstance(d, Mapping))
         online = data.get("online")
         self.online = tuple(
@@ -238,7 +243,7 @@ class _Race:
 
 
 # _Race.devices fields
-_D_PLATFORM, _D_SESSION, _D_CODE, _D_SENT, _D_DONE, _D_ALIVE, _D_DEAD, _D_KICKED_BY = range(8)
+_D_PLATFORM, _D_SESSION, _D_CODE, _D_SENT, _D_DONE, _D_ALIVE, _D_DEAD, _D_KICKED_BY, _D_INSTANCE = range(9)
 _SWITCH_KEYS = ("from_user", "from_session", "login_user", "server_user", "server_status", "online", "server_view")
 
 
@@ -455,11 +460,13 @@ class History:
                 kicked_t = ()
             else:
                 kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
-            sess = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), kicked_t)
+            sess = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), kicked_t,
+                         _si(get("instance")))
             self.sessions[sid] = sess  # a login row is the authoritative record
         elif sid not in self.sessions:
             # relogin / switch rows without a login row of their own: kicked list unknown
-            self.sessions[sid] = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), None)
+            self.sessions[sid] = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), None,
+                                       _si(get("instance")))
 
     def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
         """Validate a row that failed the fast path; returns (w, n, start, end), each
@@ -610,12 +617,14 @@ def _ckey(row: Mapping) -> Any:
 class Ledger:
     """Compact server ledger (PROTOCOL.md §7) sorted by ``seq``.
 
-    ``rows``: (seq, ts ns, event, session, user, platform, reason, by).
+    ``rows``: (seq, ts ns, event, session, user, platform, reason, by); ``instances``:
+    session -> instanceID of its login row (what the unlimited policy groups by).
     """
 
     def __init__(self, rows: Iterable[Any] = ()) -> None:
         out = []
         self.bad = 0
+        self.instances: dict[str, str] = {}
         for r in rows:
             if not isinstance(r, Mapping):
                 self.bad += 1
@@ -628,6 +637,9 @@ class Ledger:
                 continue
             out.append((seq, _int(r.get("ts")) or 0, ev, sid, _s(r.get("userID")), _s(r.get("platform")),
                         _s(r.get("reason")), _s(r.get("by"))))
+            inst = r.get("instanceID")
+            if ev == "login" and type(inst) is str and inst:
+                self.instances[_intern(sid)] = _intern(inst)
         out.sort(key=lambda x: x[0])
         self.rows = out
 
@@ -679,20 +691,42 @@ def _ledger(ledger: Iterable[Any] | Ledger | None) -> Ledger | None:
     return Ledger(ledger)
 
 
-def _grouper(params: CheckParams, policy: str | None = None) -> Callable[[Any], tuple[str, int] | None]:
-    """platform -> (group name, limit) under the policy; None for an unknown platform."""
+def _by_instance(params: CheckParams, policy: str | None = None) -> bool:
+    """True when the policy groups sessions by instanceID (``unlimited``): the only eviction
+    it allows is ``same_instance``."""
+    from harness.protocol import groups_by_instance
+
+    try:
+        return groups_by_instance(policy or params.policy)
+    except ValueError:
+        return False
+
+
+def _grouper(params: CheckParams, policy: str | None = None) -> Callable[..., tuple[str, int] | None]:
+    """(platform, instance=None) -> (group name, limit) under the policy; None for an unknown
+    platform, or (policy unlimited, which groups by instanceID) an unknown instance."""
     from harness.protocol import group_limit, policy_group
 
     pol = policy or params.policy
+    by_instance = _by_instance(params, pol)
     cache: dict[Any, tuple[str, int] | None] = {}
 
-    def group(platform: Any) -> tuple[str, int] | None:
+    def limit_of(platform: str) -> int:
+        return group_limit(pol, platform, params.native_instances, params.web_instances, params.max_sessions)
+
+    def group(platform: Any, instance: Any = None) -> tuple[str, int] | None:
         if not isinstance(platform, str):
             return None
+        if by_instance:
+            if not isinstance(instance, str) or not instance:
+                return None
+            try:
+                return (policy_group(pol, platform, instance), limit_of(platform))
+            except (ValueError, TypeError):
+                return None
         if platform not in cache:
             try:
-                cache[platform] = (policy_group(pol, platform),
-                                   group_limit(pol, platform, params.native_instances, params.web_instances))
+                cache[platform] = (policy_group(pol, platform), limit_of(platform))
             except (ValueError, TypeError):
                 cache[platform] = None
         return cache[platform]
@@ -790,7 +824,7 @@ def _ledger_replay(led: Ledger, group: Callable, found: _Found) -> None:
             flag(pending)
             pending = None
         if ev == "login":
-            g = group(platform)
+            g = group(platform, led.instances.get(sid))
             if g is None:
                 continue
             key = (user, g[0])

@@ -30,6 +30,7 @@ _FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("policy", {"choices": POLICY_NAMES, "help": "multi-client login policy (default single_platform)"}),
     ("native_instances", {"type": int, "help": "multi_platform: sessions per native platform, 1-3"}),
     ("web_instances", {"type": int, "help": "Web sessions allowed, 1-10"}),
+    ("max_sessions", {"type": int, "help": "max_sessions: sessions per user, all platforms together, 1-100 (default 10)"}),
     ("leeway_s", {"type": int, "help": "UserSig clock leeway, s (default 5)"}),
     ("require_import", {"action": argparse.BooleanOptionalAction, "help": "unknown accounts get 70107"}),
     ("lockout_failures", {"type": int, "help": "UserSig failures per user that lock it out (default 10)"}),

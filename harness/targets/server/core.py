@@ -240,7 +240,7 @@ class Hub:
         if mine:
             plan = plan_login(st.policy, [s.live() for s in mine.values()],
                               LiveSession(sid, req.platform, req.instance_id, order),
-                              st.native_instances, st.web_instances)
+                              st.native_instances, st.web_instances, st.max_sessions)
         blocker: Session | None = None  # kick_newest: the old session that ends up kicking the new one
         if plan and any(reason == "multi_device" for _, reason in plan):
             if st.policy == "single_platform" and self._fault("double_login"):

@@ -17,8 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
 from harness.errors import ConfigError
-
-POLICY_NAMES: tuple[str, ...] = ("single_platform", "dual_platform", "triple_platform", "multi_platform")
+from harness.protocol import POLICIES as POLICY_NAMES  # one list of policies (PROTOCOL.md §4)
 
 #: Seeded faults (all off by default); see harness/targets/server/core.py for what each one does.
 FAULT_NAMES: tuple[str, ...] = ("drop_kick", "dup_kick", "double_login", "kick_newest", "delay_expiry")
@@ -109,6 +108,7 @@ _SPECS: dict[str, tuple[str, Callable[[Any], str | None]]] = {
     "policy": ("str", _choice(POLICY_NAMES)),
     "native_instances": ("int", _between(1, 3)),
     "web_instances": ("int", _between(1, 10)),
+    "max_sessions": ("int", _between(1, 100)),
     "leeway_s": ("int", _between(0, 3600)),
     "require_import": ("bool", _none),
     "lockout_failures": ("int", _between(1, 1_000_000)),
@@ -186,6 +186,7 @@ class ServerSettings:
     policy: str = "single_platform"
     native_instances: int = 1
     web_instances: int = 1
+    max_sessions: int = 10
     leeway_s: int = 5
     require_import: bool = False
     lockout_failures: int = 10
