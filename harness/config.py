@@ -77,7 +77,7 @@ class TargetConfig:
     sdkappid: int = f(1400000000, 1, 2**63 - 1)
     secret_key: str = f("")
     admin: str = f("administrator")
-    policy: str = f("single_platform", choices=POLICIES)
+    policy: str = f("auto", choices=("auto",) + POLICIES)
     native_instances: int = f(1, 1, 3)
     web_instances: int = f(1, 1, 10)
     max_sessions: int = f(10, 1, 100)
@@ -562,6 +562,20 @@ def load_config(path: str | Path | None = None, *, overrides: Sequence[str] = ()
     return config_from_mapping(raw, overrides=overrides, env=env)
 
 
+#: The policy of each kind's stock configuration (``target.policy: auto``): the reference server's
+#: default; ejabberd's stock config sets ``max_user_sessions: 10`` (with target.max_sessions 10);
+#: Prosody's core has no per-account limit, only same-resource replacement; an XMPP server the
+#: user runs is assumed to be RFC 6120's many-resources default unless the config says otherwise.
+KIND_POLICIES = {"embedded": "single_platform", "ejabberd": "max_sessions", "prosody": "unlimited"}
+
+
+def default_policy(t: "TargetConfig") -> str:
+    """The policy ``auto`` stands for on target ``t``."""
+    if t.kind == "external":
+        return "unlimited" if t.wire == "xmpp" else "single_platform"
+    return KIND_POLICIES[t.kind]
+
+
 def config_from_mapping(raw: Mapping, *, overrides: Sequence[str] = (),
                         env: Mapping[str, str] | None = None) -> Config:
     """Build and validate a Config from a plain mapping (a parsed config file, or the
@@ -586,6 +600,8 @@ def config_from_mapping(raw: Mapping, *, overrides: Sequence[str] = (),
     cfg = _build(Config, raw, "")
     if cfg.target.kind == "embedded" and cfg.target.host:  # a host given: the target is the user's server
         cfg = replace(cfg, target__kind="external")
+    if cfg.target.policy == "auto":
+        cfg = replace(cfg, target__policy=default_policy(cfg.target))
     _validate_semantics(cfg)
     return cfg
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import Config, load_config, masked
+from harness.config import Config, config_from_mapping, load_config, masked
 from harness.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_repo_config_yaml_states_the_defaults():
     """The commented config.yaml shows exactly the dataclass defaults (no drift)."""
-    assert load_config(ROOT / "config.yaml", env={}) == Config()
+    assert load_config(ROOT / "config.yaml", env={}) == config_from_mapping({}, env={})
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert masked(Config()) == raw
 
@@ -22,7 +22,7 @@ def test_repo_config_yaml_states_the_defaults():
 @pytest.mark.parametrize("override, key, text", [
     ("scenarios.kick_race.devices=0", "scenarios.kick_race.devices", "expected 2..50, got 0"),
     ("scenarios.kick_race.devise=3", "scenarios.kick_race.devise", "did you mean 'devices'"),
-    ("target.policy=quad_platform", "target.policy", "expected one of single_platform"),
+    ("target.policy=quad_platform", "target.policy", "expected one of auto, single_platform"),
     ("target.native_instances=4", "target.native_instances", "expected 1..3, got 4"),
     ("target.max_sessions=0", "target.max_sessions", "expected 1..100, got 0"),
     ("target.max_sessions=101", "target.max_sessions", "expected 1..100, got 101"),
@@ -77,3 +77,31 @@ def test_bad_yaml_and_missing_file_are_one_sentence(tmp_path):
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(bad, env={})
+
+
+def test_policy_auto_is_the_kinds_stock_policy():
+    """target.policy auto resolves per kind; the checks judge the resolved (declared) policy."""
+    assert config_from_mapping({}, env={}).target.policy == "single_platform"
+    assert config_from_mapping({"target": {"kind": "ejabberd"}}, env={}).target.policy == "max_sessions"
+    assert config_from_mapping({"target": {"kind": "ejabberd"}}, env={}).target.max_sessions == 10
+    assert config_from_mapping({"target": {"kind": "prosody"}}, env={}).target.policy == "unlimited"
+    assert config_from_mapping({"target": {"host": "xmpp://127.0.0.1:5222"}}, env={}).target.policy == "unlimited"
+    assert config_from_mapping({"target": {"host": "ws://127.0.0.1:9000"}}, env={}).target.policy == "single_platform"
+    explicit = config_from_mapping({"target": {"kind": "prosody", "policy": "single_platform"}}, env={})
+    assert explicit.target.policy == "single_platform"   # refused later by the prosody target, not rewritten
+
+
+def test_target_kind_and_protocol_are_validated():
+    c = config_from_mapping({"target": {"host": "ws://127.0.0.1:9000"}}, env={})
+    assert (c.target.kind, c.target.wire) == ("external", "tim")
+    c = config_from_mapping({"target": {"host": "ws://127.0.0.1:5280/ws", "protocol": "xmpp"}}, env={})
+    assert (c.target.kind, c.target.wire) == ("external", "xmpp")
+    assert config_from_mapping({"target": {"kind": "prosody"}}, env={}).target.wire == "xmpp"
+    for raw, key in (({"kind": "ejabberd", "host": "ws://127.0.0.1:1"}, "target.host"),
+                     ({"kind": "external"}, "target.host"),
+                     ({"kind": "ejabberd", "protocol": "tim"}, "target.protocol"),
+                     ({"host": "xmpp://127.0.0.1:5222", "protocol": "tim"}, "target.protocol"),
+                     ({"kind": "openfire"}, "target.kind")):
+        with pytest.raises(ConfigError) as exc:
+            config_from_mapping({"target": raw}, env={})
+        assert str(exc.value).startswith(key + ":"), exc.value

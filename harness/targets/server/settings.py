@@ -228,6 +228,8 @@ class ServerSettings:
         """
         if not isinstance(d, Mapping):
             raise ConfigError(key_prefix, f"expected a mapping of settings, got {type(d).__name__}")
+        if d.get("policy") == "auto":  # the harness config's "the kind's stock policy": this server's default
+            d = {**d, "policy": cls.policy}
         values: dict[str, Any] = {}
         for name, (kind, check) in _SPECS.items():
             if name in _NOT_READ:
