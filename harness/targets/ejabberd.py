@@ -51,13 +51,8 @@ class EjabberdTarget(XmppServerTarget):
     default_max_sessions = 10
     log_name = "logs/ejabberd.log"
 
-    def __init__(self, run_dir: str | Path, *, password_format: str = "plain", api_workers: int = 16,
-                 **kwargs: Any) -> None:
+    def __init__(self, run_dir: str | Path, *, api_workers: int = 16, **kwargs: Any) -> None:
         super().__init__(run_dir, **kwargs)
-        if password_format not in ("scram", "plain"):
-            from harness.errors import ConfigError
-            raise ConfigError("target.password_format", f"password_format must be scram or plain, not {password_format!r}.")
-        self.password_format = password_format
         self.api_workers = max(1, int(api_workers))
         self.dist_port = 0
         self._local = threading.local()
@@ -316,7 +311,7 @@ class EjabberdTarget(XmppServerTarget):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out.update({"max_user_sessions": ejabberd_max_user_sessions(self.policy, self.max_sessions),
-                    "password_format": self.password_format, "dist_port": self.dist_port})
+                    "dist_port": self.dist_port})
         return out
 
 

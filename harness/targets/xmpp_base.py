@@ -31,6 +31,7 @@ from harness.util import is_loopback
 XMPP_POLICIES: tuple[str, ...] = ("single_platform", "max_sessions", "unlimited")
 AUTH_KINDS: tuple[str, ...] = ("password", "jwt")
 TRANSPORTS: tuple[str, ...] = ("tcp", "websocket", "bosh")
+PASSWORD_FORMATS: tuple[str, ...] = ("plain", "scram")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 SETPRIV = "/usr/bin/setpriv"
 NS_STREAM = "http://etherx.jabber.org/streams"
@@ -53,8 +54,8 @@ class XmppServerTarget:
                  policy: str | None = None, max_sessions: int | None = None, auth: str = "password",
                  jwt_key: bytes | None = None, jwt_field: str = "jid", tls: bool = False,
                  backlog: int = 4096, log_level: str = "warning",
-                 transports: Iterable[str] = ("tcp", "websocket"), c2s_port: int = 0, http_port: int = 0,
-                 binary: str | Path | None = None) -> None:
+                 transports: Iterable[str] = ("tcp", "websocket"), password_format: str = "plain",
+                 c2s_port: int = 0, http_port: int = 0, binary: str | Path | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.domain = domain
         self.host = host
@@ -80,6 +81,10 @@ class XmppServerTarget:
         bad = [t for t in self.transports if t not in TRANSPORTS]
         if bad:
             raise ConfigError("target.transports", f"unknown transport {bad[0]!r}; expected some of {', '.join(TRANSPORTS)}.")
+        if password_format not in PASSWORD_FORMATS:
+            raise ConfigError("target.password_format",
+                              f"password_format must be one of {', '.join(PASSWORD_FORMATS)}, not {password_format!r}.")
+        self.password_format = password_format
         self.c2s_port = int(c2s_port)
         self.http_port = int(http_port)
         self.binary = Path(binary) if binary is not None else Path(self.default_binary)
@@ -308,7 +313,8 @@ class XmppServerTarget:
                 "max_sessions": self.max_sessions, "auth": self.auth, "domain": self.domain,
                 "host": self.host, "c2s_port": self.c2s_port, "http_port": self.http_port,
                 "ws_url": self.ws_url, "http_base": self.http_base, "tls": self.tls,
-                "transports": list(self.transports), "backlog": self.backlog}
+                "transports": list(self.transports), "backlog": self.backlog,
+                "password_format": self.password_format}
 
     # ------------------------------------------------------------------ folders
     def _prepare_dirs(self) -> None:
