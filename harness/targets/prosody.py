@@ -8,6 +8,7 @@ one connection, and the admin views are one-line Lua expressions over ``prosody.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import tempfile
@@ -37,10 +38,6 @@ class ProsodyTarget(XmppServerTarget):
     default_max_sessions = None
     version_file = "/usr/lib/prosody/prosody.version"
 
-    def __init__(self, run_dir: str | Path, **kwargs: Any) -> None:
-        super().__init__(run_dir, **kwargs)
-        self._sock_dir: Path | None = None
-
     @classmethod
     def check_policy(cls, policy: str) -> None:
         if policy not in cls.supported_policies:
@@ -60,13 +57,12 @@ class ProsodyTarget(XmppServerTarget):
 
     @property
     def admin_socket(self) -> Path:
-        """The admin socket path (a short folder of its own when the work dir path is too long for AF_UNIX)."""
+        """The admin socket path: in the work dir, or (a path too long for AF_UNIX) a name in the temp dir."""
         path = self.work_dir / "prosody.sock"
         if len(str(path)) < 100:
             return path
-        if self._sock_dir is None:
-            self._sock_dir = Path(tempfile.mkdtemp(prefix="xmpp-prosody-sock-"))
-        return self._sock_dir / "prosody.sock"
+        digest = hashlib.sha1(str(self.work_dir).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"xmpp-prosody-{digest}.sock"
 
     def version(self) -> str:
         """``0.12.3`` (Prosody's installed version file)."""
@@ -132,13 +128,6 @@ class ProsodyTarget(XmppServerTarget):
             from harness.targets.ejabberd import make_self_signed
             make_self_signed(w / "cert.pem", w / "cert.key", self.domain)
         (w / "prosody.cfg.lua").write_text(self.config_text())
-        if self._sock_dir is not None:
-            self._sock_dir.chmod(0o755)
-            import os
-            import pwd
-            if os.geteuid() == 0:
-                pw = pwd.getpwnam(self.service_user)
-                os.chown(self._sock_dir, pw.pw_uid, pw.pw_gid)
 
     def _record_files(self) -> list[str]:
         return ["prosody.cfg.lua"]
@@ -151,11 +140,13 @@ class ProsodyTarget(XmppServerTarget):
         return port_open(self.host, self.http_port) and self.admin_socket.exists()
 
     def stop(self, timeout: float = 10.0) -> int | None:
+        sock = self.admin_socket
         code = super().stop(timeout)
-        if self._sock_dir is not None:
-            import shutil
-            shutil.rmtree(self._sock_dir, ignore_errors=True)
-            self._sock_dir = None
+        if sock.parent != self.server_dir and sock.name.startswith("xmpp-prosody-"):
+            try:
+                sock.unlink()     # Prosody removes it on a clean exit; not after SIGKILL
+            except OSError:
+                pass
         return code
 
     # ------------------------------------------------------------------ admin socket
