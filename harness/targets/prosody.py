@@ -13,8 +13,8 @@ import json
 import socket
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 from xml.sax.saxutils import escape
 
 from harness.errors import ConfigError, TargetError
@@ -198,7 +198,7 @@ class ProsodyTarget(XmppServerTarget):
         ok, text = self.shell([">" + expression])[0]
         if not ok:
             raise TargetError(f"prosody's admin shell refused {expression[:60]!r}: {text}")
-        return text[len("Result: "):] if text.startswith("Result: ") else text
+        return text.removeprefix("Result: ")
 
     def create_accounts(self, users: list[str], password_for: Callable[[str], str], *,
                         exist_ok: bool = False) -> int:

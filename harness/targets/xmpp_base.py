@@ -22,8 +22,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from harness.errors import ConfigError, TargetError
 from harness.util import is_loopback
@@ -194,7 +195,7 @@ class XmppServerTarget:
         pass
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout: float = 30.0) -> "XmppServerTarget":
+    def start(self, timeout: float = 30.0) -> XmppServerTarget:
         """Write the config, start the server, wait until c2s answers a stream header (``timeout`` s)."""
         if self.proc is not None and self.proc.poll() is None:
             return self
@@ -211,7 +212,7 @@ class XmppServerTarget:
         self._chown_work_dir()
         if self._staged:
             self._copy_record(final=False)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 -- held for the child's lifetime, closed in stop()
         offset = self.log_path.stat().st_size
         cmd = self._command()
         if os.geteuid() == 0:
@@ -229,9 +230,9 @@ class XmppServerTarget:
                 self.stop()
                 raise TargetError(f"{self.kind} exited during start (code {code}); see {self.log_path}: "
                                   f"{_tail(self.log_path, offset)}")
-            if stream_answers(self.host, self.c2s_port, self.domain, timeout=min(2.0, max(0.2, deadline - time.monotonic()))):
-                if self._ready_extra(deadline):
-                    return self
+            probe_s = min(2.0, max(0.2, deadline - time.monotonic()))
+            if stream_answers(self.host, self.c2s_port, self.domain, timeout=probe_s) and self._ready_extra(deadline):
+                return self
             if time.monotonic() >= deadline:
                 self.stop()
                 raise TargetError(f"{self.kind} did not answer a c2s stream header on {self.host}:{self.c2s_port} "
@@ -336,7 +337,7 @@ class XmppServerTarget:
             rc = subprocess.run([SETPRIV, f"--reuid={self.service_user}", f"--regid={self.service_user}",
                                  "--init-groups", "test", "-w", str(path), "-a", "-x", str(path)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                timeout=10).returncode
+                                timeout=10, check=False).returncode
         except (OSError, subprocess.SubprocessError, KeyError):
             return False
         return rc == 0

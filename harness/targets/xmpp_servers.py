@@ -86,7 +86,7 @@ from harness.targets.xmpp_base import XMPP_POLICIES, XmppServerTarget
 
 XMPP_TARGETS: dict[str, type[XmppServerTarget]] = {"ejabberd": EjabberdTarget, "prosody": ProsodyTarget}
 
-__all__ = ["EjabberdTarget", "ProsodyTarget", "XmppServerTarget", "XMPP_POLICIES", "XMPP_TARGETS", "make_target"]
+__all__ = ["XMPP_POLICIES", "XMPP_TARGETS", "EjabberdTarget", "ProsodyTarget", "XmppServerTarget", "make_target"]
 
 
 def make_target(kind: str, run_dir: str | Path, **options: Any) -> XmppServerTarget:

@@ -14,8 +14,8 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -68,7 +68,7 @@ class Raw:
                 return None
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 raise
             except OSError:
                 data = b""
@@ -177,6 +177,23 @@ def listening_addresses(pids: list[int]) -> list[str]:
         if any(f"pid={p}," in line for p in pids):
             found.append(line.split()[3])
     return found
+
+
+def websocket_upgrade(t) -> str:
+    """The status line and headers the WebSocket endpoint answers an RFC 7395 upgrade with."""
+    path = t.ws_url.split(str(t.http_port), 1)[1]
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((t.host, t.http_port), timeout=10) as sock:
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {t.host}:{t.http_port}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Protocol: xmpp\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode("latin-1")
 
 
 def stopped_cleanly(t, pids: list[int]) -> None:
@@ -320,13 +337,24 @@ def test_stop_leaves_no_process_and_keeps_the_log(cls, tmp_path):
     t = cls(tmp_path / "run", log_level="info")
     t.start(START_S)
     pids = t.pids()
-    assert t.pid in pids
-    addrs = listening_addresses(pids)
-    assert addrs and all(a.startswith("127.0.0.1:") for a in addrs), addrs
-    assert f"127.0.0.1:{t.c2s_port}" in addrs and f"127.0.0.1:{t.http_port}" in addrs
-    assert not [p for p in pids if proc_comm(p) == "epmd"]
-    desc = t.describe()
-    assert desc["kind"] == cls.kind and desc["c2s_port"] == t.c2s_port and desc["version"] == t.version()
+    try:
+        assert t.pid in pids
+        addrs = listening_addresses(pids)
+        assert addrs and all(a.startswith("127.0.0.1:") for a in addrs), addrs
+        assert f"127.0.0.1:{t.c2s_port}" in addrs and f"127.0.0.1:{t.http_port}" in addrs
+        assert not [p for p in pids if proc_comm(p) == "epmd"]
+        if cls is EjabberdTarget:   # Erlang distribution on a fixed loopback port, no epmd daemon
+            beam = [p for p in pids if proc_comm(p).startswith("beam")]
+            cmdline = Path(f"/proc/{beam[0]}/cmdline").read_bytes().split(b"\0")
+            assert b"-start_epmd" in cmdline and cmdline[cmdline.index(b"-start_epmd") + 1] == b"false"
+            assert f"127.0.0.1:{t.dist_port}" in addrs
+        answer = websocket_upgrade(t)
+        assert answer.startswith("HTTP/1.1 101"), answer[:200]
+        assert "sec-websocket-protocol:xmpp" in answer.lower().replace(" ", "")
+        desc = t.describe()
+        assert desc["kind"] == cls.kind and desc["c2s_port"] == t.c2s_port and desc["version"] == t.version()
+    finally:
+        t.stop()
     stopped_cleanly(t, pids)
     assert t.log_path.stat().st_size > 0
     config = {"ejabberd": "ejabberd.yml", "prosody": "prosody.cfg.lua"}[cls.kind]

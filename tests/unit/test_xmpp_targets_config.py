@@ -122,7 +122,7 @@ def pr_conf(tmp_path, **kw) -> str:
 
 
 def lua_set(text: str, key: str) -> str:
-    m = re.search(rf"^{key} = (.*)$", text, re.M)
+    m = re.search(rf"^{key} = (.*)$", text, re.MULTILINE)
     assert m, f"{key} missing"
     return m.group(1)
 
@@ -193,9 +193,9 @@ def test_prosody_admin_socket_path_fits_af_unix(tmp_path):
 # ---------------------------------------------------------------------- shared validation
 @pytest.mark.parametrize("cls", [EjabberdTarget, ProsodyTarget])
 def test_bad_options_are_one_sentence_config_errors(cls, tmp_path):
-    cases = [dict(host="0.0.0.0"), dict(host="10.0.0.1"), dict(policy="dual_platform"), dict(auth="ldap"),
-             dict(log_level="loud"), dict(transports=("tcp", "quic")), dict(backlog=0),
-             dict(password_format="md5"), dict(policy="unlimited", max_sessions=3)]
+    cases = [{"host": "0.0.0.0"}, {"host": "10.0.0.1"}, {"policy": "dual_platform"}, {"auth": "ldap"},
+             {"log_level": "loud"}, {"transports": ("tcp", "quic")}, {"backlog": 0},
+             {"password_format": "md5"}, {"policy": "unlimited", "max_sessions": 3}]
     for kw in cases:
         with pytest.raises(ConfigError) as err:
             cls(tmp_path, **kw)
@@ -232,7 +232,7 @@ def test_hs256_token_and_jwk():
     key = b"secret-key"
     token = login_token("alice@localhost", key, ttl_s=60, now=1000)
     header, payload, sig = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
+    pad = lambda s: s + "=" * (-len(s) % 4)
     assert json.loads(base64.urlsafe_b64decode(pad(header))) == {"alg": "HS256", "typ": "JWT"}
     assert json.loads(base64.urlsafe_b64decode(pad(payload))) == {"jid": "alice@localhost", "exp": 1060}
     expected = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
