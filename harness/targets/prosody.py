@@ -23,6 +23,16 @@ from harness.targets.xmpp_base import XmppServerTarget, lua_str
 LOG_LEVEL = {"debug": "debug", "info": "info", "warning": "warn", "error": "error"}
 ADMIN_NS = "xmpp:prosody.im/admin"
 BATCH = 200   # repl lines in flight on the admin socket
+ACCOUNTS_PER_CHUNK = 500
+CREATE_CHUNK = (
+    "(function() local um = require'core.usermanager'; local nodeprep = require'util.encodings'.stringprep.nodeprep; "
+    "local H = {host}; local n, bad = 0, {{}}; "
+    "for _, x in ipairs({{{table}}}) do local u = nodeprep(x[1]); "
+    "if not u then bad[#bad+1] = x[1] .. ': invalid username' "
+    "elseif um.user_exists(u, H) then bad[#bad+1] = x[1] .. ': User exists' "
+    "else local ok, err = um.create_user(u, x[2], H); "
+    "if ok then n = n + 1 else bad[#bad+1] = x[1] .. ': ' .. tostring(err) end end end; "
+    "return require'util.json'.encode({{created = n, failed = bad}}) end)()")
 
 
 class ProsodyTarget(XmppServerTarget):
@@ -202,19 +212,27 @@ class ProsodyTarget(XmppServerTarget):
 
     def create_accounts(self, users: list[str], password_for: Callable[[str], str], *,
                         exist_ok: bool = False) -> int:
-        """``user:create(jid, password)`` for each user, pipelined over one admin socket connection."""
+        """Create ``users`` through the admin socket: one Lua chunk per 500 accounts over one connection.
+
+        (One ``user:create(jid, password)`` line per account works too, but took 20 s for 10,000 here
+        against 4 s for these chunks: the per-line cost grows with the session.)
+        """
         users = list(users)
         if not users:
             return 0
-        lines = [f"user:create({lua_str(f'{u}@{self.domain}')}, {lua_str(password_for(u))})" for u in users]
-        created = 0
-        for user, (ok, text) in zip(users, self.shell(lines, timeout=max(60.0, len(users) / 100))):
-            if ok:
-                created += 1
-            elif exist_ok and "User exists" in text:
-                continue
-            else:
-                raise TargetError(f"prosody could not create {user!r}: {text}")
+        lines = []
+        for i in range(0, len(users), ACCOUNTS_PER_CHUNK):
+            table = ",".join(f"{{{lua_str(u)},{lua_str(password_for(u))}}}" for u in users[i:i + ACCOUNTS_PER_CHUNK])
+            lines.append(">" + CREATE_CHUNK.format(host=lua_str(self.domain), table=table))
+        created, failed = 0, []
+        for ok, text in self.shell(lines, timeout=max(60.0, len(users) / 100)):
+            if not ok:
+                raise TargetError(f"prosody's admin shell refused an account chunk: {text[:200]}")
+            out = json.loads(text.removeprefix("Result: "))
+            created += int(out["created"])
+            failed += [f for f in (out.get("failed") or []) if not (exist_ok and f.endswith(": User exists"))]
+        if failed:
+            raise TargetError(f"prosody could not create {len(failed)} of {len(users)} accounts, first {failed[0]}")
         return created
 
     def _user_expr(self, user: str, body: str) -> str:
