@@ -77,7 +77,11 @@ class EjabberdTarget(XmppServerTarget):
 
     # ------------------------------------------------------------------ version
     def version(self) -> str:
-        """``23.01`` (from the installed ejabberd.app; dpkg's version as a fallback)."""
+        """The upstream version, ``23.01`` (Debian's ``23.01-1`` without the package revision)."""
+        return self.package_version().split("-")[0]
+
+    def package_version(self) -> str:
+        """The installed version as built, ``23.01-1`` (ejabberd.app's vsn; dpkg's as a fallback)."""
         if self._version is None:
             found = ""
             for app in sorted(glob.glob("/usr/lib/*/ejabberd-*/ebin/ejabberd.app")):
@@ -85,9 +89,8 @@ class EjabberdTarget(XmppServerTarget):
                 if m:
                     found = m.group(1)
             if not found and shutil.which("dpkg-query"):
-                out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "ejabberd"], capture_output=True, check=False,
-                                     text=True).stdout.strip()
-                found = out.split("-")[0]
+                found = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "ejabberd"], capture_output=True,
+                                       text=True, check=False).stdout.strip()
             self._version = found or "unknown"
         return self._version
 
@@ -312,7 +315,7 @@ class EjabberdTarget(XmppServerTarget):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out.update({"max_user_sessions": ejabberd_max_user_sessions(self.policy, self.max_sessions),
-                    "dist_port": self.dist_port})
+                    "dist_port": self.dist_port, "package_version": self.package_version()})
         return out
 
 

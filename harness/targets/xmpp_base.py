@@ -199,6 +199,8 @@ class XmppServerTarget:
         """Write the config, start the server, wait until c2s answers a stream header (``timeout`` s)."""
         if self.proc is not None and self.proc.poll() is None:
             return self
+        if self.proc is not None:   # it exited on its own: collect it (and its staging folder) first
+            self.stop()
         self.require_available()
         self._prepare_dirs()
         need = [p for p in (self.c2s_port, self.http_port) if p == 0]
@@ -244,7 +246,11 @@ class XmppServerTarget:
         return port_open(self.host, self.http_port)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the server, SIGKILL everything left in its session after ``timeout`` s. Idempotent."""
+        """SIGTERM the server, SIGKILL everything left in its session after ``timeout`` s. Idempotent.
+
+        The exit code (None when it was not running). A staged work folder is removed here, with its
+        database: a later ``start()`` then begins with no accounts (unstaged, they persist).
+        """
         proc, self.proc = self.proc, None
         code: int | None = None
         if proc is not None:
