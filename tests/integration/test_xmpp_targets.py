@@ -1,0 +1,377 @@
+"""ejabberd and Prosody as targets: start, bulk accounts, session policies, JWT, admin views, stop.
+
+Real servers on loopback (CI installs the Debian packages ejabberd and prosody first; a missing
+server fails these tests, it does not skip them). The client is a minimal raw-socket XMPP login
+(RFC 6120: stream header, features, SASL PLAIN, restart, bind, presence) written here from the
+RFC, independent of the harness's own drivers.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import random
+import socket
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.errors import TargetError
+from harness.targets.ejabberd import EjabberdTarget
+from harness.targets.jwt_helper import login_token
+from harness.targets.prosody import ProsodyTarget
+from harness.targets.xmpp_base import proc_comm
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+START_S = 60.0
+N_ACCOUNTS = 1000
+JWT_KEY = b"integration-jwt-key-0123456789abcdef"
+
+
+def pw(user: str) -> str:
+    return f"pw-{user}-s3cret"
+
+
+def users(prefix: str) -> list[str]:
+    return [f"{prefix}{i:04d}" for i in range(N_ACCOUNTS)]
+
+
+class Raw:
+    """One XMPP c2s connection over a plain socket; top-level elements as ElementTree elements."""
+
+    def __init__(self, host: str, port: int, domain: str, timeout: float = 15.0) -> None:
+        self.domain = domain
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.queue: list[ET.Element] = []
+        self.closed = False
+        self._restart()
+
+    def _restart(self) -> None:
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self.sock.sendall((f"<?xml version='1.0'?><stream:stream to='{self.domain}' xmlns='jabber:client' "
+                           f"xmlns:stream='{NS_STREAM}' version='1.0'>").encode())
+
+    def next(self, timeout: float | None = None) -> ET.Element | None:
+        """The next top-level element; None when the stream or socket closed."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        while not self.queue:
+            if self.closed:
+                return None
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise
+            except OSError:
+                data = b""
+            if not data:
+                self.closed = True
+                return None
+            self.parser.feed(data)
+            for event, elem in self.parser.read_events():
+                if event == "start":
+                    self.depth += 1
+                else:
+                    self.depth -= 1
+                    if self.depth == 1:
+                        self.queue.append(elem)
+                    elif self.depth == 0:
+                        self.closed = True
+        return self.queue.pop(0)
+
+    def expect(self, tag: str) -> ET.Element:
+        elem = self.next()
+        assert elem is not None and elem.tag == tag, f"expected {tag}, got {None if elem is None else ET.tostring(elem)}"
+        return elem
+
+    def auth(self, user: str, password: str) -> str:
+        """SASL PLAIN; 'success' or the failure condition (e.g. 'not-authorized')."""
+        self.expect(f"{{{NS_STREAM}}}features")
+        blob = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        self.sock.sendall(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{blob}</auth>".encode())
+        elem = self.next()
+        assert elem is not None, "stream closed during SASL"
+        if elem.tag == f"{{{NS_SASL}}}success":
+            return "success"
+        assert elem.tag == f"{{{NS_SASL}}}failure", ET.tostring(elem)
+        return next(iter(elem)).tag.split("}")[1]
+
+    def login(self, user: str, password: str, resource: str) -> str:
+        """Full login; the bound full JID."""
+        outcome = self.auth(user, password)
+        assert outcome == "success", f"{user}: {outcome}"
+        self._restart()
+        self.expect(f"{{{NS_STREAM}}}features")
+        self.sock.sendall(f"<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'><resource>{resource}</resource>"
+                          f"</bind></iq>".encode())
+        iq = self.expect("{jabber:client}iq")
+        assert iq.get("type") == "result", ET.tostring(iq)
+        jid = iq.find(f"{{{NS_BIND}}}bind/{{{NS_BIND}}}jid")
+        self.sock.sendall(b"<presence/>")
+        return jid.text if jid is not None else ""
+
+    def ping(self, timeout: float = 5.0) -> bool:
+        """True when an XEP-0199 ping to the server gets its result (the session is alive)."""
+        try:
+            self.sock.sendall(f"<iq type='get' id='p{time.monotonic_ns()}' to='{self.domain}'>"
+                              f"<ping xmlns='urn:xmpp:ping'/></iq>".encode())
+        except OSError:
+            return False
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            elem = self.next(timeout=max(0.1, end - time.monotonic()))
+            if elem is None:
+                return False
+            if elem.tag == "{jabber:client}iq" and elem.get("type") == "result":
+                return True
+            if elem.tag == f"{{{NS_STREAM}}}error":
+                self.queue.insert(0, elem)
+                return False
+        return False
+
+    def stream_error(self, timeout: float = 10.0) -> str | None:
+        """The condition of the next stream error (skipping other stanzas); None if the stream just closed."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            elem = self.next(timeout=max(0.1, end - time.monotonic()))
+            if elem is None:
+                return None
+            if elem.tag == f"{{{NS_STREAM}}}error":
+                for child in elem:
+                    if child.tag.startswith(f"{{{NS_STREAMS_ERR}}}") and not child.tag.endswith("}text"):
+                        return child.tag.split("}")[1]
+        raise AssertionError("no stream error arrived")
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"</stream:stream>")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def connect(t) -> Raw:
+    return Raw(t.host, t.c2s_port, t.domain)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def listening_addresses(pids: list[int]) -> list[str]:
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        if any(f"pid={p}," in line for p in pids):
+            found.append(line.split()[3])
+    return found
+
+
+def websocket_upgrade(t) -> str:
+    """The status line and headers the WebSocket endpoint answers an RFC 7395 upgrade with."""
+    path = t.ws_url.split(str(t.http_port), 1)[1]
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection((t.host, t.http_port), timeout=10) as sock:
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {t.host}:{t.http_port}\r\nUpgrade: websocket\r\n"
+                      f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Sec-WebSocket-Protocol: xmpp\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode("latin-1")
+
+
+def stopped_cleanly(t, pids: list[int]) -> None:
+    t.stop()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if alive(p)], "processes of ours survived stop()"
+    assert t.log_path.exists()
+    assert t.pid is None
+    t.stop()  # idempotent
+
+
+# ---------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def ejabberd(tmp_path_factory) -> Iterator[EjabberdTarget]:
+    t = EjabberdTarget(tmp_path_factory.mktemp("ej-run"), policy="single_platform", log_level="info")
+    t.start(START_S)
+    created = t.create_accounts(users("e"), pw)
+    assert created == N_ACCOUNTS
+    yield t
+    t.stop()
+
+
+@pytest.fixture(scope="module")
+def prosody(tmp_path_factory) -> Iterator[ProsodyTarget]:
+    t = ProsodyTarget(tmp_path_factory.mktemp("pr-run"), log_level="info")
+    t.start(START_S)
+    created = t.create_accounts(users("p"), pw)
+    assert created == N_ACCOUNTS
+    yield t
+    t.stop()
+
+
+# ---------------------------------------------------------------------- accounts
+@pytest.mark.parametrize("kind", ["ejabberd", "prosody"])
+def test_all_accounts_exist_and_wrong_password_is_refused(kind, request):
+    t = request.getfixturevalue(kind)
+    everyone = users(kind[0])
+    sample = [everyone[0], everyone[-1]] + random.Random(7).sample(everyone, 12)
+    for user in sample:
+        c = connect(t)
+        try:
+            assert c.auth(user, pw(user)) == "success", user
+        finally:
+            c.close()
+    c = connect(t)
+    try:
+        assert c.auth(everyone[5], "wrong-password") == "not-authorized"
+    finally:
+        c.close()
+    # creating them again: refused one by one, or skipped with exist_ok
+    with pytest.raises(TargetError):
+        t.create_accounts(everyone[:2], pw)
+    assert t.create_accounts(everyone[:2], pw, exist_ok=True) == 0
+
+
+# ---------------------------------------------------------------------- session policies
+def test_ejabberd_single_platform_second_resource_replaces_first(ejabberd):
+    user = "e0100"
+    a = connect(ejabberd)
+    a.login(user, pw(user), "phone")
+    assert a.ping()
+    assert ejabberd.online_resources(user) == ["phone"]
+    b = connect(ejabberd)
+    try:
+        b.login(user, pw(user), "desktop")
+        assert a.stream_error() == "conflict"
+        assert b.ping()
+        assert ejabberd.online_resources(user) == ["desktop"]
+        assert ejabberd.connected_count() >= 1
+        assert ejabberd.kick_user(user) == 1
+        assert b.stream_error() == "policy-violation"
+        assert ejabberd.online_resources(user) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_prosody_two_resources_stay_online_same_resource_replaces(prosody):
+    user = "p0100"
+    a = connect(prosody)
+    b = connect(prosody)
+    c = connect(prosody)
+    try:
+        a.login(user, pw(user), "phone")
+        b.login(user, pw(user), "desktop")
+        assert a.ping() and b.ping()
+        assert prosody.online_resources(user) == ["desktop", "phone"]
+        assert prosody.connected_count() >= 2
+        c.login(user, pw(user), "phone")
+        assert a.stream_error() == "conflict"
+        assert b.ping() and c.ping()
+        assert prosody.online_resources(user) == ["desktop", "phone"]
+        assert prosody.kick_user(user) == 2
+        assert b.stream_error() == "policy-violation"
+        assert c.stream_error() == "policy-violation"
+        assert prosody.online_resources(user) == []
+    finally:
+        for conn in (a, b, c):
+            conn.close()
+
+
+def test_prosody_refuses_policies_it_cannot_enforce(tmp_path):
+    from harness.errors import ConfigError
+    with pytest.raises(ConfigError, match="prosody cannot enforce single_platform"):
+        ProsodyTarget(tmp_path, policy="single_platform")
+
+
+# ---------------------------------------------------------------------- JWT
+def test_ejabberd_jwt_valid_token_logs_in_expired_is_refused(tmp_path):
+    t = EjabberdTarget(tmp_path / "run", auth="jwt", jwt_key=JWT_KEY, policy="unlimited")
+    t.start(START_S)
+    try:
+        assert t.create_accounts(["anyone"], pw) == 0   # no accounts with JWT
+        jid = f"jwtuser@{t.domain}"
+        c = connect(t)
+        try:
+            assert c.login("jwtuser", login_token(jid, JWT_KEY, ttl_s=600), "r1").startswith(jid + "/")
+            assert c.ping()
+            assert t.online_resources("jwtuser") == ["r1"]
+        finally:
+            c.close()
+        for token in (login_token(jid, JWT_KEY, ttl_s=-60),                    # expired
+                      login_token(jid, b"another-key-entirely-0123456789", ttl_s=600),  # bad signature
+                      login_token(f"someoneelse@{t.domain}", JWT_KEY, ttl_s=600)):      # another JID
+            c = connect(t)
+            try:
+                assert c.auth("jwtuser", token) == "not-authorized"
+            finally:
+                c.close()
+        pids = t.pids()
+        assert pids and not [p for p in pids if proc_comm(p) == "epmd"]
+    finally:
+        t.stop()
+
+
+# ---------------------------------------------------------------------- stop, logs, loopback
+@pytest.mark.parametrize("cls", [EjabberdTarget, ProsodyTarget])
+def test_stop_leaves_no_process_and_keeps_the_log(cls, tmp_path):
+    t = cls(tmp_path / "run", log_level="info")
+    t.start(START_S)
+    pids = t.pids()
+    try:
+        assert t.pid in pids
+        addrs = listening_addresses(pids)
+        assert addrs and all(a.startswith("127.0.0.1:") for a in addrs), addrs
+        assert f"127.0.0.1:{t.c2s_port}" in addrs and f"127.0.0.1:{t.http_port}" in addrs
+        assert not [p for p in pids if proc_comm(p) == "epmd"]
+        if cls is EjabberdTarget:   # Erlang distribution on a fixed loopback port, no epmd daemon
+            beam = [p for p in pids if proc_comm(p).startswith("beam")]
+            cmdline = Path(f"/proc/{beam[0]}/cmdline").read_bytes().split(b"\0")
+            assert b"-start_epmd" in cmdline and cmdline[cmdline.index(b"-start_epmd") + 1] == b"false"
+            assert f"127.0.0.1:{t.dist_port}" in addrs
+        answer = websocket_upgrade(t)
+        assert answer.startswith("HTTP/1.1 101"), answer[:200]
+        assert "sec-websocket-protocol:xmpp" in answer.lower().replace(" ", "")
+        desc = t.describe()
+        assert desc["kind"] == cls.kind and desc["c2s_port"] == t.c2s_port and desc["version"] == t.version()
+    finally:
+        t.stop()
+    stopped_cleanly(t, pids)
+    assert t.log_path.stat().st_size > 0
+    config = {"ejabberd": "ejabberd.yml", "prosody": "prosody.cfg.lua"}[cls.kind]
+    assert (tmp_path / "run" / cls.kind / config).is_file()
+
+
+def test_versions():
+    assert EjabberdTarget("/nonexistent-run").version().startswith("23.")
+    assert ProsodyTarget("/nonexistent-run").version().startswith("0.12")
+
+
+@pytest.mark.parametrize("cls,package", [(EjabberdTarget, "ejabberd"), (ProsodyTarget, "prosody")])
+def test_missing_binary_names_the_package(cls, package, tmp_path):
+    t = cls(tmp_path, binary=tmp_path / "no-such-binary")
+    ok, message = t.available()
+    assert not ok and f"apt-get install {package}" in message
+    with pytest.raises(TargetError, match=f"apt-get install {package}"):
+        t.start(5)
+    assert t.pid is None
+    assert not (tmp_path / package).exists()   # checked before anything is written
