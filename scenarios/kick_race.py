@@ -92,7 +92,11 @@ def judge(rows: list[dict], online: list | None, policy: str, native: int, web: 
         if wrong:
             problems.append(f"evicted by another instance: {wrong}")
     if online is not None:
-        n_online = [o.get("Platform", "") for o in online if o.get("Status") == "Online"]
+        # an admin view without platforms (XMPP: resources only) is mapped through the race's instances
+        platform_of = {r.get("instance"): r.get("platform") for r in rows if r.get("instance")}
+        fallback = rows[0].get("platform", "") if rows else ""
+        n_online = [o.get("Platform") or platform_of.get(o.get("Resource")) or fallback
+                    for o in online if o.get("Status") == "Online"]
         if by_instance:
             distinct = len({r.get("instance") for r in rows if r.get("instance")})
             if distinct and len(n_online) > distinct:

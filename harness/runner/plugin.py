@@ -146,10 +146,18 @@ class HarnessPlugin:
                 raise ConfigError("--scenario", f"unknown scenario {s!r} (expected {', '.join(SCENARIO_NAMES)})")
         classes = []
         names = []
+        self.skipped: dict[str, str] = {}
+        if cfg.target.wire == "xmpp":
+            from harness.runner.xmpp_binding import unsupported_scenarios
+
+            self.skipped = unsupported_scenarios(cfg, wanted)   # ConfigError when asked for by name
         for cls in list(self.env.user_classes):
             name = getattr(cls, "scenario", "")
             if not name:
                 classes.append(cls)
+                continue
+            if name in self.skipped:
+                log.warning("scenario %s not run: %s", name, self.skipped[name])
                 continue
             weight = cfg.scenario(name).weight
             if wanted:
@@ -186,11 +194,14 @@ class HarnessPlugin:
         if cfg.target.wire == "xmpp":
             from harness.runner import xmpp_binding
 
-            processes = max(1, int(getattr(self.env.parsed_options, "expect_workers", 1) or 1)) \
-                if self.role == "master" else 1
+            opts = self.env.parsed_options
+            processes = max(1, int(getattr(opts, "expect_workers", 1) or 1)) if self.role == "master" else 1
+            # headless: -u bounds the accounts in use at once; the web UI may ask for any count later
+            users = int(getattr(opts, "num_users", 0) or 0) if getattr(opts, "headless", False) else None
             if cfg.target.started_by_harness:
-                rt.target, self.xmpp_spec = xmpp_binding.start_server(cfg, rt.run_dir, self.scenarios, processes)
-                rt.pool_cap = cfg.target.xmpp.accounts_max
+                rt.target, self.xmpp_spec = xmpp_binding.start_server(cfg, rt.run_dir, self.scenarios, processes,
+                                                                      users)
+                rt.pool_caps = dict(self.xmpp_spec["accounts"])
             else:
                 from harness.targets.embedded import check_reachable
 
@@ -394,7 +405,7 @@ class HarnessPlugin:
 
                 # the admin view (a harness-started server's) stays with the master: no cross-check here
                 xmpp_binding.bind(rt, self.cfg, d["xmpp"], None)
-                rt.pool_cap = self.cfg.target.xmpp.accounts_max if self.cfg.target.started_by_harness else None
+                rt.pool_caps = dict(d["xmpp"].get("accounts") or {})
             else:
                 rt.bind_target(d["ws_url"], d["rest_base"], d["sdkappid"], d.get("secret") or self.cfg.target.secret_key)
         except ConfigError as err:
@@ -765,6 +776,7 @@ class HarnessPlugin:
                 "policy": cfg.target.policy, "users_peak": users_peak}
         describe = getattr(rt.target, "describe", None)
         extra = {"target_server": describe() if callable(describe) else None,
+                 "scenarios_not_run": dict(getattr(self, "skipped", {}) or {}),
                  "scenarios": self.scenarios, "locust_total": locust_total,
                  "locust_failures": stats.total.num_failures, "workers": workers,
                  "missing_workers": [n for n, w in workers.items() if not w["finished"]]}

@@ -313,7 +313,7 @@ class Runtime:
     processes: int = 1            # load-generating processes in the run (set by the master)
     worker_index: int = 0         # this process's index among them
     races: RaceHub = field(default_factory=RaceHub)
-    pool_cap: int | None = None   # accounts per scenario pool at most (harness-started XMPP servers: what was created)
+    pool_caps: dict = field(default_factory=dict)   # scenario -> pool size at most (harness-started XMPP servers: what was created)
     protocol: str = "tim"         # the driver every device uses (harness.drivers.DRIVERS)
     driver_options: dict = field(default_factory=dict)   # the driver's keyword options (xmpp: host, port, domain, ...)
     _sources: list[str | None] = field(default_factory=lambda: [None])
@@ -326,7 +326,7 @@ class Runtime:
         p = self.pools.get(scenario)
         if p is None:
             sc = self.cfg.scenario(scenario)
-            size = sc.accounts if self.pool_cap is None else min(sc.accounts, self.pool_cap)
+            size = min(sc.accounts, self.pool_caps.get(scenario, sc.accounts))
             p = self.pools[scenario] = AccountPool(sc.account_prefix, size, self.worker_tag)
         return p
 

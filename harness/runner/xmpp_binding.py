@@ -36,6 +36,23 @@ log = logging.getLogger("harness")
 EXPIRING_SCENARIO = "relogin_expiry"
 
 
+def unsupported_scenarios(cfg: Config, wanted: list[str]) -> dict[str, str]:
+    """Scenarios this XMPP target cannot run: scenario -> why. A scenario asked for by name
+    (``--scenario``) that cannot run is a ConfigError (one line, exit 2); in the default mix it
+    is left out and named in summary.json (``scenarios_not_run``), never a silent zero."""
+    t = cfg.target
+    expiring = t.xmpp.auth == "jwt" or (t.xmpp.auth == "auto" and (t.kind == "ejabberd" or
+                                                                 (t.kind == "external" and bool(t.xmpp.jwt_key))))
+    if expiring:
+        return {}
+    why = {"prosody": "Prosody 0.12 has no working expiring-token login in Debian"}.get(t.kind, "password logins never expire")
+    if EXPIRING_SCENARIO in wanted:
+        choose_auth(cfg, [EXPIRING_SCENARIO])  # raises the one-line ConfigError
+    if wanted:
+        return {}
+    return {EXPIRING_SCENARIO: f"needs expiring tickets; {t.kind} with auth {t.xmpp.auth} has none ({why})"}
+
+
 def choose_auth(cfg: Config, scenarios: list[str]) -> str:
     """``password`` or ``jwt`` for this run; ConfigError (one line) when the mix cannot run."""
     t = cfg.target
@@ -57,16 +74,29 @@ def choose_auth(cfg: Config, scenarios: list[str]) -> str:
     return auth
 
 
-def pool_accounts(cfg: Config, scenarios: list[str], processes: int) -> list[str]:
-    """Every account the selected scenarios' pools can hand out (runtime.AccountPool naming),
-    capped at ``target.xmpp.accounts_max`` per scenario and worker."""
-    cap = cfg.target.xmpp.accounts_max
-    out: list[str] = []
+#: accounts one user of a scenario holds at once
+ACCOUNTS_PER_USER = {"account_switch": lambda cfg: cfg.scenarios.account_switch.chain}
+
+
+def pool_sizes(cfg: Config, scenarios: list[str], users: int | None) -> dict[str, int]:
+    """Accounts per scenario pool and worker: the scenario's ``accounts``, at most what ``users``
+    concurrent users can hold (when known: headless ``-u``), at most ``target.xmpp.accounts_max``."""
+    out = {}
     for name in scenarios:
-        sc = cfg.scenario(name)
-        n = min(sc.accounts, cap)
+        n = min(cfg.scenario(name).accounts, cfg.target.xmpp.accounts_max)
+        if users:
+            n = min(n, users * ACCOUNTS_PER_USER.get(name, lambda _c: 1)(cfg))
+        out[name] = n
+    return out
+
+
+def pool_accounts(cfg: Config, sizes: dict[str, int], processes: int) -> list[str]:
+    """Every account the pools can hand out (runtime.AccountPool naming: ``<prefix><worker>_<j>``)."""
+    out: list[str] = []
+    for name, n in sizes.items():
+        prefix = cfg.scenario(name).account_prefix
         for tag in range(max(1, processes)):
-            out.extend(f"{sc.account_prefix}{tag}_{j}" for j in range(n))
+            out.extend(f"{prefix}{tag}_{j}" for j in range(n))
     return out
 
 
@@ -104,7 +134,8 @@ class XmppAdminView:
         return (0, {"Kicked": n}) if n is not None else (-1, {"ErrorInfo": "no admin kick"})
 
 
-def start_server(cfg: Config, run_dir: Path, scenarios: list[str], processes: int) -> tuple[Any, dict]:
+def start_server(cfg: Config, run_dir: Path, scenarios: list[str], processes: int,
+                 users: int | None = None) -> tuple[Any, dict]:
     """Start the harness's own ejabberd / Prosody for this run, create its accounts; returns
     ``(target, spec)`` where ``spec`` is what :func:`bind` (and workers) need."""
     from harness.targets.xmpp_servers import make_target
@@ -126,11 +157,13 @@ def start_server(cfg: Config, run_dir: Path, scenarios: list[str], processes: in
             "transport": t.xmpp.transport, "ws_path": t.xmpp.ws_path or server.ws_path,
             "http_port": getattr(server, "http_port", 0), "policy": server.policy,
             "max_sessions": server.max_sessions}
+    sizes = pool_sizes(cfg, scenarios, users)
+    spec["accounts"] = sizes
     if auth == "password":
         creds = PasswordSource(secret, password=t.xmpp.password)
-        users = pool_accounts(cfg, scenarios, processes)
-        log.info("%s: creating %d accounts ...", t.kind, len(users))
-        made = server.create_accounts(users, creds.get)
+        accounts = pool_accounts(cfg, sizes, processes)
+        log.info("%s: creating %d accounts ...", t.kind, len(accounts))
+        made = server.create_accounts(accounts, creds.get)
         log.info("%s %s on %s:%s (policy %s), %d accounts", t.kind, server.version(), server.host, server.c2s_port,
                  server.policy, made)
     return server, spec
@@ -145,7 +178,7 @@ def external_spec(cfg: Config, scenarios: list[str]) -> dict:
     return {"kind": "external", "auth": auth, "jwt_key": t.xmpp.jwt_key, "secret": t.xmpp.password or "external",
             "host": u.hostname or "", "port": u.port or (5222 if u.scheme == "xmpp" else 80),
             "domain": t.xmpp.domain, "transport": transport, "ws_path": u.path or t.xmpp.ws_path or "/ws",
-            "http_port": 0, "policy": t.policy, "max_sessions": getattr(t, "max_sessions", None)}
+            "http_port": 0, "policy": t.policy, "max_sessions": getattr(t, "max_sessions", None), "accounts": {}}
 
 
 def bind(rt: Any, cfg: Config, spec: dict, server: Any = None) -> None:
