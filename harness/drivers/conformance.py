@@ -181,12 +181,13 @@ def case_kick_reported_once(t: ConformanceTarget) -> None:
 
 
 def case_calls_when_not_connected(t: ConformanceTarget) -> None:
-    """Calls on a driver that is not connected return fail -1 at once; they never raise."""
+    """Calls on a driver that is not connected return fail -1 (logout: -1 or 6014) at once; never raise."""
     d, _ = t.driver()
     for name, call in (("login", lambda: d.login("u", "c", t.platform, "x", 1)), ("logout", lambda: d.logout(1)),
                        ("heartbeat", lambda: d.heartbeat(1))):
         r = _assert_reply(call(), name)
-        assert (r.outcome, r.code) == ("fail", -1), f"{name} when not connected: {r}"
+        allowed = (-1, 6014) if name == "logout" else (-1,)   # logout may say "not logged in" (6014)
+        assert r.outcome == "fail" and r.code in allowed, f"{name} when not connected: {r}"
     st = d.status(1)
     assert st is None or _assert_reply(st, "status").outcome == "fail"
 

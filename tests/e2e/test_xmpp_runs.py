@@ -1,0 +1,81 @@
+"""The default mix against real XMPP servers the harness starts itself (ejabberd, Prosody from
+Debian; CI installs both). What a user of ``--set target.kind=ejabberd`` / ``prosody`` gets: the
+server started on loopback with accounts, every scenario the server can run, every check judged
+against the declared policy, the report, the server's log in the run folder, nothing left running.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+QUICK = ("-u", "12", "-r", "12", "-t", "12s")
+
+
+def _pids_of(name: str) -> set[int]:
+    out = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/comm") as f:
+                    if f.read().strip() == name:
+                        out.add(int(p))
+            except OSError:
+                pass
+    return out
+
+
+def test_prosody_default_mix(locust_run):
+    before = _pids_of("lua5.4") | _pids_of("prosody")
+    run = locust_run("--set", "target.kind=prosody", *QUICK, timeout=240)
+    assert run.run_dir is not None, run.stderr[-2000:]
+    s = run.summary
+    # Prosody has no expiring tickets: relogin_expiry is left out with a line, never a silent zero
+    assert "relogin_expiry" in s["scenarios_not_run"] and "expiring" in s["scenarios_not_run"]["relogin_expiry"]
+    assert "scenario relogin_expiry not run" in run.stderr
+    assert set(s["scenarios"]) == {"mass_login", "account_switch", "kick_race"}
+    assert s["policy"] == "unlimited" and s["target_server"]["kind"] == "prosody"
+    assert s["target_server"]["version"].startswith("0.12")
+    assert all(c["violations"] == 0 for c in s["checks"].values()), s["checks"]
+    assert s["ops"]["login"]["ok"] > 50 and s["ops"]["race"]["count"] > 3 and s["ops"]["switch"]["ok"] > 5
+    # the admin view (Prosody's admin socket) cross-checked the switches
+    assert any(r["data"]["online"] for r in run.rows("switch") if r["outcome"] == "ok")
+    assert (run.run_dir / "report.html").exists() and (run.run_dir / "prosody.log").exists()
+    assert run.code == 0, run.stderr[-2000:]
+    assert (_pids_of("lua5.4") | _pids_of("prosody")) <= before      # stopped what it started
+
+
+def test_ejabberd_default_mix_reports_the_expiry_finding(locust_run):
+    """ejabberd 23.01 keeps sessions online after their JWT expired (tests/integration/
+    test_xmpp_conformance.py proves it with the server's admin view): the harness reports it as
+    expiry_on_time violations, exit 4; every other check passes."""
+    run = locust_run("--set", "target.kind=ejabberd", *QUICK, timeout=240)
+    assert run.run_dir is not None, run.stderr[-2000:]
+    s = run.summary
+    assert set(s["scenarios"]) == {"mass_login", "relogin_expiry", "account_switch", "kick_race"}
+    assert s["policy"] == "max_sessions" and s["target_server"]["kind"] == "ejabberd"
+    assert s["target_server"]["auth"] == "jwt"                # configured by the harness for relogin_expiry
+    exp = s["checks"]["expiry_on_time"]
+    assert exp["violations"] > 0, s["checks"]
+    assert all(e["kind"] == "missing" and "still online" in e["found"] for e in exp["examples"]), exp["examples"]
+    others = {k: c["violations"] for k, c in s["checks"].items() if k != "expiry_on_time"}
+    assert not any(others.values()), others
+    assert s["ops"]["login"]["ok"] > 50 and s["ops"]["switch"]["ok"] > 5
+    assert any(r["data"]["online"] for r in run.rows("switch") if r["outcome"] == "ok")  # user_resources
+    assert (run.run_dir / "report.html").exists() and (run.run_dir / "ejabberd.log").exists()
+    assert run.code == 4, run.stderr[-2000:]
+    assert re.search(r"check expiry_on_time: \d+ violation", run.stderr)
+
+
+def test_relogin_expiry_by_name_on_prosody_is_refused_in_one_line(locust_run):
+    run = locust_run("--set", "target.kind=prosody", "--scenario", "relogin_expiry", *QUICK, timeout=60)
+    assert run.code == 2
+    lines = [x for x in run.stderr.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "relogin_expiry" in lines[0] and "expiring tickets" in lines[0], run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_policy_the_server_cannot_enforce_is_refused(locust_run):
+    run = locust_run("--set", "target.kind=prosody", "--set", "target.policy=single_platform",
+                     "--scenario", "kick_race", *QUICK, timeout=60)
+    assert run.code == 2, run.stderr[-1500:]
+    assert "prosody cannot enforce single_platform" in run.stderr and "Traceback" not in run.stderr
