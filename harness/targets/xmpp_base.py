@@ -263,21 +263,21 @@ class XmppServerTarget:
                 except subprocess.TimeoutExpired:
                     pass
             # whatever is still in our session (the server's helpers, a stuck VM): SIGKILL by pid
-            end = time.monotonic() + max(1.0, timeout / 2)
-            while True:
-                left = session_pids(sid)
-                if proc.poll() is not None and not left:
-                    break
-                if time.monotonic() > end:
-                    for pid in left:
-                        _signal(pid, signal.SIGKILL)
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
-                    end = time.monotonic() + 5.0
-                    if not session_pids(sid):
-                        break
+            grace = time.monotonic() + (2.0 if proc.poll() is not None else 0.0)
+            while session_pids(sid) and time.monotonic() < grace:
                 time.sleep(0.05)
+            for _ in range(3):
+                left = session_pids(sid)
+                if not left and proc.poll() is not None:
+                    break
+                for pid in left:
+                    _signal(pid, signal.SIGKILL)
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                end = time.monotonic() + 2.0
+                while session_pids(sid) and time.monotonic() < end:
+                    time.sleep(0.05)
             code = proc.returncode
         if self._log is not None:
             self._log.close()

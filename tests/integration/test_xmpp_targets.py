@@ -386,3 +386,15 @@ def test_missing_binary_names_the_package(cls, package, tmp_path):
         t.start(5)
     assert t.pid is None
     assert not (tmp_path / package).exists()   # checked before anything is written
+
+
+def test_stop_kills_a_server_that_ignores_sigterm(tmp_path):
+    t = ProsodyTarget(tmp_path / "run")
+    t.start(START_S)
+    pids = t.pids()
+    os.kill(t.pid, 19)   # SIGSTOP: SIGTERM stays pending, so only SIGKILL can end it
+    try:
+        assert t.stop(timeout=1.0) == -9
+    finally:
+        t.stop()
+    assert not [p for p in pids if alive(p)]
