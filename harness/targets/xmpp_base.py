@@ -3,8 +3,10 @@
 A target writes a loopback-only config, starts the server in the foreground as a child process
 this harness owns (its own session: ``start_new_session``), dropping to the service user with
 ``setpriv`` (no PAM, so the file limit stays as high as ours), waits until c2s answers a stream
-header, and stops everything in that session by pid: SIGTERM to the server, SIGKILL after the
-timeout. Output goes to ``<run_dir>/<kind>.log``.
+header, and stops what is its own by pid: SIGTERM to the server, SIGKILL after the timeout to
+every process left in that session and to any process carrying the target's unique
+``HARNESS_TARGET_ID`` in its environment (a daemon the server forked that called setsid(), as
+``epmd -daemon`` does). Nothing else is ever signalled. Output goes to ``<run_dir>/<kind>.log``.
 
 Where the files live: ``<run_dir>/<kind>/`` when the service user can write there; otherwise
 (pytest's ``/tmp/pytest-of-root`` is mode 0700) the server runs in a private staging folder under
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +38,7 @@ TRANSPORTS: tuple[str, ...] = ("tcp", "websocket", "bosh")
 PASSWORD_FORMATS: tuple[str, ...] = ("plain", "scram")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 SETPRIV = "/usr/bin/setpriv"
+MARKER_ENV = "HARNESS_TARGET_ID"   # every process the server spawns inherits it, even after setsid()
 NS_STREAM = "http://etherx.jabber.org/streams"
 
 
@@ -96,6 +100,7 @@ class XmppServerTarget:
         self._log: Any = None
         self._atexit = False
         self._started_at: float | None = None
+        self.marker = f"{self.kind}-{uuid.uuid4().hex}"   # in the child's environment: finds escapees
 
     # ------------------------------------------------------------------ policy and auth
     @classmethod
@@ -185,7 +190,8 @@ class XmppServerTarget:
         raise NotImplementedError
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work_dir), "LANG": "C.UTF-8"}
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work_dir), "LANG": "C.UTF-8",
+                MARKER_ENV: self.marker}
 
     def _extra_ports(self) -> int:
         """How many more free ports the server needs (ejabberd: Erlang distribution)."""
@@ -255,6 +261,10 @@ class XmppServerTarget:
         code: int | None = None
         if proc is not None:
             sid = proc.pid
+
+            def owned() -> list[int]:
+                return owned_pids(sid, self.marker)
+
             if proc.poll() is None:
                 for pid in self._term_targets(proc.pid):
                     _signal(pid, signal.SIGTERM)
@@ -262,12 +272,12 @@ class XmppServerTarget:
                     code = proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     pass
-            # whatever is still in our session (the server's helpers, a stuck VM): SIGKILL by pid
+            # whatever is still ours (the server's helpers, a daemon it forked, a stuck VM): SIGKILL by pid
             grace = time.monotonic() + (2.0 if proc.poll() is not None else 0.0)
-            while session_pids(sid) and time.monotonic() < grace:
+            while owned() and time.monotonic() < grace:
                 time.sleep(0.05)
             for _ in range(3):
-                left = session_pids(sid)
+                left = owned()
                 if not left and proc.poll() is not None:
                     break
                 for pid in left:
@@ -276,7 +286,7 @@ class XmppServerTarget:
                     proc.kill()
                 proc.wait()
                 end = time.monotonic() + 2.0
-                while session_pids(sid) and time.monotonic() < end:
+                while owned() and time.monotonic() < end:
                     time.sleep(0.05)
             code = proc.returncode
         if self._log is not None:
@@ -297,8 +307,9 @@ class XmppServerTarget:
         return self.proc is not None and self.proc.poll() is None
 
     def pids(self) -> list[int]:
-        """Every live process in the server's session (the child and what it spawned)."""
-        return session_pids(self.proc.pid) if self.proc is not None else []
+        """Every live process of this server: its session (the child and what it spawned) and any
+        process carrying our marker in its environment (a daemon that left the session)."""
+        return owned_pids(self.proc.pid, self.marker) if self.proc is not None else []
 
     # ------------------------------------------------------------------ accounts and admin views
     def create_accounts(self, users: list[str], password_for: Callable[[str], str], *,
@@ -445,6 +456,36 @@ def session_pids(sid: int) -> list[int]:
         if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == sid:
             found.append(int(name))
     return sorted(found)
+
+
+def marker_pids(marker: str) -> list[int]:
+    """Live processes whose environment holds ``HARNESS_TARGET_ID=marker`` (readable for root or the owner)."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and _state(int(name)) not in ("Z", ""):
+            found.append(int(name))
+    return sorted(found)
+
+
+def owned_pids(sid: int, marker: str) -> list[int]:
+    """Our server's processes: its session, plus marked ones that left it."""
+    return sorted(set(session_pids(sid)) | set(marker_pids(marker)))
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().decode("ascii", "replace").rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def child_pids(pid: int) -> list[int]:

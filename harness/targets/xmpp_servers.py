@@ -69,7 +69,8 @@ Processes: the server runs in the foreground in a session of its own, as its ser
 ``setpriv`` (not su/runuser: PAM would drop nofile to 1024). ejabberd gets a fixed loopback
 distribution port, so no epmd is started at all (nothing outlives it, no clash with another node
 on the box). ``stop()`` sends SIGTERM to the server (ejabberd: the BEAM VM), then SIGKILLs whatever
-is still in that session; it never signals a process outside it.
+is still in that session or carries the target's ``HARNESS_TARGET_ID`` environment marker (so a
+daemon that left the session, as epmd would, is found too); it never signals any other process.
 
 Measured by hand here (Debian 12, 2 cores shared with other agents, load average 5-7 while
 measuring, so an idle box is faster): start to a c2s stream answer ejabberd 2.4-3.4 s (up to 9 s at

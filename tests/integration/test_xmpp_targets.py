@@ -398,3 +398,26 @@ def test_stop_kills_a_server_that_ignores_sigterm(tmp_path):
     finally:
         t.stop()
     assert not [p for p in pids if alive(p)]
+
+
+def test_stop_also_ends_a_daemon_that_left_the_session(tmp_path):
+    """What epmd -daemon does (setsid, reparented to init) is caught by the marker in its environment."""
+    from harness.targets.xmpp_base import MARKER_ENV
+    t = ProsodyTarget(tmp_path / "run")
+    t.start(START_S)
+    bystander = subprocess.Popen(["sleep", "120"])   # ours too, but not the server's: left alone
+    try:
+        escapee = subprocess.Popen(["setsid", "-f", "sleep", "120"], env={"PATH": "/usr/bin:/bin", MARKER_ENV: t.marker})
+        escapee.wait(5)
+        deadline = time.monotonic() + 5
+        while len(t.pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemons = [p for p in t.pids() if proc_comm(p) == "sleep"]
+        assert len(daemons) == 1
+        t.stop()
+        assert not alive(daemons[0])
+        assert bystander.poll() is None
+    finally:
+        t.stop()
+        bystander.kill()
+        bystander.wait()
