@@ -57,7 +57,6 @@ class EjabberdTarget(XmppServerTarget):
     supported_auth = ("password", "jwt")
     default_policy = "max_sessions"
     default_max_sessions = 10
-    log_name = "logs/ejabberd.log"
 
     def __init__(self, run_dir: str | Path, *, api_workers: int = 16, **kwargs: Any) -> None:
         super().__init__(run_dir, **kwargs)

@@ -53,7 +53,6 @@ class XmppServerTarget:
     supported_auth: ClassVar[tuple[str, ...]] = AUTH_KINDS
     default_policy: ClassVar[str] = "unlimited"
     default_max_sessions: ClassVar[int | None] = None
-    log_name: ClassVar[str] = ""           # the server's own log file in logs/ (copied back when staged)
 
     def __init__(self, run_dir: str | Path, *, domain: str = "localhost", host: str = "127.0.0.1",
                  policy: str | None = None, max_sessions: int | None = None, auth: str = "password",
@@ -99,7 +98,6 @@ class XmppServerTarget:
         self._staged = False
         self._log: Any = None
         self._atexit = False
-        self._started_at: float | None = None
         self.marker = f"{self.kind}-{uuid.uuid4().hex}"   # in the child's environment: finds escapees
 
     # ------------------------------------------------------------------ policy and auth
@@ -219,13 +217,12 @@ class XmppServerTarget:
         self._write_files()
         self._chown_work_dir()
         if self._staged:
-            self._copy_record(final=False)
+            self._copy_record()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- held for the child's lifetime, closed in stop()
         offset = self.log_path.stat().st_size
         cmd = self._command()
         if os.geteuid() == 0:
             cmd = [SETPRIV, f"--reuid={self.service_user}", f"--regid={self.service_user}", "--init-groups"] + cmd
-        self._started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self._env(), cwd=str(self.work_dir), start_new_session=True)
         if not self._atexit:
@@ -293,7 +290,7 @@ class XmppServerTarget:
             self._log.close()
             self._log = None
         if self._staged and self.work_dir.exists():
-            self._copy_record(final=True)
+            self._copy_record()
             shutil.rmtree(self.work_dir, ignore_errors=True)
             self._staged = False
             self.work_dir = self.server_dir
@@ -372,7 +369,7 @@ class XmppServerTarget:
         """Files (relative to the work dir) worth keeping in ``<run_dir>/<kind>/``."""
         return []
 
-    def _copy_record(self, final: bool) -> None:
+    def _copy_record(self) -> None:
         for rel in self._record_files():
             src = self.work_dir / rel
             if src.is_file():
