@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import http.client
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,7 +23,13 @@ from typing import Any
 
 from harness.errors import TargetError
 from harness.targets.jwt_helper import jwk_for_key
-from harness.targets.xmpp_base import XmppServerTarget, child_pids, proc_comm, yaml_str
+from harness.targets.xmpp_base import (
+    SETPRIV,
+    XmppServerTarget,
+    child_pids,
+    proc_comm,
+    yaml_str,
+)
 
 API_COMMANDS = ("register", "unregister", "check_account", "registered_users", "user_resources",
                 "kick_session", "kick_user", "connected_users", "connected_users_number", "status",
@@ -50,7 +57,6 @@ class EjabberdTarget(XmppServerTarget):
     supported_auth = ("password", "jwt")
     default_policy = "max_sessions"
     default_max_sessions = 10
-    log_name = "logs/ejabberd.log"
 
     def __init__(self, run_dir: str | Path, *, api_workers: int = 16, **kwargs: Any) -> None:
         super().__init__(run_dir, **kwargs)
@@ -151,6 +157,10 @@ class EjabberdTarget(XmppServerTarget):
             "  register:",
             "    allow: all",
             "api_permissions:",
+            "  \"console commands\":",   # ejabberdctl over Erlang distribution (loopback, cookie in HOME)
+            "    from: [ejabberd_ctl]",
+            "    who: all",
+            "    what: \"*\"",
             "  \"loopback admin\":",
             "    from: [mod_http_api]",
             "    who:",
@@ -219,6 +229,28 @@ class EjabberdTarget(XmppServerTarget):
         return [str(self.binary), "--ctl-config", str(w / "ejabberdctl.cfg"), "--config-dir", str(w),
                 "--config", str(w / "ejabberd.yml"), "--spool", str(w / "spool"), "--logs", str(w / "logs"),
                 "foreground"]
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``ejabberdctl ARGS`` against this node (Erlang distribution over loopback, no epmd); its stdout.
+
+        One short-lived VM per call (~1-2 s): for a look by hand, never for bulk work (use ``api``).
+        """
+        if not self.running():
+            raise TargetError("ejabberd is not running: start() it before ctl().")
+        w = self.work_dir
+        cmd = [str(self.binary), "--ctl-config", str(w / "ejabberdctl.cfg"), "--config-dir", str(w),
+               "--config", str(w / "ejabberd.yml"), "--spool", str(w / "spool"), "--logs", str(w / "logs"), *args]
+        if os.geteuid() == 0:
+            cmd = [SETPRIV, f"--reuid={self.service_user}", f"--regid={self.service_user}", "--init-groups", *cmd]
+        try:
+            out = subprocess.run(cmd, env=self._env(), cwd=str(w), capture_output=True, text=True,
+                                 timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise TargetError(f"ejabberdctl {' '.join(args)} did not finish within {timeout:g} s") from None
+        if out.returncode != 0:
+            raise TargetError(f"ejabberdctl {' '.join(args)} failed (code {out.returncode}): "
+                              f"{(out.stdout + out.stderr).strip()[-300:]}")
+        return out.stdout
 
     def _env(self) -> dict[str, str]:
         env = super()._env()

@@ -3,8 +3,10 @@
 A target writes a loopback-only config, starts the server in the foreground as a child process
 this harness owns (its own session: ``start_new_session``), dropping to the service user with
 ``setpriv`` (no PAM, so the file limit stays as high as ours), waits until c2s answers a stream
-header, and stops everything in that session by pid: SIGTERM to the server, SIGKILL after the
-timeout. Output goes to ``<run_dir>/<kind>.log``.
+header, and stops what is its own by pid: SIGTERM to the server, SIGKILL after the timeout to
+every process left in that session and to any process carrying the target's unique
+``HARNESS_TARGET_ID`` in its environment (a daemon the server forked that called setsid(), as
+``epmd -daemon`` does). Nothing else is ever signalled. Output goes to ``<run_dir>/<kind>.log``.
 
 Where the files live: ``<run_dir>/<kind>/`` when the service user can write there; otherwise
 (pytest's ``/tmp/pytest-of-root`` is mode 0700) the server runs in a private staging folder under
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +38,7 @@ TRANSPORTS: tuple[str, ...] = ("tcp", "websocket", "bosh")
 PASSWORD_FORMATS: tuple[str, ...] = ("plain", "scram")
 LOG_LEVELS: tuple[str, ...] = ("debug", "info", "warning", "error")
 SETPRIV = "/usr/bin/setpriv"
+MARKER_ENV = "HARNESS_TARGET_ID"   # every process the server spawns inherits it, even after setsid()
 NS_STREAM = "http://etherx.jabber.org/streams"
 
 
@@ -49,7 +53,6 @@ class XmppServerTarget:
     supported_auth: ClassVar[tuple[str, ...]] = AUTH_KINDS
     default_policy: ClassVar[str] = "unlimited"
     default_max_sessions: ClassVar[int | None] = None
-    log_name: ClassVar[str] = ""           # the server's own log file in logs/ (copied back when staged)
 
     def __init__(self, run_dir: str | Path, *, domain: str = "localhost", host: str = "127.0.0.1",
                  policy: str | None = None, max_sessions: int | None = None, auth: str = "password",
@@ -95,7 +98,7 @@ class XmppServerTarget:
         self._staged = False
         self._log: Any = None
         self._atexit = False
-        self._started_at: float | None = None
+        self.marker = f"{self.kind}-{uuid.uuid4().hex}"   # in the child's environment: finds escapees
 
     # ------------------------------------------------------------------ policy and auth
     @classmethod
@@ -185,7 +188,8 @@ class XmppServerTarget:
         raise NotImplementedError
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work_dir), "LANG": "C.UTF-8"}
+        return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(self.work_dir), "LANG": "C.UTF-8",
+                MARKER_ENV: self.marker}
 
     def _extra_ports(self) -> int:
         """How many more free ports the server needs (ejabberd: Erlang distribution)."""
@@ -213,13 +217,12 @@ class XmppServerTarget:
         self._write_files()
         self._chown_work_dir()
         if self._staged:
-            self._copy_record(final=False)
+            self._copy_record()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 -- held for the child's lifetime, closed in stop()
         offset = self.log_path.stat().st_size
         cmd = self._command()
         if os.geteuid() == 0:
             cmd = [SETPRIV, f"--reuid={self.service_user}", f"--regid={self.service_user}", "--init-groups"] + cmd
-        self._started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self._env(), cwd=str(self.work_dir), start_new_session=True)
         if not self._atexit:
@@ -255,6 +258,10 @@ class XmppServerTarget:
         code: int | None = None
         if proc is not None:
             sid = proc.pid
+
+            def owned() -> list[int]:
+                return owned_pids(sid, self.marker)
+
             if proc.poll() is None:
                 for pid in self._term_targets(proc.pid):
                     _signal(pid, signal.SIGTERM)
@@ -262,28 +269,28 @@ class XmppServerTarget:
                     code = proc.wait(timeout)
                 except subprocess.TimeoutExpired:
                     pass
-            # whatever is still in our session (the server's helpers, a stuck VM): SIGKILL by pid
-            end = time.monotonic() + max(1.0, timeout / 2)
-            while True:
-                left = session_pids(sid)
-                if proc.poll() is not None and not left:
-                    break
-                if time.monotonic() > end:
-                    for pid in left:
-                        _signal(pid, signal.SIGKILL)
-                    if proc.poll() is None:
-                        proc.kill()
-                    proc.wait()
-                    end = time.monotonic() + 5.0
-                    if not session_pids(sid):
-                        break
+            # whatever is still ours (the server's helpers, a daemon it forked, a stuck VM): SIGKILL by pid
+            grace = time.monotonic() + (2.0 if proc.poll() is not None else 0.0)
+            while owned() and time.monotonic() < grace:
                 time.sleep(0.05)
+            for _ in range(3):
+                left = owned()
+                if not left and proc.poll() is not None:
+                    break
+                for pid in left:
+                    _signal(pid, signal.SIGKILL)
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                end = time.monotonic() + 2.0
+                while owned() and time.monotonic() < end:
+                    time.sleep(0.05)
             code = proc.returncode
         if self._log is not None:
             self._log.close()
             self._log = None
         if self._staged and self.work_dir.exists():
-            self._copy_record(final=True)
+            self._copy_record()
             shutil.rmtree(self.work_dir, ignore_errors=True)
             self._staged = False
             self.work_dir = self.server_dir
@@ -297,8 +304,9 @@ class XmppServerTarget:
         return self.proc is not None and self.proc.poll() is None
 
     def pids(self) -> list[int]:
-        """Every live process in the server's session (the child and what it spawned)."""
-        return session_pids(self.proc.pid) if self.proc is not None else []
+        """Every live process of this server: its session (the child and what it spawned) and any
+        process carrying our marker in its environment (a daemon that left the session)."""
+        return owned_pids(self.proc.pid, self.marker) if self.proc is not None else []
 
     # ------------------------------------------------------------------ accounts and admin views
     def create_accounts(self, users: list[str], password_for: Callable[[str], str], *,
@@ -361,7 +369,7 @@ class XmppServerTarget:
         """Files (relative to the work dir) worth keeping in ``<run_dir>/<kind>/``."""
         return []
 
-    def _copy_record(self, final: bool) -> None:
+    def _copy_record(self) -> None:
         for rel in self._record_files():
             src = self.work_dir / rel
             if src.is_file():
@@ -445,6 +453,36 @@ def session_pids(sid: int) -> list[int]:
         if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == sid:
             found.append(int(name))
     return sorted(found)
+
+
+def marker_pids(marker: str) -> list[int]:
+    """Live processes whose environment holds ``HARNESS_TARGET_ID=marker`` (readable for root or the owner)."""
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and _state(int(name)) not in ("Z", ""):
+            found.append(int(name))
+    return sorted(found)
+
+
+def owned_pids(sid: int, marker: str) -> list[int]:
+    """Our server's processes: its session, plus marked ones that left it."""
+    return sorted(set(session_pids(sid)) | set(marker_pids(marker)))
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().decode("ascii", "replace").rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def child_pids(pid: int) -> list[int]:

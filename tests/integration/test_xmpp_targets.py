@@ -304,30 +304,40 @@ def test_prosody_refuses_policies_it_cannot_enforce(tmp_path):
 
 
 # ---------------------------------------------------------------------- JWT
-def test_ejabberd_jwt_valid_token_logs_in_expired_is_refused(tmp_path):
-    t = EjabberdTarget(tmp_path / "run", auth="jwt", jwt_key=JWT_KEY, policy="unlimited")
+def test_ejabberd_jwt_login_and_max_sessions(tmp_path):
+    """JWT: a valid token logs in; expired, badly signed and other-JID tokens get not-authorized.
+    The same server runs policy max_sessions 2: a third resource replaces the oldest session."""
+    t = EjabberdTarget(tmp_path / "run", auth="jwt", jwt_key=JWT_KEY, policy="max_sessions", max_sessions=2)
     t.start(START_S)
+    conns: list[Raw] = []
     try:
         assert t.create_accounts(["anyone"], pw) == 0   # no accounts with JWT
         jid = f"jwtuser@{t.domain}"
-        c = connect(t)
-        try:
-            assert c.login("jwtuser", login_token(jid, JWT_KEY, ttl_s=600), "r1").startswith(jid + "/")
-            assert c.ping()
-            assert t.online_resources("jwtuser") == ["r1"]
-        finally:
-            c.close()
-        for token in (login_token(jid, JWT_KEY, ttl_s=-60),                    # expired
-                      login_token(jid, b"another-key-entirely-0123456789", ttl_s=600),  # bad signature
-                      login_token(f"someoneelse@{t.domain}", JWT_KEY, ttl_s=600)):      # another JID
+        for token in (login_token(jid, JWT_KEY, ttl_s=-60),                               # expired
+                      login_token(jid, b"another-key-entirely-0123456789", ttl_s=600),    # bad signature
+                      login_token(f"someoneelse@{t.domain}", JWT_KEY, ttl_s=600)):        # another JID
             c = connect(t)
             try:
                 assert c.auth("jwtuser", token) == "not-authorized"
             finally:
                 c.close()
+        for resource in ("r1", "r2"):
+            c = connect(t)
+            conns.append(c)
+            assert c.login("jwtuser", login_token(jid, JWT_KEY, ttl_s=600), resource) == f"{jid}/{resource}"
+        assert conns[0].ping() and conns[1].ping()
+        assert t.online_resources("jwtuser") == ["r1", "r2"]
+        c = connect(t)
+        conns.append(c)
+        c.login("jwtuser", login_token(jid, JWT_KEY, ttl_s=600), "r3")
+        assert conns[0].stream_error() == "conflict"
+        assert conns[1].ping() and conns[2].ping()
+        assert sorted(t.online_resources("jwtuser")) == ["r2", "r3"]
         pids = t.pids()
         assert pids and not [p for p in pids if proc_comm(p) == "epmd"]
     finally:
+        for c in conns:
+            c.close()
         t.stop()
 
 
@@ -348,6 +358,7 @@ def test_stop_leaves_no_process_and_keeps_the_log(cls, tmp_path):
             cmdline = Path(f"/proc/{beam[0]}/cmdline").read_bytes().split(b"\0")
             assert b"-start_epmd" in cmdline and cmdline[cmdline.index(b"-start_epmd") + 1] == b"false"
             assert f"127.0.0.1:{t.dist_port}" in addrs
+            assert "is started" in t.ctl("status")   # ejabberdctl reaches the node over loopback, no epmd
         answer = websocket_upgrade(t)
         assert answer.startswith("HTTP/1.1 101"), answer[:200]
         assert "sec-websocket-protocol:xmpp" in answer.lower().replace(" ", "")
@@ -375,3 +386,38 @@ def test_missing_binary_names_the_package(cls, package, tmp_path):
         t.start(5)
     assert t.pid is None
     assert not (tmp_path / package).exists()   # checked before anything is written
+
+
+def test_stop_kills_a_server_that_ignores_sigterm(tmp_path):
+    t = ProsodyTarget(tmp_path / "run")
+    t.start(START_S)
+    pids = t.pids()
+    os.kill(t.pid, 19)   # SIGSTOP: SIGTERM stays pending, so only SIGKILL can end it
+    try:
+        assert t.stop(timeout=1.0) == -9
+    finally:
+        t.stop()
+    assert not [p for p in pids if alive(p)]
+
+
+def test_stop_also_ends_a_daemon_that_left_the_session(tmp_path):
+    """What epmd -daemon does (setsid, reparented to init) is caught by the marker in its environment."""
+    from harness.targets.xmpp_base import MARKER_ENV
+    t = ProsodyTarget(tmp_path / "run")
+    t.start(START_S)
+    bystander = subprocess.Popen(["sleep", "120"])   # ours too, but not the server's: left alone
+    try:
+        escapee = subprocess.Popen(["setsid", "-f", "sleep", "120"], env={"PATH": "/usr/bin:/bin", MARKER_ENV: t.marker})
+        escapee.wait(5)
+        deadline = time.monotonic() + 5
+        while len(t.pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemons = [p for p in t.pids() if proc_comm(p) == "sleep"]
+        assert len(daemons) == 1
+        t.stop()
+        assert not alive(daemons[0])
+        assert bystander.poll() is None
+    finally:
+        t.stop()
+        bystander.kill()
+        bystander.wait()

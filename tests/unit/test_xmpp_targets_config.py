@@ -68,8 +68,9 @@ def test_ejabberd_listeners_are_loopback_only_with_load_test_settings(tmp_path):
 
 def test_ejabberd_admin_api_is_loopback_only(tmp_path):
     perms = ej_conf(tmp_path)["api_permissions"]
-    assert len(perms) == 1
-    (rule,) = perms.values()
+    assert set(perms) == {"loopback admin", "console commands"}
+    assert perms["console commands"]["from"] == ["ejabberd_ctl"]
+    rule = perms["loopback admin"]
     assert rule["from"] == ["mod_http_api"]
     assert rule["who"] == {"ip": "127.0.0.0/8"}
     for command in ("register", "user_resources", "kick_session", "kick_user", "connected_users_number"):
