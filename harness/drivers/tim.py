@@ -53,7 +53,8 @@ class TimDriver:
     """
 
     protocol: ClassVar[str] = "tim"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"status", "expiry_push", "switch_in_place"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"status", "expiry_push", "switch_in_place",
+                                                        "heartbeat_logged_out"})
 
     __slots__ = ("url", "sdk_app_id", "sink", "source_address", "conn_id", "close_timeout", "close_code",
                  "_host", "_port", "_target", "_host_header", "_addrs", "_sock", "_ws", "_send_lock",

@@ -477,6 +477,11 @@ class ChatClient:
         self._hb_sleeping = False
         if not self._connected or self._closing:
             return
+        if self._status != STATUS_LOGINED and "heartbeat_logged_out" not in self.driver.capabilities:
+            # this protocol has nothing to ping with before a login (XMPP: no stanza before bind)
+            self._hb_sleeping = True
+            self._heartbeater = gevent.spawn_later(interval, self._heartbeat_loop, interval)
+            return
         result = self.heartbeat()
         if result.desc == _NOT_CONNECTED:
             return

@@ -74,7 +74,8 @@ class Driver(Protocol):
     protocol: ClassVar[str]
     #: what this protocol offers beyond login/logout/heartbeat: ``status`` (server's view of the
     #: connection), ``expiry_push`` (the server ends a session when its credential expires),
-    #: ``switch_in_place`` (a login for another user on the same transport)
+    #: ``switch_in_place`` (a login for another user on the same transport), ``heartbeat_logged_out``
+    #: (heartbeats work before a login; else the SDK skips beats while logged out)
     capabilities: ClassVar[frozenset[str]]
 
     sink: Sink

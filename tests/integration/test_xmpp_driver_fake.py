@@ -144,7 +144,8 @@ class FakeXmpp:
     def __init__(self, mechs: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"),
                  after_login: Callable[[FakeConn], None] | None = None, reject: bool = False,
                  silent_auth: bool = False, bad_server_sig: bool = False, ws: bool = False,
-                 tls_context: Any = None) -> None:
+                 tls_context: Any = None, success_delay_s: float = 0.0) -> None:
+        self.success_delay_s = success_delay_s
         self.ws = ws
         self.tls_context = tls_context
         self.subprotocols: list[str] = []
@@ -208,6 +209,8 @@ class FakeXmpp:
                 _authz, user, password = payload.decode().split("\0")
                 conn.log(f"auth:{user}")
                 ok = USERS.get(user) == password and not self.reject
+                if ok and self.success_delay_s:
+                    gevent.sleep(self.success_delay_s)
                 if not ok:
                     conn.send(f"<failure xmlns='{SASL}'><not-authorized/><text xml:lang='en'>Invalid username or password"
                               "</text></failure>")
@@ -828,3 +831,27 @@ def test_websocket_handshake_rejected():
         assert drv.connect(time.monotonic() + 2) == ("fail", "handshake rejected: HTTP 404")
     finally:
         server.stop(timeout=1)
+
+
+def test_heartbeat_during_a_login_waits_until_bound(make):
+    """A heartbeat while a login owns the stream is not sent before bind (RFC 6120; ejabberd
+    answers a ping between <success/> and the restart with a stream error: found under load)."""
+    srv, drv, _sink = make("PLAIN", success_delay_s=0.3)
+    _connect(drv)
+    g = gevent.spawn(drv.login, "alice", USERS["alice"], "Android", "i", 3)
+    gevent.sleep(0.1)                       # the login is waiting for <success/>
+    hb = drv.heartbeat(3)
+    res = g.get(timeout=5)
+    assert res.outcome == "ok" and hb.outcome == "ok", (res, hb)
+    seen = srv.what()
+    assert "ping" in [w.split(":")[1] for w in seen], seen
+    assert seen.index("1:presence") < seen.index("1:ping"), seen   # the ping came after the login
+
+
+def test_heartbeat_before_any_login_is_not_sent(make):
+    srv, drv, _sink = make("PLAIN")
+    _connect(drv)
+    hb = drv.heartbeat(1)
+    assert (hb.outcome, hb.code) == ("fail", 6014), hb
+    gevent.sleep(0.2)
+    assert "1:ping" not in srv.what()

@@ -190,6 +190,8 @@ class XmppDriver:
         self.connect_timeout = connect_timeout
         self.max_stanza_bytes = max_stanza_bytes
         self.resource_shared = False
+        self._idle = GEvent()   # set while no login owns the stream
+        self._idle.set()
         self.last_mechanism: str | None = None
         self._addrs: list | None = None
         self._conn: _Conn | None = None
@@ -716,7 +718,20 @@ class XmppDriver:
     # --------------------------------------------------------------- requests
 
     def login(self, user_id: str, credential: str, platform: str, instance_id: str, timeout: float) -> Reply:
-        """Log ``user_id`` in (see the module docstring); ``timeout`` seconds for the whole exchange."""
+        """Log ``user_id`` in (see the module docstring); ``timeout`` seconds for the whole exchange.
+
+        While it runs (old stream closed, new one opened, SASL, restart, bind) no other stanza
+        may go out: RFC 6120 allows none before bind, and ejabberd answers a ping sent between
+        ``<success/>`` and the new stream header with a stream error. :meth:`heartbeat` waits."""
+        if not self._idle.is_set():
+            return Reply("fail", protocol.ERR_SDK_ACCOUNT_LOGIN_IN_PROCESS, "login in process")
+        self._idle.clear()
+        try:
+            return self._login(user_id, credential, platform, instance_id, timeout)
+        finally:
+            self._idle.set()
+
+    def _login(self, user_id: str, credential: str, platform: str, instance_id: str, timeout: float) -> Reply:
         deadline = time.monotonic() + timeout
         exp = token_exp(credential) if looks_like_jwt(credential) else None
         if exp is not None and exp < time.time():
@@ -780,10 +795,17 @@ class XmppDriver:
         return Reply("info", protocol.ERR_TRANSPORT, f"timeout after {timeout:g} s", None, held)
 
     def heartbeat(self, timeout: float) -> Reply:
-        """XEP-0199 ping to the domain; ok 0 on any iq answer."""
+        """XEP-0199 ping to the domain; ok 0 on any iq answer. Waits (within ``timeout``) for a
+        login in flight to finish; before bind there is nothing to ping with: fail 6014."""
+        t0 = time.monotonic()
+        if not self._idle.wait(timeout):
+            return Reply("info", protocol.ERR_TRANSPORT, f"timeout after {timeout:g} s (login in flight)")
+        left = max(0.0, timeout - (time.monotonic() - t0))
         conn = self._conn
         if conn is None or conn.down:
             return Reply("fail", protocol.ERR_TRANSPORT, _NOT_CONNECTED)
+        if conn.session is None:
+            return Reply("fail", protocol.ERR_SDK_NOT_LOGGED_IN, "not logged in (XMPP: no stanza before bind)")
         iq_id = f"p{next(self._ids)}"
         ar: AsyncResult = AsyncResult()
         conn.iqs[iq_id] = ar
@@ -792,7 +814,7 @@ class XmppDriver:
         if sent is not None:
             conn.iqs.pop(iq_id, None)
             return Reply(sent[0], protocol.ERR_TRANSPORT, sent[1], None, held)
-        ar.wait(timeout)
+        ar.wait(left)
         if not ar.ready():
             conn.iqs.pop(iq_id, None)
             return Reply("info", protocol.ERR_TRANSPORT, f"timeout after {timeout:g} s", None, held)
