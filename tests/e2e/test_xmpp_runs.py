@@ -79,3 +79,38 @@ def test_a_policy_the_server_cannot_enforce_is_refused(locust_run):
                      "--scenario", "kick_race", *QUICK, timeout=60)
     assert run.code == 2, run.stderr[-1500:]
     assert "prosody cannot enforce single_platform" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_hostile_xmpp_server_never_breaks_the_run(locust_run, tmp_path):
+    """Malformed XML, an oversized stanza, an unknown stream error, a half-closed stream,
+    silence, garbage during SASL (tests/e2e/hostile_xmpp.py): every operation ends fail/info
+    with a code and the condition in its detail, the run goes on, no traceback, the journal
+    is complete (journal_integrity)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    srv = subprocess.Popen([sys.executable, str(Path(__file__).with_name("hostile_xmpp.py"))],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(srv.stdout.readline().split()[1])
+        run = locust_run("--host", f"xmpp://127.0.0.1:{port}", "--scenario", "mass_login",
+                         "--set", "target.xmpp.password=pw", "--set", "client.connect_timeout_s=2",
+                         "--set", "client.request_timeout_s=2", "--set", "client.reconnect=false",
+                         "--set", "gates.error_ratio.overall=1", "--set", "gates.latency_ms={}",
+                         "--set", "scenarios.mass_login.hold_s=1", "-u", "14", "-r", "14", "-t", "10s",
+                         timeout=120)
+    finally:
+        srv.kill()
+        srv.wait()
+    assert run.run_dir is not None, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    details = {r["detail"] for r in run.rows() if r["outcome"] != "ok"}
+    joined = " ".join(sorted(details))
+    for condition in ("xml-not-well-formed", "stanza-too-big", "made-up-condition", "closed_by_server", "timeout"):
+        assert condition in joined, (condition, details)
+    assert all(isinstance(r["code"], int) for r in run.rows())
+    s = run.summary
+    assert s["checks"]["journal_integrity"]["violations"] == 0
+    assert s["ops"]["login"]["ok"] > 0            # the well-behaved connections still logged in
+    assert run.code == 0, run.stderr[-2000:]
