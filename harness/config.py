@@ -33,6 +33,7 @@ CHECK_NAMES = (
     "relogin_recovers",
     "expiry_on_time",
     "journal_integrity",
+    "expected_rejections",
 )
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "p999", "max")
 

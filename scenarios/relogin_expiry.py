@@ -15,6 +15,7 @@ from harness.usersig import gen_usersig
 from harness.runner.users import ChatUser, Device
 
 EXPIRY_CODES = FRESH_SIG_CODES  # the codes this scenario recovers from at login
+STALE_CODE = 70001  # ERR_SVR_ACCOUNT_USERSIG_EXPIRED: the answer a deliberately stale sig must get
 
 
 class ReloginExpiry(ChatUser):
@@ -28,13 +29,15 @@ class ReloginExpiry(ChatUser):
     def lifetime(self) -> int:
         return self.sc.sig_lifetime_s + random.randint(0, self.sc.sig_jitter_s)
 
-    def first_sig(self, d: Device) -> str | None:
+    def first_sig(self, d: Device) -> tuple[str | None, int | None]:
+        """The sig of the first login and the code it provokes on purpose (``STALE_CODE`` for
+        a deliberately expired sig, ``stale_login_ratio``; else None)."""
         if self.sc.stale_login_ratio and self.rt.secret_key and self.cfg.usersig.source == "local" \
                 and random.random() < self.sc.stale_login_ratio:
             life = self.lifetime()
             issued = int(time.time()) - life - self.cfg.target.leeway_s - 30
-            return gen_usersig(self.rt.sdk_app_id, self.rt.secret_key, self.account, life, now=issued)
-        return self.fetch_sig(self.account, self.lifetime(), platform=d.platform, conn=d.conn)
+            return gen_usersig(self.rt.sdk_app_id, self.rt.secret_key, self.account, life, now=issued), STALE_CODE
+        return self.fetch_sig(self.account, self.lifetime(), platform=d.platform, conn=d.conn), None
 
     def relogin(self, d: Device, trigger: str | int, since_ns: int, old_session: str | None) -> OpResult | None:
         """Fresh sig, log in again; retried only on expiry codes, at most ``max_attempts``."""
@@ -63,10 +66,10 @@ class ReloginExpiry(ChatUser):
             if not d.connect().ok:
                 self.sleep(1)
                 return
-            sig = self.first_sig(d)
+            sig, expect = self.first_sig(d)
             if sig is None:
                 return
-            res = d.login(self.account, sig)
+            res = d.login(self.account, sig, expect=expect)
             if not res.ok:
                 if res.code not in EXPIRY_CODES:
                     self.sleep(1)  # no login loop on non-expiry codes
