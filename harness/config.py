@@ -290,6 +290,7 @@ class FaultsConfig:
 class ReportConfig:
     enabled: bool = f(True)
     charts: bool = f(True)
+    compare: dict = f({"fail_on": []})   # python -m harness.report RUN --compare BASE: thresholds (--fail-on)
 
 
 @dataclass(frozen=True)

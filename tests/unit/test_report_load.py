@@ -126,9 +126,14 @@ def test_summary_config_history(tmp_path):
 
 
 def test_check_run_dir(tmp_path):
-    assert check_run_dir(tmp_path) == tmp_path
     (tmp_path / "file.txt").write_text("x")
-    for bad in (tmp_path / "nope", tmp_path / "file.txt"):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run" / "journal").mkdir(parents=True)
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "summary.json").write_text("{}")
+    assert check_run_dir(tmp_path / "run") == tmp_path / "run"
+    assert check_run_dir(tmp_path / "done") == tmp_path / "done"
+    for bad in (tmp_path / "nope", tmp_path / "file.txt", tmp_path / "empty", tmp_path):
         with pytest.raises(ReportInputError) as info:
             check_run_dir(bad)
         assert info.value.exit_code == 2 and str(bad) in str(info.value)

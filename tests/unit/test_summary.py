@@ -241,3 +241,25 @@ def test_verdict_names_unreachable_target_and_write_refreshes_it(tmp_path):
     s["gates"]["workers.missing"] = {"limit": 0, "value": 1, "passed": False}
     back = json.loads(write_summary(run, s).read_text())
     assert back["verdict"] == "FAIL" and back["reasons"] == ["gate workers.missing failed: 1, expected at most 0"]
+
+
+def test_junit_passing_cases_carry_value_and_limit_and_the_suite_its_time(tmp_path):
+    run = make_run(tmp_path, drop_kick=True)
+    checks = run_checks(run)
+    s = build_summary(run, meta={"started": "2025-01-01T00:00:00.000+00:00", "duration_s": 12.5}, checks=checks,
+                      gates_cfg=GATES)
+    write_summary(run, s)
+    root = ET.parse(write_junit(run, checks, s["gates"])).getroot()   # suite time from summary.json
+    suite = root.find("testsuite")
+    assert suite.get("timestamp") == "2025-01-01T00:00:00.000+00:00" and suite.get("time") == "12.500"
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    lat = cases["latency.login.p99_ms"]
+    props = {p.get("name"): p.get("value") for p in lat.find("properties")}
+    assert lat.find("failure") is None
+    assert float(props["value"]) == s["gates"]["latency.login.p99_ms"]["value"] and props["limit"] == "2000"
+    assert "limit <= 2000" in lat.find("system-out").text and "value " in lat.find("system-out").text
+    ok_check = cases["policy_limit"]
+    assert {p.get("name"): p.get("value") for p in ok_check.find("properties")} == {"value": "0", "limit": "0"}
+    assert "value 0, limit 0" in ok_check.find("system-out").text
+    bad = cases["kick_exactly_once"]
+    assert {p.get("name"): p.get("value") for p in bad.find("properties")}["value"] == "1"

@@ -67,12 +67,16 @@ class ReportInputError(HarnessError):
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
-    """Return ``run_dir`` as a Path, or raise :class:`ReportInputError` with one sentence."""
+    """Return ``run_dir`` as a Path, or raise :class:`ReportInputError` with one sentence when it
+    does not exist, is not a folder, or is not a run folder (neither summary.json nor journal/)."""
     path = Path(run_dir)
     if not path.exists():
         raise ReportInputError(f"run folder {str(path)!r} does not exist")
     if not path.is_dir():
         raise ReportInputError(f"{str(path)!r} is not a folder (expected results/<run-id>/)")
+    if not (path / "summary.json").is_file() and not (path / "journal").is_dir():
+        raise ReportInputError(f"{str(path)!r} is not a run folder (no summary.json and no journal/; "
+                               "expected results/<run-id>/)")
     return path
 
 
