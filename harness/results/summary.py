@@ -132,20 +132,20 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
     judged_df = apply_expect(df)
     table = op_summary(judged_df, duration if duration > 0 else None)
     svc = _service_percentiles(judged_df)
+    expected = _codes_by_op(judged_df, only="expected") if judged_df is not df else {}
     ops: dict[str, dict] = {}
     for op, row in table.iterrows():
         op = str(op)
         entry = {k: (int(row[k]) if k in _INT_OP_KEYS else json_safe(float(row[k]))) for k in OP_KEYS}
         kind = op_kind(op)
         entry["kind"] = kind
-        entry["expected"] = int(row["count"]) - sum(int(row[k]) for k in ("ok", "fail", "info"))
+        entry["expected"] = sum((expected.get(op) or {}).values())
         entry.update(svc.get(op) or dict.fromkeys(_SVC_QUANTILES))
         if kind == "event":  # an arrival (start == end) has no latency: null, not 0
             entry.update(dict.fromkeys((*_LATENCY_KEYS, *_SVC_QUANTILES)))
         ops[op] = entry
     codes = {str(int(r.code)): int(r.count) for r in code_counts(df).itertuples(index=False)}
     codes_by_op = _codes_by_op(df)
-    expected = _codes_by_op(judged_df, only="expected") if judged_df is not df else {}
     events = {op: {"count": e["count"], "rate_per_s": e["rate_per_s"]} for op, e in ops.items()
               if e["kind"] == "event"}
     lag = None
