@@ -265,7 +265,33 @@ def load_settings(options: Any, config: Mapping | None, scenarios: Any = None,
     return {"users": get("num_users"), "spawn_rate": get("spawn_rate"), "run_time_s": get("run_time"),
             "processes": get("processes"), "scenarios": weights,
             "arrival_rate": ml.get("arrival_rate") if "mass_login" in weights else None,
-            "argv": [str(a) for a in (sys.argv if argv is None else argv)]}
+            "argv": masked_argv(sys.argv if argv is None else argv)}
+
+
+#: Command-line words whose value is a secret (masked in summary.json ``load.argv``).
+_SECRET_WORDS = ("secret", "password", "token")
+
+
+def masked_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the value of every secret setting replaced by ``***``: ``--set
+    target.secret_key=X`` (and ``--flag=X`` / ``--flag X`` forms of any option naming a secret)."""
+    out: list[str] = []
+    hide_next = False
+    for arg in map(str, argv):
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        key, eq, _value = arg.partition("=")
+        secret = any(w in key.lower() for w in _SECRET_WORDS)
+        if eq and secret:
+            out.append(f"{key}=***")
+        elif secret and arg.startswith("--"):
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(arg)
+    return out
 
 
 def _fmt(v: Any) -> str:

@@ -263,3 +263,15 @@ def test_junit_passing_cases_carry_value_and_limit_and_the_suite_its_time(tmp_pa
     assert "value 0, limit 0" in ok_check.find("system-out").text
     bad = cases["kick_exactly_once"]
     assert {p.get("name"): p.get("value") for p in bad.find("properties")}["value"] == "1"
+
+
+def test_load_argv_never_carries_the_secret_key():
+    from harness.results.summary import masked_argv
+
+    argv = ["locust", "--set", "target.secret_key=s3cr3t", "--secret-key", "s3cr3t", "--secret-key=s3cr3t",
+            "-u", "5", "--set", "target.policy=dual_platform"]
+    got = load_settings(None, {}, ["mass_login"], argv=argv)["argv"]
+    assert "s3cr3t" not in " ".join(got)
+    assert got == ["locust", "--set", "target.secret_key=***", "--secret-key", "***", "--secret-key=***",
+                   "-u", "5", "--set", "target.policy=dual_platform"]
+    assert masked_argv(["a", "b"]) == ["a", "b"]
