@@ -33,6 +33,7 @@ CHECK_NAMES = (
     "relogin_recovers",
     "expiry_on_time",
     "journal_integrity",
+    "expected_rejections",
 )
 PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "p999", "max")
 
@@ -326,6 +327,7 @@ class FaultsConfig:
 class ReportConfig:
     enabled: bool = f(True)
     charts: bool = f(True)
+    compare: dict = f({"fail_on": []})   # python -m harness.report RUN --compare BASE: thresholds (--fail-on)
 
 
 @dataclass(frozen=True)
@@ -494,6 +496,26 @@ def _validate_semantics(cfg: Config) -> None:
             raise ConfigError(f"checks.enabled[{i}]", f"expected one of {', '.join(CHECK_NAMES)}, got {name!r}")
     _validate_gates(cfg.gates)
     _validate_faults(cfg)
+    _validate_compare(cfg.report.compare)
+
+
+def _validate_compare(compare: Any) -> None:
+    """``report.compare``: ``{fail_on: ['METRIC:LIMIT', ...]}`` (harness.results.thresholds)."""
+    from harness.results.thresholds import FailOnError, parse_fail_on
+
+    if not isinstance(compare, dict):
+        raise ConfigError("report.compare", f"expected a mapping like {{fail_on: []}}, got {compare!r}")
+    for key in compare:
+        if key != "fail_on":
+            raise ConfigError(f"report.compare.{key}", "unknown key (expected fail_on)")
+    fail_on = compare.get("fail_on") or []
+    if isinstance(fail_on, str) or not isinstance(fail_on, list):
+        raise ConfigError("report.compare.fail_on", f"expected a list of 'METRIC:LIMIT', got {fail_on!r}")
+    for i, spec in enumerate(fail_on):
+        try:
+            parse_fail_on(str(spec))
+        except FailOnError as exc:
+            raise ConfigError(f"report.compare.fail_on[{i}]", str(exc).replace("--fail-on ", "")) from None
 
 
 def _validate_faults(cfg: Config) -> None:

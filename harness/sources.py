@@ -44,6 +44,8 @@ class LocalSigSource:
     """
 
     journaled = False
+    #: what a deliberately stale sig must get: the server's ERR_SVR_ACCOUNT_USERSIG_EXPIRED
+    stale_code = 70001
 
     def __init__(self, sdk_app_id: int, secret_key: str, *, reuse_fraction: float = 0.5,
                  max_cached: int = 100_000, clock: Callable[[], float] = time.time) -> None:
@@ -122,6 +124,8 @@ class JwtSource:
 
     journaled = False
     expiring = True
+    #: a stale token never reaches the server: the SDK (driver) refuses it, ERR_USER_SIG_EXPIRED
+    stale_code = 6206
 
     def __init__(self, key: bytes, domain: str, *, jid_field: str = "jid", clock: Callable[[], float] = time.time) -> None:
         self._key = key

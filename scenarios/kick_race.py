@@ -70,6 +70,16 @@ def send_spread_ms(rows: list[dict]) -> float | None:
     return (max(sent) - min(sent)) / 1e6 if sent else None
 
 
+def race_span(released: int, rows: list[dict], judged_ns: int) -> tuple[int, int, float]:
+    """(start, end, settle_ms) of a ``race`` row: it is timed from the barrier's release to the
+    last device's answer (unix ns), so its latency is the race's, not the settle wait's;
+    ``settle_ms`` = from that last answer to the verdict (settle wait + query_online), ms."""
+    start = min(released, judged_ns)
+    done = [r["done"] for r in rows if isinstance(r.get("done"), int)]
+    end = min(max(max(done), start), judged_ns) if done else start
+    return start, end, max(0.0, (judged_ns - end) / 1e6)
+
+
 def judge(rows: list[dict], online: list | None, policy: str, native: int, web: int,
           max_sessions: int = MAX_SESSIONS_DEFAULT) -> list[str]:
     """What is wrong with a settled race (empty = fine).
@@ -295,6 +305,7 @@ class KickRace(ChatUser):
                                     t.native_instances, t.web_instances, t.max_sessions)}
         if sc.cross_worker:
             data["workers"] = sorted({r.get("w") for r in rows if r.get("w")})
-        end = time.time_ns()
-        self.emit("race", outcome=outcome, code=0 if outcome != "info" else -1, start=min(released, end), end=end,
-                  user=account, desc="; ".join(problems), race=race, conn=conn, data=data)
+        judged_ns = time.time_ns()
+        start, end, settle = race_span(released, rows, judged_ns)
+        self.emit("race", outcome=outcome, code=0 if outcome != "info" else -1, start=start, end=end,
+                  user=account, desc="; ".join(problems), race=race, conn=conn, data=data, settle_ms=settle)

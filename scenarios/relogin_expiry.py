@@ -26,12 +26,15 @@ class ReloginExpiry(ChatUser):
     def lifetime(self) -> int:
         return self.sc.sig_lifetime_s + random.randint(0, self.sc.sig_jitter_s)
 
-    def first_sig(self, d: Device) -> str | None:
-        # a stale credential on purpose: only sources that sign locally can make one (not http)
+    def first_sig(self, d: Device) -> tuple[str | None, int | None]:
+        """The sig of the first login and the code it provokes on purpose (the credential
+        source's ``stale_code`` for a deliberately expired one, ``stale_login_ratio``; else None).
+        Only sources that sign locally can make a stale credential (not http)."""
         stale = getattr(self.rt.sig_source, "stale", None)
         if self.sc.stale_login_ratio and stale is not None and random.random() < self.sc.stale_login_ratio:
-            return stale(self.account, self.lifetime(), ago_s=self.cfg.target.leeway_s + 30)
-        return self.fetch_sig(self.account, self.lifetime(), platform=d.platform, conn=d.conn)
+            src = self.rt.sig_source
+            return stale(self.account, self.lifetime(), ago_s=self.cfg.target.leeway_s + 30), src.stale_code
+        return self.fetch_sig(self.account, self.lifetime(), platform=d.platform, conn=d.conn), None
 
     def relogin(self, d: Device, trigger: str | int, since_ns: int, old_session: str | None) -> OpResult | None:
         """Fresh sig, log in again; retried only on expiry codes, at most ``max_attempts``."""
@@ -60,10 +63,10 @@ class ReloginExpiry(ChatUser):
             if not d.connect().ok:
                 self.sleep(1)
                 return
-            sig = self.first_sig(d)
+            sig, expect = self.first_sig(d)
             if sig is None:
                 return
-            res = d.login(self.account, sig)
+            res = d.login(self.account, sig, expect=expect)
             if not res.ok:
                 if res.code not in EXPIRY_CODES:
                     self.sleep(1)  # no login loop on non-expiry codes

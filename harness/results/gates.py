@@ -4,8 +4,12 @@ Gate names (config.yaml ``gates:``):
 
 * ``latency.<op>.<pNN>_ms``  latency percentile of an op (ms, end - intended) <= limit;
   ``pNN`` is p50/p90/p95/p99/p999 or ``max``.
-* ``error_ratio``            (fail + info) / all operations <= limit.
-* ``error_ratio.<code>``     rows with that code / all operations <= limit.
+* ``error_ratio``            (fail + info) / all requests <= limit. Requests only: events
+  (``ops.<op>.kind == "event"``: kicked_offline, sig_expired, disconnect, fault) are not
+  operations; rows that got the code their scenario provoked (``expect``) are passes and
+  counted in ``ops.<op>.expected``, not in ``fail``.
+* ``error_ratio.<code>``     request rows with that code (expected outcomes excluded) / all
+  requests <= limit.
 * ``min_rate.<op>``          achieved ops/s of an op >= limit.
 * ``schedule_lag.p99_ms``    p99 of (start - intended) over all rows (ms) <= limit; off when 0.
 * ``check.<name>``           violations of a correctness check <= ``violations``.
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.results.journal import EVENT_OPS
 
 __all__ = ["PERCENTILE_KEYS", "SCHEDULE_LAG_KEY", "evaluate_gates", "exit_code", "failure_lines",
            "check_failed"]
@@ -34,6 +39,24 @@ SCHEDULE_LAG_KEY = "schedule_lag_p99_ms"
 
 
 NOT_OPERATIONS = frozenset({"fault"})
+
+
+def _request_error_codes(summary: Mapping, measured: Mapping, codes: Mapping) -> Mapping:
+    """code -> rows over the requests only, minus the expected outcomes, from ``codes_by_op``
+    and ``expected`` (summary.json); ``codes`` as it is when the summary has no ``codes_by_op``
+    (a summary from workers' tallies)."""
+    by_op = summary.get("codes_by_op")
+    if not isinstance(by_op, Mapping):
+        return codes
+    expected = summary.get("expected") if isinstance(summary.get("expected"), Mapping) else {}
+    out: dict[str, int] = {}
+    for op, per in by_op.items():
+        if op not in measured or not isinstance(per, Mapping):
+            continue
+        exp = expected.get(op) if isinstance(expected.get(op), Mapping) else {}
+        for code, n in per.items():
+            out[str(code)] = out.get(str(code), 0) + int(n or 0) - int(exp.get(code) or exp.get(str(code)) or 0)
+    return out
 
 
 def _number(value: Any, key: str, *, low: float = 0.0) -> float:
@@ -90,10 +113,13 @@ def evaluate_gates(gates_cfg: Mapping, summary: Mapping) -> dict[str, dict]:
             else:
                 out[name] = _gate(limit, value, value <= limit)
 
-    # injected fault windows (op ``fault``) are markers, not operations of the system under test
-    measured = {op: r for op, r in ops.items() if op not in NOT_OPERATIONS and isinstance(r, Mapping)}
+    # requests only: events (server pushes, connection ends) and injected fault windows are not
+    # operations of the system under test
+    measured = {op: r for op, r in ops.items() if isinstance(r, Mapping) and op not in NOT_OPERATIONS
+                and r.get("kind", "event" if op in EVENT_OPS else "request") != "event"}
     total = sum(int(r.get("count") or 0) for r in measured.values())
     failed = sum(int(r.get("fail") or 0) + int(r.get("info") or 0) for r in measured.values())
+    codes = _request_error_codes(summary, measured, codes)
     er = _mapping(cfg.get("error_ratio"), "gates.error_ratio")
     for key, limit in er.items():
         if key == "overall":

@@ -18,6 +18,27 @@ FIELDS = ("w", "n", "scenario", "op", "user", "platform", "instance", "session",
           "intended", "start", "end", "outcome", "code", "detail")
 OUTCOMES = ("ok", "fail", "info")
 
+#: Ops that are not requests: server pushes and connection ends (start == end) and injected
+#: fault windows. They are journaled like every row but never fired as Locust request events,
+#: so Locust's req/s and Aggregated row, the summary's request aggregates and the error-ratio
+#: gates count requests only (docs/JOURNAL.md "Kinds").
+EVENT_OPS: frozenset[str] = frozenset({"kicked_offline", "sig_expired", "disconnect", "fault"})
+
+
+def op_kind(op: str) -> str:
+    """``"event"`` for :data:`EVENT_OPS`, else ``"request"`` (summary.json ``ops.<op>.kind``)."""
+    return "event" if op in EVENT_OPS else "request"
+
+
+def judged(outcome: str, code: int, expect: int | None) -> str:
+    """A row's verdict: ``"expected"`` when the scenario provoked ``expect`` on purpose and
+    got it (a pass, not an error); ``"fail"`` when it provoked ``expect`` and got anything
+    else (whatever the outcome: an accepted stale UserSig is a failure); otherwise the
+    row's ``outcome`` (``ok`` / ``fail`` / ``info``)."""
+    if expect is None or isinstance(expect, bool) or not isinstance(expect, int):
+        return outcome
+    return "expected" if code == expect else "fail"
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 
@@ -85,10 +106,12 @@ class Journal:
 
     def emit(self, events: Any, *, request_type: str, response_time_ms: float,
              exception: BaseException | None = None, context: dict | None = None, **row: Any) -> int:
-        """One finished operation = one Locust request event (``name`` = ``op``) + one journal
-        row, so journal totals always equal Locust's request totals. ``row`` as for record()."""
-        events.request.fire(request_type=request_type, name=row["op"], response_time=response_time_ms,
-                            response_length=0, exception=exception, context=context or {})
+        """One finished operation = one journal row + (for requests) one Locust request event
+        (``name`` = ``op``), so the journal's request rows always equal Locust's request totals.
+        Events (:data:`EVENT_OPS`) are journaled only. ``row`` as for record()."""
+        if row["op"] not in EVENT_OPS:
+            events.request.fire(request_type=request_type, name=row["op"], response_time=response_time_ms,
+                                response_length=0, exception=exception, context=context or {})
         return self.record(**row)
 
     def flush(self) -> None:

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from harness.results.journal import Journal
+from harness.results.journal import Journal, judged, op_kind
 
 __all__ = ["LogHist", "Tally", "TalliedJournal", "summary_parts", "assign_devices", "missing_share",
            "PERCENTILES", "merge_tallies"]
@@ -105,7 +105,7 @@ class LogHist:
 class Tally:
     """Mergeable per-op counters and latency histograms of journal rows (times in unix ns)."""
 
-    __slots__ = ("rows", "ops", "lat", "lat_max", "codes", "lag", "first_ns", "last_ns")
+    __slots__ = ("rows", "ops", "lat", "lat_max", "codes", "lag", "first_ns", "last_ns", "expected", "op_codes")
 
     def __init__(self) -> None:
         self.rows = 0
@@ -116,16 +116,26 @@ class Tally:
         self.lag = LogHist()                     # start - intended, µs, all rows
         self.first_ns: int | None = None
         self.last_ns: int | None = None
+        self.expected: dict[str, dict[int, int]] = {}  # op -> code -> rows that got their provoked code
+        self.op_codes: dict[tuple[str, int], int] = {}  # (op, code) -> rows
 
     def add(self, op: str, outcome: str, code: int, intended: int, start: int, end: int) -> None:
-        """Count one row (on the request path: kept to a handful of dict operations, ~2 µs)."""
+        """Count one row (on the request path: kept to a handful of dict operations, ~2 µs).
+        ``outcome`` is the row's verdict (harness.results.journal.judged): ``expected`` rows
+        are counted in ``expected``, not in ok/fail/info."""
         self.rows += 1
+        if outcome == "expected":
+            per = self.expected.setdefault(op, {})
+            per[code] = per.get(code, 0) + 1
         c = self.ops.get(op)
         if c is None:
             c = self.ops[op] = [0, 0, 0, 0]
         c[0] += 1
         codes = self.codes
         codes[code] = codes.get(code, 0) + 1
+        key = (op, code)
+        oc = self.op_codes
+        oc[key] = oc.get(key, 0) + 1
         if outcome == "ok":
             c[1] += 1
             lat = end - intended
@@ -172,6 +182,12 @@ class Tally:
                 self.lat_max[op] = m
         for code, n in other.codes.items():
             self.codes[code] = self.codes.get(code, 0) + n
+        for key, n in other.op_codes.items():
+            self.op_codes[key] = self.op_codes.get(key, 0) + n
+        for op, per in other.expected.items():
+            mine_e = self.expected.setdefault(op, {})
+            for code, n in per.items():
+                mine_e[code] = mine_e.get(code, 0) + n
         self.lag.merge(other.lag)
         for t in (other.first_ns,):
             if t is not None and (self.first_ns is None or t < self.first_ns):
@@ -185,7 +201,9 @@ class Tally:
         return {"rows": self.rows, "ops": {k: list(v) for k, v in self.ops.items()},
                 "lat": {k: h.to_wire() for k, h in self.lat.items()},
                 "lat_max": dict(self.lat_max), "codes": [[c, n] for c, n in self.codes.items()],
-                "lag": self.lag.to_wire(), "first_ns": self.first_ns, "last_ns": self.last_ns}
+                "lag": self.lag.to_wire(), "first_ns": self.first_ns, "last_ns": self.last_ns,
+                "expected": [[op, c, n] for op, per in self.expected.items() for c, n in per.items()],
+                "op_codes": [[op, c, n] for (op, c), n in self.op_codes.items()]}
 
     @classmethod
     def from_wire(cls, data: Any) -> "Tally":
@@ -210,6 +228,16 @@ class Tally:
             if isinstance(item, (list, tuple)) and len(item) == 2 and _int(item[0]) is not None \
                     and _int(item[1]) is not None:
                 t.codes[int(item[0])] = t.codes.get(int(item[0]), 0) + int(item[1])
+        for item in data.get("expected") if isinstance(data.get("expected"), list) else ():
+            if isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str) \
+                    and _int(item[1]) is not None and _int(item[2]) is not None:
+                per = t.expected.setdefault(item[0], {})
+                per[int(item[1])] = per.get(int(item[1]), 0) + int(item[2])
+        for item in data.get("op_codes") if isinstance(data.get("op_codes"), list) else ():
+            if isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str) \
+                    and _int(item[1]) is not None and _int(item[2]) is not None:
+                key = (item[0], int(item[1]))
+                t.op_codes[key] = t.op_codes.get(key, 0) + int(item[2])
         t.lag = LogHist.from_wire(data.get("lag"))
         t.first_ns = _int(data.get("first_ns"))
         t.last_ns = _int(data.get("last_ns"))
@@ -242,7 +270,9 @@ class TalliedJournal(Journal):
         n = Journal.record(self, **row)
         start = row["start"]
         intended = row.get("intended")
-        self.tally.add(row["op"], row["outcome"], row["code"], start if intended is None else intended, start,
+        expect = row.get("expect")
+        outcome = row["outcome"] if expect is None else judged(row["outcome"], row["code"], expect)
+        self.tally.add(row["op"], outcome, row["code"], start if intended is None else intended, start,
                        row["end"])
         return n
 
@@ -266,17 +296,26 @@ def summary_parts(tally: Tally, duration_s: float | None) -> dict[str, Any]:
         h = tally.lat.get(op) or LogHist()
         mx = tally.lat_max.get(op)
         cap = None if mx is None else -(-mx // 1000)
+        kind = op_kind(op)
         row: dict[str, Any] = {"count": count, "ok": ok, "fail": fail, "info": info,
                                "rate_per_s": count / duration_s if duration_s else None}
         for col, q in PERCENTILES.items():
             v = h.quantile(q, cap)
-            row[col] = None if v is None else v / 1000.0
-        row["max_ms"] = None if mx is None else mx / 1e6
+            row[col] = None if v is None or kind == "event" else v / 1000.0
+        row["max_ms"] = None if mx is None or kind == "event" else mx / 1e6
+        row["kind"] = kind
+        row["expected"] = sum(tally.expected.get(op, {}).values())
         ops[op] = row
     codes = {str(c): n for c, n in sorted(tally.codes.items(), key=lambda kv: (-kv[1], kv[0]))}
     lag = tally.lag.quantile(0.99)
+    expected = {op: {str(c): n for c, n in sorted(per.items())} for op, per in sorted(tally.expected.items()) if per}
+    codes_by_op: dict[str, dict[str, int]] = {}
+    for (op, c), n in sorted(tally.op_codes.items()):
+        codes_by_op.setdefault(op, {})[str(c)] = n
     return {"ops": ops, "codes": codes, "schedule_lag_p99_ms": None if lag is None else lag / 1000.0,
-            "rows": tally.rows}
+            "rows": tally.rows, "expected": expected, "codes_by_op": codes_by_op,
+            "events": {op: {"count": r["count"], "rate_per_s": r["rate_per_s"]} for op, r in ops.items()
+                       if r["kind"] == "event"}}
 
 
 def assign_devices(devices: int, workers: Sequence[str], owner: str) -> dict[str, list[int]]:

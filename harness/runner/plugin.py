@@ -712,6 +712,7 @@ class HarnessPlugin:
         if elsewhere:
             parts = summary_parts(merged, summary.get("duration_s"))
             summary["ops"], summary["codes"] = parts["ops"], parts["codes"]
+            summary.update({k: parts[k] for k in ("expected", "events", "codes_by_op")})
             summary["checks_partial"] = {"journals_missing": elsewhere, "journals_checked": on_disk}
             gates_cfg = config_mod.masked(self.cfg)["gates"]
             gates = evaluate_gates(gates_cfg, {**summary, SCHEDULE_LAG_KEY: parts["schedule_lag_p99_ms"]})
@@ -736,7 +737,7 @@ class HarnessPlugin:
         from harness.results.checks import run_checks
         from harness.results.gates import failure_lines
         from harness.results.junit import write_junit
-        from harness.results.summary import _iso, build_summary, write_summary
+        from harness.results.summary import _iso, build_summary, load_settings, write_summary
 
         rt, cfg, env = self.rt, self.cfg, self.env
         if self.csv_greenlet is not None:
@@ -773,7 +774,8 @@ class HarnessPlugin:
         meta = {"run_id": rt.run_id, "started": _iso(rt.started_ns), "finished": _iso(finished_ns),
                 "duration_s": (finished_ns - rt.started_ns) / 1e9,
                 "target": "embedded" if cfg.target.embedded else (cfg.target.host or rt.ws_url),
-                "policy": cfg.target.policy, "users_peak": users_peak}
+                "policy": cfg.target.policy, "users_peak": users_peak, "host": rt.ws_url,
+                "load": load_settings(env.parsed_options, config_mod.masked(cfg), self.scenarios)}
         describe = getattr(rt.target, "describe", None)
         extra = {"target_server": describe() if callable(describe) else None,
                  "scenarios_not_run": dict(getattr(self, "skipped", {}) or {}),

@@ -1,6 +1,11 @@
 """Abstract Locust User for chat scenarios: wires simulated SDK clients to Locust's request
 event (live stats) and to the journal (truth). One finished operation = one ``emit`` = one
-request event + one journal row, so the two always reconcile.
+journal row + one request event (events such as ``kicked_offline`` are journaled only:
+``harness.results.journal.EVENT_OPS``), so the two always reconcile.
+
+A row may carry ``expect``: the code the scenario provoked on purpose (e.g. 70001 for a login
+with a stale UserSig). Getting it is a pass (Locust success); anything else is a Locust
+failure, an accepted stale sig included (docs/JOURNAL.md).
 
 ``Device`` is one simulated SDK instance (a ChatClient) with its journaling listener; a
 ChatUser owns one or more devices. Devices of users that hold sessions (``RECONNECT_SCENARIOS``,
@@ -19,6 +24,7 @@ from locust import User, constant
 
 from harness.sdk.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
 from harness.protocol import ERR_SDK_INTERFACE_NOT_SUPPORT, FRESH_SIG_CODES, code_label
+from harness.results.journal import judged
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
 
@@ -46,6 +52,15 @@ def failure_text(outcome: str, code: int, desc: str) -> str:
     if code == 0:
         return desc or "check failed"
     return code_label(code)
+
+
+def unexpected_text(op: str, code: int, expect: int) -> str:
+    """Locust's failure text for a row whose provoked code did not come back."""
+    if code == 0 and expect in FRESH_SIG_CODES:
+        return "stale UserSig accepted"
+    if code == 0:
+        return f"{op} succeeded, expected {code_label(expect)}"
+    return f"{code_label(code)} (expected {expect})"
 
 
 class Device(ClientListener):
@@ -134,7 +149,9 @@ class Device(ClientListener):
         self.conn = self.rt.next_conn_id()
         self.client.conn_id = self.conn
 
-    def login(self, account: str, sig: str, intended: int | None = None) -> OpResult:
+    def login(self, account: str, sig: str, intended: int | None = None, *, expect: int | None = None) -> OpResult:
+        """One login (journaled). ``expect``: the code this login provokes on purpose (a stale
+        sig: 70001); journaled as the row's ``expect`` (docs/JOURNAL.md)."""
         self.account = account
         self.sig = sig
         res = self.client.login(account, sig)
@@ -143,6 +160,8 @@ class Device(ClientListener):
             extra["kicked"] = [k.get("sessionID") for k in res.data.get("kicked") or [] if isinstance(k, dict)]
             extra["expire_at"] = res.data.get("sigExpireAt")
             self.expire_at = extra["expire_at"] if isinstance(extra["expire_at"], int) else None
+        if expect is not None:
+            extra["expect"] = int(expect)
         return self.record(res, user=account, intended=intended, **extra)
 
     def logout(self) -> OpResult:
@@ -350,6 +369,13 @@ class ChatUser(User):
         """Fire Locust's request event and append the journal row for one finished operation."""
         began = start if intended is None else intended
         exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
+        expect = extra.get("expect")
+        if expect is not None:
+            verdict = judged(outcome, code, expect)
+            if verdict == "expected":
+                exc = None  # the scenario provoked this answer: the server behaved correctly
+            elif exc is None or code != -1:
+                exc = OpFailure(unexpected_text(op, code, expect))
         detail = desc if outcome == "ok" or code in (0, -1) else code_label(code)
         self.rt.journal.emit(
             self.environment.events, request_type=REQUEST_TYPES.get(op, "WS"),

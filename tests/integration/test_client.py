@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterator
 import gevent
 import pytest
 
-from harness import protocol
 from harness.sdk.client import STATUS_LOGINED, STATUS_LOGOUT, ChatClient, ClientListener, OpResult
 from harness.usersig import gen_usersig
 

@@ -23,6 +23,7 @@ from harness.results.checks import (
     read_locust_total,
     relogin_recovers,
     run_checks,
+    expected_rejections,
     switch_consistency,
 )
 from harness.errors import ConfigError
@@ -510,11 +511,62 @@ def test_expiry_event_for_a_kicked_session_is_a_violation():
 # --------------------------------------------------------------------------- journal_integrity
 
 
+def requests_of(rows: list[dict]) -> int:
+    """Rows Locust counts as requests: events (kicked_offline, sig_expired, disconnect, fault) are not."""
+    return sum(r["op"] not in ("kicked_offline", "sig_expired", "disconnect", "fault") for r in rows)
+
+
 def test_integrity_clean_and_matching_locust_total():
     j = J()
     handover(j)
     j.add("heartbeat", 3.0, 3.01, w="w1")
-    assert journal_integrity(j.rows, locust_total=len(j.rows)).violations == 0
+    assert journal_integrity(j.rows, locust_total=requests_of(j.rows)).violations == 0
+
+
+def test_integrity_compares_locust_with_request_rows_only():
+    j = J()
+    handover(j)                                 # two logins + one kicked_offline event
+    j.add("disconnect", 3.0, detail="closed_by_client")
+    assert requests_of(j.rows) == 2
+    assert journal_integrity(j.rows, locust_total=2).violations == 0
+    res = journal_integrity(j.rows, locust_total=len(j.rows))   # events are not Locust requests
+    assert res.violations == 1
+    ex = res.examples[0]
+    assert (ex["journal_rows"], ex["journal_requests"], ex["locust_requests"]) == (4, 2, 4)
+
+
+# --------------------------------------------------------------------------- expected_rejections
+
+
+def test_expected_rejection_got_is_no_violation():
+    j = J("relogin_expiry")
+    j.add("login", 1.0, 1.1, outcome="fail", code=70001, conn="c1", expect=70001)
+    j.login("S1", "c1", 1.2, 1.3)
+    res = expected_rejections(j.rows)
+    assert res.violations == 0
+
+
+def test_stale_sig_accepted_is_a_violation():
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 1.0, 1.1, expect=70001)                  # the server took an expired sig
+    j.add("login", 2.0, 2.1, outcome="fail", code=70009, conn="c2", expect=70001)  # wrong refusal
+    j.add("login", 3.0, 8.0, outcome="info", code=-1, conn="c3", expect=70001)     # no answer: no evidence
+    res = expected_rejections(j.rows)
+    assert res.violations == 2
+    kinds = {e["kind"]: e for e in res.examples}
+    assert kinds["accepted"]["session"] == "S1" and "stale UserSig" in kinds["accepted"]["found"]
+    assert kinds["accepted"]["expected"].startswith("code 70001")
+    assert "70009" in kinds["wrong_code"]["found"]
+    assert len(res.times) == 2
+
+
+def test_expected_rejections_runs_from_the_run_folder(tmp_path):
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 1.0, 1.1, expect=70001)
+    j.tick(30)
+    run = write_run(tmp_path, {"w0": j.rows})
+    res = run_checks(run)
+    assert "expected_rejections" in CHECK_NAMES and res["expected_rejections"].violations == 1
 
 
 def test_integrity_gap_in_n():
@@ -543,9 +595,9 @@ def test_integrity_duplicate_n_and_bad_rows():
 def test_integrity_locust_total_mismatch():
     j = J()
     handover(j)
-    res = journal_integrity(j.rows, locust_total=len(j.rows) + 2)
+    res = journal_integrity(j.rows, locust_total=requests_of(j.rows) + 2)
     assert res.violations == 1
-    assert res.examples[0]["journal_rows"] == 3 and res.examples[0]["locust_requests"] == 5
+    assert res.examples[0]["journal_requests"] == 2 and res.examples[0]["locust_requests"] == 4
 
 
 def test_history_never_raises_on_garbage_rows():
@@ -556,7 +608,7 @@ def test_history_never_raises_on_garbage_rows():
              "data": {"devices": [None, {"platform": ["x"], "alive": True}], "online": "nope"}}]
     h = History.from_rows(rows)
     for check in (kick_exactly_once, policy_limit, last_login_wins, switch_consistency, relogin_recovers,
-                  expiry_on_time, journal_integrity):
+                  expiry_on_time, journal_integrity, expected_rejections):
         check(h)
     assert journal_integrity(h).violations == 3  # two non-objects and one row without w/n/times
 
@@ -582,8 +634,8 @@ def test_run_checks_on_a_run_folder(tmp_path):
     j = J()
     handover(j)
     j.tick(10)
-    run = write_run(tmp_path, {"w0": j.rows}, locust_total=len(j.rows))
-    assert read_locust_total(run) == len(j.rows)
+    run = write_run(tmp_path, {"w0": j.rows}, locust_total=requests_of(j.rows))
+    assert read_locust_total(run) == requests_of(j.rows)
     res = run_checks(run, locust_total=read_locust_total(run))
     assert list(res) == list(CHECK_NAMES)
     assert all(r.violations == 0 for r in res.values())

@@ -34,6 +34,10 @@ def test_repo_config_yaml_states_the_defaults():
     ("target.host=ftp://x", "target.host", "expected ws://HOST:PORT"),
     ("run.settle_s=abc", "run.settle_s", "expected a number"),
     ("checks.enabled=[nope]", "checks.enabled[0]", "expected one of kick_exactly_once"),
+    ("report.compare={fail_on: ['latency.login.p99:+10%', 'speed:+1']}", "report.compare.fail_on[1]",
+     "unknown metric 'speed'"),
+    ("report.compare={fail_on: 'violations:0'}", "report.compare.fail_on", "expected a list"),
+    ("report.compare={fail_en: []}", "report.compare.fail_en", "unknown key"),
 ])
 def test_bad_values_name_the_key(override, key, text):
     with pytest.raises(ConfigError) as exc:

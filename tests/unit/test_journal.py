@@ -60,3 +60,67 @@ def test_emit_fires_one_request_event_per_row(tmp_path):
     j.close()
     assert [(e["request_type"], e["name"], e["response_time"], e["exception"]) for e in seen] == [("WS", "login", 1.5, None)]
     assert [r["op"] for r in read_journal(tmp_path / "j.jsonl")] == ["login"]
+
+
+def test_events_are_journaled_but_not_fired_as_requests(tmp_path):
+    from locust.event import Events
+
+    from harness.results.journal import EVENT_OPS, op_kind
+
+    events = Events()
+    seen = []
+    events.request.add_listener(lambda **kw: seen.append(kw["name"]))
+    j = Journal(tmp_path / "j.jsonl", "w").open()
+    for op in ("login", "kicked_offline", "sig_expired", "disconnect", "race", "fault"):
+        j.emit(events, request_type="WS", response_time_ms=0.0, scenario="s", op=op, outcome="ok", code=0,
+               start=1, end=1)
+    j.close()
+    assert seen == ["login", "race"]
+    assert [r["op"] for r in read_journal(tmp_path / "j.jsonl")] == [
+        "login", "kicked_offline", "sig_expired", "disconnect", "race", "fault"]
+    assert {op_kind(op) for op in EVENT_OPS} == {"event"} and op_kind("login") == op_kind("race") == "request"
+
+
+def _emit_as_user(tmp_path, **row):
+    """ChatUser.emit on a stand-in user: (request events fired, journal rows)."""
+    from types import SimpleNamespace
+
+    from locust.event import Events
+
+    from harness.runner.users import ChatUser
+
+    events = Events()
+    seen = []
+    events.request.add_listener(lambda **kw: seen.append(kw))
+    j = Journal(tmp_path / "j.jsonl", "w").open()
+    fake = SimpleNamespace(rt=SimpleNamespace(journal=j), environment=SimpleNamespace(events=events),
+                           scenario="relogin_expiry")
+    ChatUser.emit(fake, "login", start=1, end=2, user="u1", **row)
+    j.close()
+    return seen, read_journal(tmp_path / "j.jsonl")
+
+
+def test_expected_rejection_is_a_locust_success(tmp_path):
+    seen, rows = _emit_as_user(tmp_path, outcome="fail", code=70001, expect=70001)
+    assert seen[0]["exception"] is None
+    assert rows[0]["expect"] == 70001 and rows[0]["outcome"] == "fail" and rows[0]["code"] == 70001
+
+
+def test_stale_sig_accepted_is_a_locust_failure(tmp_path):
+    seen, rows = _emit_as_user(tmp_path, outcome="ok", code=0, session="S1", expect=70001)
+    assert str(seen[0]["exception"]) == "stale UserSig accepted"
+    assert rows[0]["expect"] == 70001 and rows[0]["outcome"] == "ok"
+
+
+def test_other_code_than_provoked_is_a_locust_failure(tmp_path):
+    seen, _rows = _emit_as_user(tmp_path, outcome="fail", code=70009, expect=70001)
+    assert "70009" in str(seen[0]["exception"]) and "expected 70001" in str(seen[0]["exception"])
+
+
+def test_judged_verdicts():
+    from harness.results.journal import judged
+
+    assert judged("fail", 70001, 70001) == "expected"
+    assert judged("ok", 0, 70001) == "fail"
+    assert judged("info", -1, 70001) == "fail"
+    assert judged("fail", 70001, None) == "fail" and judged("ok", 0, None) == "ok" and judged("info", -1, None) == "info"

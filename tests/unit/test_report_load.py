@@ -126,9 +126,14 @@ def test_summary_config_history(tmp_path):
 
 
 def test_check_run_dir(tmp_path):
-    assert check_run_dir(tmp_path) == tmp_path
     (tmp_path / "file.txt").write_text("x")
-    for bad in (tmp_path / "nope", tmp_path / "file.txt"):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "run" / "journal").mkdir(parents=True)
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "summary.json").write_text("{}")
+    assert check_run_dir(tmp_path / "run") == tmp_path / "run"
+    assert check_run_dir(tmp_path / "done") == tmp_path / "done"
+    for bad in (tmp_path / "nope", tmp_path / "file.txt", tmp_path / "empty", tmp_path):
         with pytest.raises(ReportInputError) as info:
             check_run_dir(bad)
         assert info.value.exit_code == 2 and str(bad) in str(info.value)
@@ -144,3 +149,21 @@ def test_matching_lines_across_chunk_boundaries(tmp_path):
     want = [ln for ln in lines if b'"race"' in ln]
     for chunk in (5, 7, 16, 64, 1 << 20):
         assert _matching_lines(path, b'"race"', chunk_size=chunk) == want
+
+
+def test_expect_column_and_verdicts(tmp_path):
+    from harness.results.report.load import apply_expect, load_journal
+
+    (tmp_path / "journal").mkdir()
+    rows = [{"w": "w0", "n": 0, "op": "login", "intended": 1, "start": 1, "end": 2, "outcome": "fail", "code": 70001,
+             "expect": 70001},
+            {"w": "w0", "n": 1, "op": "login", "intended": 1, "start": 1, "end": 2, "outcome": "ok", "code": 0,
+             "expect": 70001},
+            {"w": "w0", "n": 2, "op": "login", "intended": 1, "start": 1, "end": 2, "outcome": "info", "code": -1}]
+    (tmp_path / "journal" / "w0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = load_journal(tmp_path, columns=["op", "expect"])
+    assert df["expect"].iloc[0] == 70001 and df["expect"].isna().tolist() == [False, False, True]
+    assert list(df["outcome"].astype(str)) == ["fail", "ok", "info"]          # the rows' own outcomes
+    assert list(apply_expect(df)["outcome"].astype(str)) == ["expected", "fail", "info"]
+    plain = load_journal(tmp_path, columns=["op"])
+    assert "expect" not in plain.columns and apply_expect(plain) is plain

@@ -190,3 +190,21 @@ def test_race_devices_are_spread_over_workers_owner_first():
     assert plan == {"b": [0, 3], "c": [1, 4], "a": [2]}
     assert assign_devices(3, [], "solo") == {"solo": [0, 1, 2]}
     assert sorted(i for v in assign_devices(50, ["x", "y"], "y").values() for i in v) == list(range(50))
+
+
+def test_worker_tallies_count_expected_outcomes_and_events_like_the_journal(tmp_path):
+    j = TalliedJournal(tmp_path / "w0.jsonl", "w0")
+    base = dict(scenario="relogin_expiry", intended=1, start=1, end=2 * 10**6)
+    j.record(op="login", outcome="fail", code=70001, expect=70001, **base)      # provoked and got: a pass
+    j.record(op="login", outcome="ok", code=0, expect=70001, **base)           # stale sig accepted: a failure
+    j.record(op="login", outcome="ok", code=0, **base)
+    j.record(op="disconnect", outcome="info", code=-1, **base)
+    t = Tally.from_wire(json.loads(json.dumps(j.take().to_wire())))
+    parts = summary_parts(t, 1.0)
+    login = parts["ops"]["login"]
+    assert (login["count"], login["ok"], login["fail"], login["info"], login["expected"]) == (3, 1, 1, 0, 1)
+    assert login["kind"] == "request" and login["p50_ms"] is not None
+    assert parts["expected"] == {"login": {"70001": 1}}
+    assert parts["codes_by_op"] == {"disconnect": {"-1": 1}, "login": {"0": 2, "70001": 1}}
+    d = parts["ops"]["disconnect"]
+    assert d["kind"] == "event" and d["p99_ms"] is None and parts["events"] == {"disconnect": {"count": 1, "rate_per_s": 1.0}}

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from harness.results.checks import CHECK_NAMES, run_checks
 from harness.results.junit import write_junit
-from harness.results.summary import SUMMARY_KEYS, build_summary, write_summary
+from harness.results.summary import (OP_EXTRA_KEYS, OP_KEYS, SUMMARY_EXTRA_KEYS, SUMMARY_KEYS, build_summary,
+                                     load_settings, write_summary)
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -56,7 +57,9 @@ def test_summary_has_exactly_the_contract_keys_and_every_enabled_check(tmp_path)
     run = make_run(tmp_path)
     checks = run_checks(run)
     s = build_summary(run, meta={"target": "embedded", "users_peak": 2}, checks=checks, gates_cfg=GATES)
-    assert list(s) == list(SUMMARY_KEYS)
+    # the contract keys, in order, plus only the documented extensions (extend, never rename)
+    assert [k for k in s if k in SUMMARY_KEYS] == list(SUMMARY_KEYS)
+    assert set(s) == set(SUMMARY_KEYS) | set(SUMMARY_EXTRA_KEYS)
     assert s["run_id"] == run.name and s["policy"] == "single_platform" and s["target"] == "embedded"
     assert s["users_peak"] == 2 and s["duration_s"] > 0 and s["started"] < s["finished"]
     assert set(s["checks"]) == set(CHECK_NAMES)
@@ -64,7 +67,8 @@ def test_summary_has_exactly_the_contract_keys_and_every_enabled_check(tmp_path)
     login = s["ops"]["login"]
     assert (login["count"], login["ok"], login["fail"], login["info"]) == (3, 2, 1, 0)
     assert set(login) == {"count", "ok", "fail", "info", "rate_per_s", "p50_ms", "p90_ms", "p95_ms",
-                          "p99_ms", "p999_ms", "max_ms"}
+                          "p99_ms", "p999_ms", "max_ms"} | set(OP_EXTRA_KEYS)
+    assert set(OP_KEYS) < set(login)
     assert s["codes"] == {"0": 8, "70001": 1, "-1": 1}
     assert s["gates"]["latency.login.p99_ms"]["passed"] is True
     assert s["exit_code"] == 0
@@ -123,3 +127,151 @@ def test_junit_has_one_case_per_check_and_gate(tmp_path):
     fail = cases["kick_exactly_once"].find("failure")
     assert "1 violation" in fail.get("message") and '"session": "A"' in fail.text
     assert suite.get("tests") == str(len(cases)) and suite.get("failures") == "1"
+
+
+def make_stale_run(tmp_path: Path, *, accepted: bool = False) -> Path:
+    """relogin_expiry-like: two stale-sig logins answered 70001 on purpose (``expect``), one real
+    login; events (kicked_offline, disconnect) and a slow race whose settle is not latency."""
+    run = tmp_path / "20250101-000000-relogin_expiry"
+    (run / "journal").mkdir(parents=True)
+    rows = [
+        row("w0", 0, "login", 0.0, 0.1, outcome="fail", code=70001, expect=70001),
+        row("w0", 1, "login", 0.2, 0.3, outcome="fail", code=70001, expect=70001, user="u2"),
+        row("w0", 2, "login", 0.4, 0.6, session="A", kicked=[]),
+        row("w0", 3, "kicked_offline", 1.0, 1.0, session="A", by="B", detail="rest_kick"),
+        row("w0", 4, "disconnect", 1.1, 1.1, outcome="info", code=-1, detail="closed_by_server"),
+        row("w0", 5, "connect", 1.2, 1.25),
+    ]
+    if accepted:
+        rows[1] = row("w0", 1, "login", 0.2, 0.3, session="S", kicked=[], expect=70001, user="u2")
+    for r in rows:
+        r["scenario"] = "relogin_expiry"
+    (run / "journal" / "w0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "config.yaml").write_text("target:\n  host: ''\n  policy: single_platform\n")
+    return run
+
+
+STRICT = {"error_ratio": {"overall": 0.0, "per_code": {"70001": 0.0, "-1": 0.0}}, "violations": 0}
+
+
+def test_expected_outcomes_are_passes_and_counted_apart(tmp_path):
+    run = make_stale_run(tmp_path)
+    s = build_summary(run, meta={}, checks=run_checks(run, enabled=["expected_rejections"]), gates_cfg=STRICT)
+    login = s["ops"]["login"]
+    assert (login["count"], login["ok"], login["fail"], login["info"], login["expected"]) == (3, 1, 0, 0, 2)
+    assert s["expected"] == {"login": {"70001": 2}}
+    assert s["codes_by_op"]["login"] == {"0": 1, "70001": 2}
+    assert s["codes"]["70001"] == 2                       # codes still count every row
+    # the expected 70001s and the disconnect event's -1 are not errors: every error gate passes
+    assert s["gates"]["error_ratio"]["value"] == 0 and s["gates"]["error_ratio"]["passed"]
+    assert s["gates"]["error_ratio.70001"]["value"] == 0 and s["gates"]["error_ratio.-1"]["value"] == 0
+    assert s["exit_code"] == 0 and s["verdict"] == "PASS" and s["reasons"] == []
+
+
+def test_stale_sig_accepted_fails_error_ratio_and_the_check(tmp_path):
+    run = make_stale_run(tmp_path, accepted=True)
+    checks = run_checks(run, enabled=["expected_rejections"])
+    s = build_summary(run, meta={}, checks=checks, gates_cfg=STRICT)
+    login = s["ops"]["login"]
+    assert (login["ok"], login["fail"], login["expected"]) == (1, 1, 1)
+    assert s["gates"]["error_ratio"]["value"] == 1 / 4 and not s["gates"]["error_ratio"]["passed"]
+    assert s["checks"]["expected_rejections"]["violations"] == 1
+    assert s["exit_code"] == 4 and s["verdict"] == "FAIL"
+    assert "check expected_rejections found 1 violation(s) (allowed 0)" in s["reasons"]
+    assert any(r.startswith("gate error_ratio failed: 0.25, expected at most 0") for r in s["reasons"])
+
+
+def test_events_are_kind_event_without_latency_and_out_of_request_totals(tmp_path):
+    run = make_stale_run(tmp_path)
+    s = build_summary(run, meta={"duration_s": 2.0}, checks={}, gates_cfg=STRICT)
+    kinds = {op: e["kind"] for op, e in s["ops"].items()}
+    assert kinds == {"login": "request", "connect": "request", "kicked_offline": "event", "disconnect": "event"}
+    for op in ("kicked_offline", "disconnect"):
+        e = s["ops"][op]
+        assert all(e[k] is None for k in ("p50_ms", "p99_ms", "max_ms", "svc_p50_ms", "svc_p99_ms"))
+        assert e["rate_per_s"] == 0.5
+    assert s["events"] == {"kicked_offline": {"count": 1, "rate_per_s": 0.5},
+                           "disconnect": {"count": 1, "rate_per_s": 0.5}}
+    # error ratio over the 4 requests only (the disconnect's info -1 is not one)
+    assert s["gates"]["error_ratio"]["value"] == 0
+
+
+def test_service_time_percentiles_beside_latency(tmp_path):
+    run = make_run(tmp_path)
+    rows = (run / "journal" / "w1.jsonl").read_text().splitlines()
+    r = json.loads(rows[1])
+    r["intended"] = r["start"] - 500 * NS // 1000   # queued 500 ms before it started
+    rows[1] = json.dumps(r)
+    (run / "journal" / "w1.jsonl").write_text("\n".join(rows) + "\n")
+    s = build_summary(run, meta={}, checks={}, gates_cfg={})
+    login = s["ops"]["login"]
+    assert math.isclose(login["svc_p99_ms"], 200.0, rel_tol=1e-6)   # end - start of the slowest
+    assert math.isclose(login["p99_ms"], 700.0, rel_tol=1e-6)       # end - intended
+    assert math.isclose(login["svc_p50_ms"], 100.0, rel_tol=1e-6)
+
+
+def test_summary_carries_load_versions_host_and_target_kind(tmp_path):
+    import subprocess
+    from types import SimpleNamespace
+
+    run = make_run(tmp_path)
+    opts = SimpleNamespace(num_users=50, spawn_rate=10.0, run_time=30, processes=None)
+    cfg = {"scenarios": {"mass_login": {"weight": 3, "arrival_rate": 0}, "kick_race": {"weight": 1}}}
+    load = load_settings(opts, cfg, ["mass_login", "kick_race"], argv=["locust", "-u", "50"])
+    assert load == {"users": 50, "spawn_rate": 10.0, "run_time_s": 30, "processes": None,
+                    "scenarios": {"mass_login": 3, "kick_race": 1}, "arrival_rate": 0,
+                    "argv": ["locust", "-u", "50"]}
+    s = build_summary(run, meta={"load": load, "host": "ws://127.0.0.1:9/ws"}, checks={}, gates_cfg={})
+    assert s["load"] == load and s["host"] == "ws://127.0.0.1:9/ws" and s["target_kind"] == "embedded"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parents[2], capture_output=True,
+                          text=True).stdout.strip() or None
+    assert s["versions"]["harness"] == head
+    assert s["versions"]["python"].count(".") == 2 and s["versions"]["locust"]
+    ext = build_summary(run, meta={"target": "ws://10.0.0.1:9000"}, checks={}, gates_cfg={})
+    assert ext["target_kind"] == "external"
+
+
+def test_verdict_names_unreachable_target_and_write_refreshes_it(tmp_path):
+    run = make_run(tmp_path)
+    s = build_summary(run, meta={"target_error": True}, checks={}, gates_cfg={})
+    assert s["verdict"] == "FAIL" and any("could not be reached" in r for r in s["reasons"])
+    s = build_summary(run, meta={}, checks={}, gates_cfg={})
+    assert s["verdict"] == "PASS"
+    s["exit_code"] = 3   # e.g. a worker went away after build_summary
+    s["gates"]["workers.missing"] = {"limit": 0, "value": 1, "passed": False}
+    back = json.loads(write_summary(run, s).read_text())
+    assert back["verdict"] == "FAIL" and back["reasons"] == ["gate workers.missing failed: 1, expected at most 0"]
+
+
+def test_junit_passing_cases_carry_value_and_limit_and_the_suite_its_time(tmp_path):
+    run = make_run(tmp_path, drop_kick=True)
+    checks = run_checks(run)
+    s = build_summary(run, meta={"started": "2025-01-01T00:00:00.000+00:00", "duration_s": 12.5}, checks=checks,
+                      gates_cfg=GATES)
+    write_summary(run, s)
+    root = ET.parse(write_junit(run, checks, s["gates"])).getroot()   # suite time from summary.json
+    suite = root.find("testsuite")
+    assert suite.get("timestamp") == "2025-01-01T00:00:00.000+00:00" and suite.get("time") == "12.500"
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    lat = cases["latency.login.p99_ms"]
+    props = {p.get("name"): p.get("value") for p in lat.find("properties")}
+    assert lat.find("failure") is None
+    assert float(props["value"]) == s["gates"]["latency.login.p99_ms"]["value"] and props["limit"] == "2000"
+    assert "limit <= 2000" in lat.find("system-out").text and "value " in lat.find("system-out").text
+    ok_check = cases["policy_limit"]
+    assert {p.get("name"): p.get("value") for p in ok_check.find("properties")} == {"value": "0", "limit": "0"}
+    assert "value 0, limit 0" in ok_check.find("system-out").text
+    bad = cases["kick_exactly_once"]
+    assert {p.get("name"): p.get("value") for p in bad.find("properties")}["value"] == "1"
+
+
+def test_load_argv_never_carries_the_secret_key():
+    from harness.results.summary import masked_argv
+
+    argv = ["locust", "--set", "target.secret_key=s3cr3t", "--secret-key", "s3cr3t", "--secret-key=s3cr3t",
+            "-u", "5", "--set", "target.policy=dual_platform"]
+    got = load_settings(None, {}, ["mass_login"], argv=argv)["argv"]
+    assert "s3cr3t" not in " ".join(got)
+    assert got == ["locust", "--set", "target.secret_key=***", "--secret-key", "***", "--secret-key=***",
+                   "-u", "5", "--set", "target.policy=dual_platform"]
+    assert masked_argv(["a", "b"]) == ["a", "b"]

@@ -10,7 +10,7 @@ Pure core, thin shell:
 * One pure function per check, one module each (``harness/results/checks/<name>.py``), each ``check(rows_or_history, *, params, ...) -> CheckResult``:
   :func:`kick_exactly_once`, :func:`policy_limit`, :func:`last_login_wins`,
   :func:`switch_consistency`, :func:`relogin_recovers`, :func:`expiry_on_time`,
-  :func:`journal_integrity`.
+  :func:`journal_integrity`, :func:`expected_rejections`.
 * :func:`run_checks` is the shell: it streams ``journal/*.jsonl`` (and ``ledger.jsonl``)
   of a run folder once and runs the enabled checks. ``python -m harness.checks RUN_DIR``
   prints one line per check; exit 4 on any violation, 0 when clean, 2 on a bad path/config.
@@ -40,6 +40,7 @@ from harness.results.checks.switch_consistency import switch_consistency
 from harness.results.checks.relogin_recovers import relogin_recovers
 from harness.results.checks.expiry_on_time import expiry_on_time
 from harness.results.checks.journal_integrity import journal_integrity
+from harness.results.checks.expected_rejections import expected_rejections
 
 __all__ = [
     "CHECK_NAMES",
@@ -56,6 +57,7 @@ __all__ = [
     "relogin_recovers",
     "expiry_on_time",
     "journal_integrity",
+    "expected_rejections",
     "run_checks",
     "read_locust_total",
     "main",
@@ -71,6 +73,7 @@ _CHECKS: dict[str, Callable[..., CheckResult]] = {
     "relogin_recovers": lambda h, p, led, lt: relogin_recovers(h, params=p),
     "expiry_on_time": lambda h, p, led, lt: expiry_on_time(h, params=p, ledger=led),
     "journal_integrity": lambda h, p, led, lt: journal_integrity(h, params=p, locust_total=lt),
+    "expected_rejections": lambda h, p, led, lt: expected_rejections(h, params=p),
 }
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 from harness.errors import ConfigError, HarnessError
 from harness.protocol import FRESH_SIG_CODES
+from harness.results.journal import EVENT_OPS
 
 #: Every check, in report order (config.yaml ``checks.enabled`` uses these names).
 CHECK_NAMES: tuple[str, ...] = (
     "kick_exactly_once", "policy_limit", "last_login_wins", "switch_consistency",
-    "relogin_recovers", "expiry_on_time", "journal_integrity",
+    "relogin_recovers", "expiry_on_time", "journal_integrity", "expected_rejections",
 )
 #: Login failure codes that mean "get a new UserSig and log in again".
 EXPIRY_CODES: frozenset[int] = FRESH_SIG_CODES
@@ -278,6 +279,12 @@ class History:
 
     def __init__(self) -> None:
         self.rows = 0
+        self.event_rows = 0                           # rows of EVENT_OPS (never Locust requests)
+        self.expected_rows = 0                        # rows with ``expect`` that got it
+        self.unexpected: list[tuple] = []             # (t, w, n, op, user, scenario, expect, code, outcome) examples
+        self.unexpected_count = 0
+        self.expect_unknown = 0                       # rows with ``expect`` and outcome info
+        self.unexpected_times: list[int] = []
         self.last_t = 0
         self.sessions: dict[str, _Sess] = {}
         self.kicks: dict[Any, list[tuple]] = {}       # sid -> [(t, by, reason, conn, user, w, n)]
@@ -333,6 +340,7 @@ class History:
         top = -1
         outcomes = _OUTCOMES
         skip = _SKIP_OPS  # fast exit for the most common rows (heartbeats ...)
+        events = EVENT_OPS
         try:
             for row in rows:
                 if type(row) is not dict:
@@ -380,6 +388,11 @@ class History:
                 if en > last_t:
                     last_t = en
                 op = get("op")
+                if op in events:
+                    self.event_rows += 1
+                exp = get("expect")
+                if exp is not None:
+                    self._add_expect(row, op, w, n, en, outcome, exp)
                 if type(op) is not str or op in skip:
                     continue
                 add = handler(op)
@@ -390,6 +403,23 @@ class History:
                 max_n[cur_w] = top
             self.last_t = last_t
             self.rows = count
+
+    def _add_expect(self, row: Mapping, op: Any, w: Any, n: Any, en: int, outcome: str, exp: Any) -> None:
+        """A row that provoked ``expect`` on purpose: count it, or keep it as a violation
+        example when the answer was anything else (docs/JOURNAL.md ``expect``)."""
+        code = row.get("code")
+        if type(exp) is int and type(code) is int and code == exp:
+            self.expected_rows += 1
+            return
+        if outcome == "info":
+            self.expect_unknown += 1  # no answer (timeout, connection lost): an error, not evidence
+            return
+        self.unexpected_count += 1
+        if len(self.unexpected_times) < _MAX_TIMES:
+            self.unexpected_times.append(en)
+        if len(self.unexpected) < _MAX_EXAMPLES:
+            self.unexpected.append((en, w, n, op, _s(row.get("user")), _s(row.get("scenario")), exp, code, outcome,
+                                    _s(row.get("session"))))
 
     def _handlers(self) -> dict[str, Callable[..., None]]:
         """op -> the method that indexes a row of that op (ops not listed are not indexed)."""

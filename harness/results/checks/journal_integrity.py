@@ -11,7 +11,8 @@ def journal_integrity(rows: Iterable[Any] | History, *, params: CheckParams | No
                       locust_total: int | None = None) -> CheckResult:
     """The journal is whole: per worker ``n`` runs from 0 without gaps or duplicates; every
     row has outcome ok/fail/info, int unix-ns times with intended <= start <= end; and the
-    row total equals Locust's request total (when ``locust_total`` is given)."""
+    request row total (rows minus events, harness.results.journal.EVENT_OPS) equals Locust's
+    request total (when ``locust_total`` is given)."""
     h = _history(rows)
     found = _Found("journal_integrity")
     for ex in h.bad_rows:
@@ -32,9 +33,10 @@ def journal_integrity(rows: Iterable[Any] | History, *, params: CheckParams | No
                                     "expected": f"n = 0..{top} without gaps",
                                     "found": f"n {i}..{j - 1} missing"})
             i = seen.find(0, j, top + 1)
-    if locust_total is not None and locust_total != h.rows:
+    requests = h.rows - h.event_rows  # events (kicked_offline, ...) are journaled, never Locust requests
+    if locust_total is not None and locust_total != requests:
         found.add("total_mismatch", h.last_t or None, {
-            "journal_rows": h.rows, "locust_requests": int(locust_total),
-            "expected": "one journal row per Locust request event",
-            "found": f"journal {h.rows} rows vs Locust {locust_total} requests"})
+            "journal_rows": h.rows, "journal_requests": requests, "locust_requests": int(locust_total),
+            "expected": "one journal request row per Locust request event",
+            "found": f"journal {requests} request rows vs Locust {locust_total} requests"})
     return found.result()

@@ -7,8 +7,6 @@ its command line. matplotlib is only imported when charts are drawn.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from harness.util import atomic_write
 from harness.results.report import aggregate as agg
 from harness.results.report.compare import compare_ops, gate_flips
 from harness.results.report.html import (Chart, CompareContent, ReportContent, render_compare,
@@ -127,14 +126,7 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
 
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))  # 0644 like every result file
 
 
 def _write_csv(df: pd.DataFrame, path: Path, *, index: bool = False) -> None:

@@ -38,16 +38,21 @@ __all__ = [
     "load_summary",
     "load_config",
     "load_users_history",
+    "apply_expect",
+    "VERDICTS",
 ]
+
+#: Verdicts of :func:`apply_expect`: the outcomes plus ``expected`` (a provoked code that came back).
+VERDICTS: tuple[str, ...] = ("ok", "fail", "info", "expected")
 
 #: Flat journal columns, in this order, in every frame :func:`load_journal` returns.
 JOURNAL_COLUMNS: tuple[str, ...] = (
     "w", "n", "scenario", "op", "user", "platform", "instance", "session",
-    "intended", "start", "end", "outcome", "code", "detail", "conn", "race", "by",
+    "intended", "start", "end", "outcome", "code", "detail", "conn", "race", "by", "expect",
 )
 #: Low-cardinality string columns stored as pandas ``category``.
 CATEGORY_COLUMNS: tuple[str, ...] = ("w", "scenario", "op", "outcome", "platform", "detail")
-_INT_COLUMNS: tuple[str, ...] = ("n", "intended", "start", "end", "code")
+_INT_COLUMNS: tuple[str, ...] = ("n", "intended", "start", "end", "code", "expect")
 _TIME_COLUMNS: tuple[str, ...] = ("intended", "start", "end")
 _DERIVED_COLUMNS: tuple[str, ...] = ("latency_ms", "service_ms")
 _SCHEMA = pa.schema(
@@ -62,12 +67,16 @@ class ReportInputError(HarnessError):
 
 
 def check_run_dir(run_dir: str | Path) -> Path:
-    """Return ``run_dir`` as a Path, or raise :class:`ReportInputError` with one sentence."""
+    """Return ``run_dir`` as a Path, or raise :class:`ReportInputError` with one sentence when it
+    does not exist, is not a folder, or is not a run folder (neither summary.json nor journal/)."""
     path = Path(run_dir)
     if not path.exists():
         raise ReportInputError(f"run folder {str(path)!r} does not exist")
     if not path.is_dir():
         raise ReportInputError(f"{str(path)!r} is not a folder (expected results/<run-id>/)")
+    if not (path / "summary.json").is_file() and not (path / "journal").is_dir():
+        raise ReportInputError(f"{str(path)!r} is not a run folder (no summary.json and no journal/; "
+                               "expected results/<run-id>/)")
     return path
 
 
@@ -240,6 +249,28 @@ def load_journal(run_dir: str | Path, *, columns: Sequence[str] | None = None) -
     df.attrs["bad_lines"] = bad
     df.attrs["files"] = len(files)
     return df
+
+
+def apply_expect(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``outcome`` replaced by each row's verdict (harness.results.journal.judged):
+    rows with ``expect`` that got that code become ``"expected"`` (a pass, not an error), rows
+    with ``expect`` that got anything else become ``"fail"`` (an accepted stale UserSig
+    included); other rows keep their outcome. ``expect`` is float in the frame (NaN = absent).
+    Returns ``df`` itself when no row carries ``expect`` (or the column is absent)."""
+    if df.empty or "expect" not in df.columns:
+        return df
+    exp = df["expect"].to_numpy(dtype="float64")
+    has = ~np.isnan(exp)
+    if not has.any():
+        return df
+    code = df["code"].to_numpy(dtype="float64")
+    verdict = df["outcome"].astype("object").to_numpy().copy()
+    match = has & (code == exp)
+    verdict[match] = "expected"
+    verdict[has & ~match] = "fail"
+    out = df.copy()
+    out["outcome"] = pd.Categorical(verdict, categories=list(VERDICTS))
+    return out
 
 
 def _fill_times(table: pa.Table) -> pa.Table:

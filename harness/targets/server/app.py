@@ -83,7 +83,8 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
     except (ConnectionResetError, ConnectionError, RuntimeError):
-        # the client went away during the handshake (e.g. a load tool stopping): nothing to do
+        # the client went away during the handshake (e.g. a load tool stopping): nothing to do;
+        # the half-prepared response only closes the socket (GuardedWebSocketResponse.write_eof)
         return ws
     conn = hub.connect(ws)
     idle = st.idle_timeout_s

@@ -157,6 +157,20 @@ class GuardedWebSocketResponse(web.WebSocketResponse):
             if eof:
                 proto.close()
 
+    async def write_eof(self) -> None:  # type: ignore[override]
+        """aiohttp calls this once the handler returned. When the handshake failed half-way (the
+        client left while the 101 was being written: headers started, WebSocket writer never
+        set up), there is nothing to close but the socket: aiohttp's own write_eof would raise
+        ``RuntimeError('Call .prepare() first')`` and log it as an unhandled exception."""
+        if self._writer is None and self._payload_writer is not None:
+            self._eof_sent = True
+            req = self._req
+            transport = req.transport if req is not None else None
+            if transport is not None:
+                transport.close()
+            return
+        await super().write_eof()
+
     def _close_transport(self) -> None:
         req = self._req
         transport = req.transport if req is not None else None
