@@ -380,7 +380,8 @@ FLOW_PHASES: tuple[tuple[str, str], ...] = (
 )
 
 
-def pyspy_summary(raw_path: Path, *, top: int = 15) -> str:
+def pyspy_summary(raw_path: Path, *, top: int = 15,
+                  phases: Sequence[tuple[str, str]] = FLOW_PHASES, substring: bool = False) -> str:
     """Where the CPU went in a ``py-spy record -f raw`` dump: flow phases (inclusive share of
     busy samples) and the top functions by own samples. Thread-pool workers waiting for work
     are idle, not CPU, and are dropped."""
@@ -397,8 +398,8 @@ def pyspy_summary(raw_path: Path, *, top: int = 15) -> str:
         if frames and frames[-1].startswith("acquire_with_timeout ") and "_WorkerGreenlet.run" in stack:
             continue  # an idle thread-pool worker
         busy += n
-        for name, prefix in FLOW_PHASES:
-            if any(f.startswith(prefix) for f in frames):
+        for name, prefix in phases:
+            if any((prefix in f) if substring else f.startswith(prefix) for f in frames):
                 incl[name] = incl.get(name, 0) + n
         leaf = frames[-1].rsplit(":", 1)[0] + ")" if frames and ":" in frames[-1] else (frames[-1] if frames else "")
         leaf = leaf.strip() or "(native code, no Python frame)"
@@ -406,7 +407,7 @@ def pyspy_summary(raw_path: Path, *, top: int = 15) -> str:
     if not busy:
         return "profile: py-spy recorded no busy samples"
     lines = [f"profile (py-spy, {busy} busy samples; shares of the generator's busy time, inclusive):",
-             fmt_table(["phase", "share"], [(name, f"{incl.get(name, 0) / busy:.0%}") for name, _ in FLOW_PHASES])]
+             fmt_table(["phase", "share"], [(name, f"{incl.get(name, 0) / busy:.0%}") for name, _ in phases])]
     lines.append(fmt_table(["function (own samples)", "share"],
                            [(f, f"{c / busy:.1%}") for f, c in sorted(own.items(), key=lambda kv: -kv[1])[:top]]))
     return "\n\n".join(lines)
