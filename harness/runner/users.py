@@ -157,7 +157,8 @@ class Device(ClientListener):
         res = self.client.login(account, sig)
         extra: dict[str, Any] = {}
         if res.outcome == "ok" and res.data:
-            extra["kicked"] = [k.get("sessionID") for k in res.data.get("kicked") or [] if isinstance(k, dict)]
+            if "kicked" in res.data:  # only protocols whose answer names the evicted sessions (tim; not xmpp)
+                extra["kicked"] = [k.get("sessionID") for k in res.data.get("kicked") or [] if isinstance(k, dict)]
             extra["expire_at"] = res.data.get("sigExpireAt")
             self.expire_at = extra["expire_at"] if isinstance(extra["expire_at"], int) else None
         if expect is not None:

@@ -150,6 +150,56 @@ def test_kick_for_session_never_evicted_is_counted():  # fault kick_newest, as k
     assert ex["kind"] == "unreported" and ex["session"] == "B" and ex["by"] == "A"
 
 
+def _xmpp_login(j: J, session: str, conn: str, sent: float, done: float, instance: str) -> dict:
+    """A login row as the xmpp driver journals it: no ``kicked`` list (XMPP names no evicted sessions)."""
+    return j.add("login", sent, done, session=session, conn=conn, instance=instance)
+
+
+def test_kick_without_eviction_lists_is_explained_by_the_newer_login():
+    """XMPP: the evicting login's answer names nobody; the newer login of the account explains the
+    kick (a false 'unreported' on every ejabberd/Prosody kick before this rule)."""
+    j = J()
+    _xmpp_login(j, "A", "c1", 1.0, 1.1, "i1")
+    _xmpp_login(j, "B", "c2", 2.0, 2.1, "i2")
+    j.kick("A", "c1", 2.05, by=None)
+    j.tick(10)
+    res = kick_exactly_once(j.rows)
+    assert res.violations == 0, res.examples
+    assert res.notes and "name no evicted sessions" in res.notes[0]
+
+
+def test_kick_without_eviction_lists_of_the_newest_session_is_counted():
+    j = J()
+    _xmpp_login(j, "A", "c1", 1.0, 1.1, "i1")
+    _xmpp_login(j, "B", "c2", 2.0, 2.1, "i2")
+    j.kick("B", "c2", 2.15, by=None)          # nobody logged in after B: B was not evicted
+    j.tick(10)
+    res = kick_exactly_once(j.rows)
+    assert res.violations == 1 and res.examples[0]["kind"] == "unreported" and res.examples[0]["session"] == "B"
+
+
+def test_same_instance_kick_without_lists_needs_a_login_of_that_instance():
+    j = J()
+    _xmpp_login(j, "A", "c1", 1.0, 1.1, "i1")
+    _xmpp_login(j, "B", "c2", 2.0, 2.1, "i2")   # another instance: cannot explain a same_instance kick
+    j.kick("A", "c1", 2.05, by=None, reason="same_instance")
+    j.tick(10)
+    assert kick_exactly_once(j.rows).violations == 1
+    _xmpp_login(j, "C", "c3", 2.01, 2.2, "i1")
+    assert kick_exactly_once(j.rows).violations == 0
+
+
+def test_eviction_lists_present_keep_the_strict_rule():
+    """A tim run (login answers list evictions): a kick no answer listed stays 'unreported' even
+    when a newer login exists."""
+    j = J()
+    j.login("A", "c1", 1.0, 1.1)
+    j.login("B", "c2", 2.0, 2.1, kicked=())
+    j.kick("A", "c1", 2.05, by="B")
+    j.tick(10)
+    assert kick_exactly_once(j.rows).violations == 1
+
+
 def test_rest_kick_event_is_legit_only_after_a_rest_kick_op():
     j = J()
     j.login("A", "c1", 1.0, 1.1)

@@ -56,6 +56,17 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
                 "expected": f"one kicked_offline within settle_s={p.settle_s} s of the eviction",
                 "found": "never arrived within settle" + (
                     "; the race still saw the device logged in after settling" if sid in race_alive else "")})
+    # Protocols whose login answers name no evicted sessions (XMPP: the server only tells the
+    # evicted stream): an eviction is explained by a newer login of the same account (the same
+    # instance for same_instance) sent before the kick arrived; a missing kick shows as a race
+    # survivor over the limit (policy_limit) instead.
+    lists = any(s.kicked is not None for s in h.sessions.values())
+    by_user: dict[Any, list] = {}
+    if not lists and h.kicks:
+        for s in h.sessions.values():
+            by_user.setdefault(s.user, []).append(s)
+        found.note("this protocol's login answers name no evicted sessions: a kick is judged by the newer "
+                   "login of the account that explains it; missing kicks show as race survivors (policy_limit)")
     info_users: set | None = None
     for sid, got in h.kicks.items():
         if sid in evicted:
@@ -72,6 +83,14 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
             if by is None and info_users is None:
                 info_users = _info_users(h)
             legit = by is not None or user in (info_users or ())
+            if not legit and not lists:
+                mine = h.sessions.get(sid)
+                legit = mine is not None and any(
+                    o.sid != sid and o.sent <= t and o.done >= mine.sent
+                    and (reason != "same_instance" or o.instance == mine.instance)
+                    for o in by_user.get(user, ()))
+                why = ("no newer login of this account (same instance for same_instance) was sent before "
+                       "the kick arrived")
         if not legit:
             s = h.sessions.get(sid) if isinstance(sid, str) else None
             found.add("unreported", t, {
