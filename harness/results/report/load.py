@@ -43,11 +43,12 @@ __all__ = [
 #: Flat journal columns, in this order, in every frame :func:`load_journal` returns.
 JOURNAL_COLUMNS: tuple[str, ...] = (
     "w", "n", "scenario", "op", "user", "platform", "instance", "session",
-    "intended", "start", "end", "outcome", "code", "detail", "conn", "race", "by",
+    "intended", "start", "end", "outcome", "code", "detail", "conn", "race", "by", "expect",
 )
 #: Low-cardinality string columns stored as pandas ``category``.
 CATEGORY_COLUMNS: tuple[str, ...] = ("w", "scenario", "op", "outcome", "platform", "detail")
-_INT_COLUMNS: tuple[str, ...] = ("n", "intended", "start", "end", "code")
+_INT_COLUMNS: tuple[str, ...] = ("n", "intended", "start", "end", "code", "expect")
+_OPTIONAL_INT_COLUMNS: tuple[str, ...] = ("expect",)
 _TIME_COLUMNS: tuple[str, ...] = ("intended", "start", "end")
 _DERIVED_COLUMNS: tuple[str, ...] = ("latency_ms", "service_ms")
 _SCHEMA = pa.schema(
@@ -111,6 +112,9 @@ def _coerce_row(obj: Any, columns: Sequence[str]) -> dict[str, Any] | None:
         val = obj.get(col)
         if val is None:
             row[col] = None
+        elif col in _OPTIONAL_INT_COLUMNS and (isinstance(val, bool) or not isinstance(
+                val, (int, float)) or not math.isfinite(val) or not float(val).is_integer()):
+            row[col] = None  # an odd optional extra never costs the row
         elif col in _INT_COLUMNS:
             if isinstance(val, bool):
                 return None
@@ -199,7 +203,8 @@ def load_journal(run_dir: str | Path, *, columns: Sequence[str] | None = None) -
     Columns: the flat journal fields (:data:`JOURNAL_COLUMNS`; absent extras -> null),
     ``intended``/``start``/``end`` as int64 unix ns, ``code`` int64, the low-cardinality
     strings (:data:`CATEGORY_COLUMNS`) as ``category``, plus ``latency_ms`` = (end -
-    intended) / 1e6 and ``service_ms`` = (end - start) / 1e6 (float ms).
+    intended) / 1e6 and ``service_ms`` = (end - start) / 1e6 (float ms). ``expect`` (the
+    code a scenario provoked on purpose, docs/JOURNAL.md) is float64 with NaN where absent.
     ``columns`` (optional) keeps only those journal columns (the time columns are always
     kept), which saves memory on very large runs.
 
