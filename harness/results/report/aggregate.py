@@ -986,6 +986,7 @@ def headline(summary: Mapping[str, Any], config: Mapping[str, Any], df: pd.DataF
         "target_kind": _text(summary.get("target_kind")),
         "host": _text(summary.get("host")),
         "load": _load_profile(summary, config),
+        "scenarios_ran": sorted(scenarios_run(df, summary)),
         "versions": _versions(summary),
         "cpu_warnings": cpu_warnings(summary),
     }
@@ -1010,7 +1011,8 @@ def plain_number(value: Any) -> str:
 
 def _load_profile(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """``summary["load"]`` (users, spawn_rate, run_time, scenarios, arrival_rate, argv);
-    without it, the scenario weights of the config. Missing values are absent keys."""
+    missing values are absent keys (the config's weights are not used: ``--scenario``
+    may have overridden them; :func:`headline` lists the scenarios that ran instead)."""
     load = summary.get("load")
     out: dict[str, Any] = {}
     if isinstance(load, Mapping):
@@ -1026,13 +1028,6 @@ def _load_profile(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict
             out["argv"] = " ".join(str(a) for a in argv)
         elif isinstance(argv, str):
             out["argv"] = argv
-    if "scenarios" not in out:
-        sc_cfg = config.get("scenarios") if isinstance(config, Mapping) else None
-        if isinstance(sc_cfg, Mapping):
-            weights = {str(k): v.get("weight") for k, v in sc_cfg.items()
-                       if isinstance(v, Mapping) and _num(v.get("weight")) is not None}
-            if weights:
-                out["scenarios"] = weights
     return out
 
 

@@ -235,9 +235,16 @@ def _load_text(load: Mapping[str, Any]) -> list[tuple[str, str]]:
         facts.append(("arrival rate", f"{_num_text(load['arrival_rate'])} logins/s (open model)"))
     sc = load.get("scenarios")
     if isinstance(sc, Mapping) and sc:
-        facts.append(("scenarios (weight)", ", ".join(
-            f"{k} {_num_text(v)}" for k, v in sc.items())))
+        facts.append(("scenarios (weight)", [f"{k} {_num_text(v)}" for k, v in sc.items()]))
     return facts
+
+
+def _fact_value(value: Any) -> str:
+    """One fact's value: a list wraps only between its items, never inside one."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f'<span class="v">{_esc(v)}</span>' for v in value)
+    return f'<span class="v">{_esc(value)}</span>'
+
 
 
 def _headline_html(h: Mapping[str, Any]) -> str:
@@ -257,11 +264,12 @@ def _headline_html(h: Mapping[str, Any]) -> str:
         facts.insert(1, ("load generator host", h["host"]))
     load = h.get("load") if isinstance(h.get("load"), Mapping) else {}
     facts += _load_text(load)
+    if "scenarios" not in load and h.get("scenarios_ran"):
+        facts.append(("scenarios (ran)", list(h["scenarios_ran"])))
     versions = h.get("versions") if isinstance(h.get("versions"), Mapping) else {}
     if versions:
-        facts.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
-    facts_html = "".join(f'<div><b>{_esc(k)}</b><span class="v">{_esc(v)}</span></div>'
-                         for k, v in facts)
+        facts.append(("versions", [f"{k} {v}" for k, v in versions.items()]))
+    facts_html = "".join(f"<div><b>{_esc(k)}</b>{_fact_value(v)}</div>" for k, v in facts)
     if load.get("argv"):
         facts_html += (f'<div class="wide"><b>command line</b><code>{_esc(load["argv"])}'
                        "</code></div>")
