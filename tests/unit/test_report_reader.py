@@ -329,3 +329,23 @@ def test_old_run_renders_without_new_keys(tmp_path):
     assert '<b>scenarios (ran)</b><span class="v">mass_login</span>' in page  # from the journal
     ops = {r["op"]: r for r in csv.DictReader((tmp_path / "tables" / "ops.csv").open())}
     assert ops["disconnect"]["kind"] == "event" and ops["disconnect"]["p50_ms"] == ""
+
+
+def test_race_settle_note():
+    assert agg.race_settle_note([]) is None
+    new = agg.race_settle_note([{"settle_ms": 500, "data": {"settle_ms": 500}}])
+    assert new.startswith("race latency excludes the settle wait") and "500 ms" in new
+    old = agg.race_settle_note([{"data": {"settle_ms": 500}}])
+    assert old.startswith("race latency includes the settle wait") and "500 ms" in old
+
+
+def test_one_example_per_failing_check_even_when_named_twice():
+    from harness.results.report.html import _headline_html
+
+    h = {"run_id": "r", "verdict": "FAIL", "exit_code": 4,
+         "reasons": ["check a: 2 violation(s)", "check a failed again (a)", "check b: 1"],
+         "check_examples": [{"check": "a", "example": "{x}"}, {"check": "b", "example": "{y}"},
+                            {"check": "c", "example": "{z}"}]}
+    page = _headline_html(h)
+    assert page.count("example: <code>") == 3  # a, b and c (c had no reason line of its own)
+    assert page.count("{x}") == 1 and "check c failed" in page

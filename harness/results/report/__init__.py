@@ -128,7 +128,11 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
         extra["relogin_ms"] = agg.ok_latencies(df, "relogin")
         extra["switch_ms"] = agg.ok_latencies(df, "switch")
         has_races = bool(agg.eq(df["op"], "race").any())
-        extra["races"] = agg.race_survivors(load_rows(root, "race") if has_races else [])
+        race_rows = load_rows(root, "race") if has_races else []
+        extra["races"] = agg.race_survivors(race_rows)
+        settle = agg.race_settle_note(race_rows)
+        if settle:
+            notes.append(settle)
         extra["violation_times"] = agg.check_violation_times(summary, origin)
         bound = _cfg(config, "scenarios", "relogin_expiry", "relogin_bound_s")
         ok_bound = isinstance(bound, (int, float)) and not isinstance(bound, bool)

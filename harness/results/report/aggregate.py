@@ -732,6 +732,26 @@ def race_survivors(race_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(recs).astype({"race": "str", "outcome": "str", "policy": "str"})
 
 
+def race_settle_note(race_rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence on whether the ``race`` latencies include the settle wait.
+
+    Rows with a top-level ``settle_ms`` (newer journals) have it excluded from their
+    latency; older rows only carry ``data.settle_ms`` and their latency includes it.
+    None when there are no race rows or neither key is present.
+    """
+    new = [_num(r.get("settle_ms")) for r in race_rows if _num(r.get("settle_ms")) is not None]
+    old = [_num(r["data"].get("settle_ms")) for r in race_rows
+           if isinstance(r.get("data"), Mapping) and _num(r["data"].get("settle_ms")) is not None]
+    if new:
+        return (f"race latency excludes the settle wait after the logins (settle_ms, "
+                f"median {plain_number(float(np.median(new)))} ms per race)")
+    if old:
+        return (f"race latency includes the settle wait of about "
+                f"{plain_number(float(np.median(old)))} ms per race (a journal from before "
+                "settle_ms was split out): compare race latencies across runs with care")
+    return None
+
+
 def kick_delays(df: pd.DataFrame) -> pd.DataFrame:
     """Time from a competing login to the kick it caused.
 

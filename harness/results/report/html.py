@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from datetime import datetime, timezone
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -247,6 +248,11 @@ def _fact_value(value: Any) -> str:
 
 
 
+def _names(word: str, sentence: str) -> bool:
+    """``word`` occurs in ``sentence`` as a whole name (not inside another word)."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", sentence) is not None
+
+
 def _headline_html(h: Mapping[str, Any]) -> str:
     verdict = str(h.get("verdict", "UNKNOWN"))
     code = h.get("exit_code")
@@ -276,14 +282,15 @@ def _headline_html(h: Mapping[str, Any]) -> str:
     reasons = list(h.get("reasons") or [])
     examples = list(h.get("check_examples") or [])
     items = []
+    shown: set[str] = set()
     for r in reasons:
         items.append(f"<li>{_esc(r)}")
-        for ex in examples:
-            if f"check {ex['check']}" in r or ex["check"] in r:
+        for ex in examples:  # one example per failing check, under its first reason
+            if ex["check"] not in shown and _names(ex["check"], r):
+                shown.add(ex["check"])
                 items.append(f'<ul class="examples"><li>example: <code>{_esc(ex["example"])}'
                              "</code></li></ul>")
         items.append("</li>")
-    shown = {ex["check"] for ex in examples if any(ex["check"] in r for r in reasons)}
     for ex in examples:
         if ex["check"] not in shown:
             items.append(f'<li>check {_esc(ex["check"])} failed<ul class="examples"><li>'
