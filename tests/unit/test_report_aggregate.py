@@ -41,9 +41,14 @@ def test_op_summary_percentiles_over_ok_rows(mixed):
                                "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
                                "service_p50_ms", "service_p99_ms", "kind"]
     assert s["expected"].tolist() == [0, 0, 0, 0]  # no row of this journal carries expect
-    assert s["kind"].tolist() == ["request", "request", "request", "event"]
+    assert s["kind"].tolist() == ["request", "request", "request", "request"]  # no events given
+    assert s.loc["kicked_offline", "p50_ms"] == 0.0  # other callers (summary.py) see no change
+    r = agg.op_summary(mixed, duration_s=10.0, events=agg.event_ops({}))
+    assert r["kind"].tolist() == ["request", "request", "request", "event"]
     # an event has no latency: every latency cell is empty, never 0
-    assert all(math.isnan(s.loc["kicked_offline", c]) for c in [*agg.PERCENTILES, "max_ms"])
+    assert all(math.isnan(r.loc["kicked_offline", c]) for c in [*agg.PERCENTILES, "max_ms"])
+    assert r.drop(index="kicked_offline").equals(s.drop(index="kicked_offline").assign(
+        kind=r["kind"].drop(index="kicked_offline")))
     login = s.loc["login"]
     assert (login["count"], login["ok"], login["fail"], login["info"]) == (107, 100, 5, 2)
     assert login["rate_per_s"] == pytest.approx(10.7)

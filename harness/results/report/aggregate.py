@@ -255,7 +255,7 @@ def _kind(op: str, events: frozenset[str]) -> str:
 
 
 def op_summary(df: pd.DataFrame, duration_s: float | None = None,
-               events: frozenset[str] = EVENT_OPS) -> pd.DataFrame:
+               events: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Per-op totals and latency percentiles.
 
     Index ``op`` (ops present, in :data:`OP_ORDER`); columns ``count``, ``ok``, ``fail``,
@@ -265,7 +265,9 @@ def op_summary(df: pd.DataFrame, duration_s: float | None = None,
     and ``max_ms`` of latency (end - intended, ms), ``service_p50_ms`` / ``service_p99_ms``
     (end - start, ms) and ``kind`` (``request``, ``event`` or ``marker``). Percentiles and
     max are nearest-rank over the op's **ok** rows only; NaN when the op has none, and
-    always NaN for ``events`` (ops without a latency, :func:`event_ops`).
+    always NaN for ``events`` (ops without a latency: the report passes
+    :func:`event_ops`, markers included; the default blanks none, so other callers'
+    numbers are unchanged).
     """
     if df.empty:
         out = pd.DataFrame({c: pd.Series([], dtype="int64" if c in _OUTCOMES or c == "count"
@@ -308,7 +310,7 @@ def op_summary(df: pd.DataFrame, duration_s: float | None = None,
 def _mark_events(out: pd.DataFrame, events: frozenset[str]) -> pd.DataFrame:
     """Blank the latency columns of events/markers and add the ``kind`` column."""
     out = out.copy()
-    is_event = out.index.isin(list(events | MARKER_OPS))
+    is_event = out.index.isin(list(events))
     if is_event.any():
         out.loc[is_event, list(_LATENCY_COLUMNS)] = np.nan
     out["kind"] = pd.Series([_kind(str(o), events) for o in out.index], index=out.index,
