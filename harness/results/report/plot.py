@@ -2,7 +2,8 @@
 
 ``draw_*`` functions draw one chart into a given ``Axes`` from already aggregated frames
 (:mod:`harness.results.report.aggregate`); ``chart_*`` functions lay out one PNG-sized figure
-(1600x900 px: ``figsize=(16, 9)``, ``dpi=100``) from one or more ``draw_*`` calls.
+(1600x900 px: ``figsize=(16, 9)``, ``dpi=100``; the checks chart is a 1600 px wide strip,
+taller only when a check failed) from one or more ``draw_*`` calls.
 Figures are plain :class:`matplotlib.figure.Figure` objects on the Agg canvas: pyplot and
 its global figure registry are never used, so nothing leaks between reports.
 Times on x axes are seconds since the run origin (:func:`aggregate.time_origin_ns`);
@@ -62,7 +63,8 @@ def new_figure(nrows: int = 1, ncols: int = 1, **subplot_kw: object) -> tuple[Fi
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a 1600x900 PNG (no tight bbox, so the size is exact)."""
+    """Write ``fig`` as a PNG of its own size (1600x900 for :func:`new_figure`; no tight
+    bbox, so the size is exact)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, format="png")
