@@ -190,7 +190,7 @@ def _full_seconds(data: pd.DataFrame, xlim: tuple[float, float] | None) -> pd.Da
     the empty buckets, so lines stop there instead of bridging the gap."""
     lo, hi = int(data["second"].min()), int(data["second"].max())
     if xlim is not None:
-        lo, hi = min(lo, int(math.floor(xlim[0]))), max(hi, int(math.ceil(xlim[1])) - 1)
+        lo, hi = min(lo, math.floor(xlim[0])), max(hi, math.ceil(xlim[1]) - 1)
     return data.set_index("second").reindex(range(lo, hi + 1)).rename_axis("second").reset_index()
 
 
@@ -201,7 +201,7 @@ def _draw_gates(ax: Axes, gates: dict[str, float] | None, data_hi: float) -> Non
         return
     far = []
     for key, limit in sorted(gates.items()):
-        name = key[:-3] if key.endswith("_ms") else key
+        name = key.removesuffix("_ms")
         color = PCT_COLORS.get(key, "black")
         if np.isfinite(data_hi) and limit <= data_hi * 3:
             ax.axhline(limit, color=color, lw=1.6, ls=(0, (6, 3)), zorder=3,
