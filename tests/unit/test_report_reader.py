@@ -350,3 +350,14 @@ def test_one_example_per_failing_check_even_when_named_twice():
     page = _headline_html(h)
     assert page.count("example: <code>") == 3  # a, b and c (c had no reason line of its own)
     assert page.count("{x}") == 1 and "check c failed" in page
+
+
+def test_compare_cdf_shares_x_range():
+    def curve(op, ms):
+        return pd.DataFrame({"op": op, "kind": "latency", "ms": ms, "fraction": [0.5, 1.0],
+                             "n": 2})
+    base = pd.concat([curve("login", [1.0, 2.0]), curve("race", [500.0, 600.0])])
+    this = pd.concat([curve("login", [1.5, 3.0]), curve("race", [400.0, 700.0])])
+    fig = plot.chart_compare_cdf(base, this, ["login", "race"], "b", "t")
+    a, b = fig.axes[:2]
+    assert a.get_xlim() == b.get_xlim() and a.get_xlim()[0] < 1.0 < 700 < a.get_xlim()[1]

@@ -912,7 +912,8 @@ def chart_checks(points: pd.DataFrame, checks: pd.DataFrame, faults: pd.DataFram
 
 
 def draw_compare_cdf(ax: Axes, base: pd.DataFrame, this: pd.DataFrame, op: str,
-                     base_name: str, this_name: str) -> None:
+                     base_name: str, this_name: str,
+                     xlim: tuple[float, float] | None = None) -> None:
     """Overlay of two latency CDFs (log x, ms) of one op: base dashed grey, this run blue."""
     ax.set_title(f"{op}: latency CDF, this run vs base")
     if base.empty and this.empty:
@@ -928,9 +929,13 @@ def draw_compare_cdf(ax: Axes, base: pd.DataFrame, this: pd.DataFrame, op: str,
         ax.step(np.r_[x[0], x], np.r_[0.0, y], where="post", color=color, ls=ls, lw=2,
                 label=name)
     ax.set_xscale("log")
-    both = pd.concat([base["ms"], this["ms"]]).to_numpy("float64")
-    both = np.maximum(both, 1e-3)
-    _log_axis(ax.xaxis, float(both.min()), float(both.max()))
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+        _log_axis(ax.xaxis, *xlim)
+    else:
+        both = pd.concat([base["ms"], this["ms"]]).to_numpy("float64")
+        both = np.maximum(both, 1e-3)
+        _log_axis(ax.xaxis, float(both.min()), float(both.max()))
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("% of ok ops")
     ax.set_ylim(0, 101)
@@ -948,10 +953,13 @@ def chart_compare_cdf(base_cdf: pd.DataFrame, this_cdf: pd.DataFrame, ops: Seque
         flat = axes.ravel()
         if not ops:
             draw_message(flat[0], "no data", sub="no timed operations in either run")
+        lat = [f.loc[(f["kind"] == "latency") & f["op"].isin(ops)]
+               for f in (base_cdf, this_cdf) if not f.empty]
+        xlim = cdf_xlim(pd.concat(lat)) if lat else None  # one x range for every panel
         for ax, op in zip(flat, ops):
             b = base_cdf.loc[(base_cdf["op"] == op) & (base_cdf["kind"] == "latency")]
             t = this_cdf.loc[(this_cdf["op"] == op) & (this_cdf["kind"] == "latency")]
-            draw_compare_cdf(ax, b, t, op, base_name, this_name)
+            draw_compare_cdf(ax, b, t, op, base_name, this_name, xlim=xlim)
         for ax in flat[len(ops) if ops else 1:]:
             ax.set_visible(False)
         return fig
