@@ -37,9 +37,18 @@ def mixed(tmp_path):
 def test_op_summary_percentiles_over_ok_rows(mixed):
     s = agg.op_summary(mixed, duration_s=10.0)
     assert list(s.index) == ["login", "logout", "heartbeat", "kicked_offline"]
-    assert list(s.columns) == ["count", "ok", "fail", "info", "rate_per_s", "p50_ms", "p90_ms",
-                               "p95_ms", "p99_ms", "p999_ms", "max_ms", "service_p50_ms",
-                               "service_p99_ms"]
+    assert list(s.columns) == ["count", "ok", "fail", "info", "expected", "rate_per_s",
+                               "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
+                               "service_p50_ms", "service_p99_ms", "kind"]
+    assert s["expected"].tolist() == [0, 0, 0, 0]  # no row of this journal carries expect
+    assert s["kind"].tolist() == ["request", "request", "request", "request"]  # no events given
+    assert s.loc["kicked_offline", "p50_ms"] == 0.0  # other callers (summary.py) see no change
+    r = agg.op_summary(mixed, duration_s=10.0, events=agg.event_ops({}))
+    assert r["kind"].tolist() == ["request", "request", "request", "event"]
+    # an event has no latency: every latency cell is empty, never 0
+    assert all(math.isnan(r.loc["kicked_offline", c]) for c in [*agg.PERCENTILES, "max_ms"])
+    assert r.drop(index="kicked_offline").equals(s.drop(index="kicked_offline").assign(
+        kind=r["kind"].drop(index="kicked_offline")))
     login = s.loc["login"]
     assert (login["count"], login["ok"], login["fail"], login["info"]) == (107, 100, 5, 2)
     assert login["rate_per_s"] == pytest.approx(10.7)
@@ -91,7 +100,7 @@ def test_per_second_buckets(tmp_path):
     expect = pd.DataFrame({
         "second": [0, 1, 2], "unix_s": [T0_NS // 10**9 + k for k in range(3)],
         "op": ["login", "login", "heartbeat"], "count": [2, 2, 2], "ok": [2, 1, 1],
-        "fail": [0, 1, 0], "info": [0, 0, 1],
+        "fail": [0, 1, 0], "info": [0, 0, 1], "expected": [0, 0, 0],
         "p50_ms": [100.0, 50.0, 1.0], "p95_ms": [300.0, 50.0, 1.0], "p99_ms": [300.0, 50.0, 1.0],
     })
     pd.testing.assert_frame_equal(ps, expect, check_dtype=False)
@@ -143,7 +152,10 @@ def test_latency_cdf(tmp_path):
               + [row("login", 1000, start_ms=995, intended_ms=990)])
     cdf = agg.latency_cdf(load_journal(tmp_path))
     sw = cdf[cdf["op"] == "switch"]
-    assert sw["kind"].unique().tolist() == ["latency"]  # no queueing: no separate service curve
+    # the service-time curve is always there, beside latency (here nothing queued: equal)
+    assert sw["kind"].unique().tolist() == ["latency", "service"]
+    assert sw.loc[sw["kind"] == "service", "ms"].tolist() == [10.0, 20.0, 30.0, 40.0]
+    sw = sw[sw["kind"] == "latency"]
     assert sw["ms"].tolist() == [10.0, 20.0, 30.0, 40.0]
     assert sw["fraction"].tolist() == [0.25, 0.5, 0.75, 1.0]
     lg = cdf[cdf["op"] == "login"].set_index("kind")["ms"]
@@ -155,7 +167,7 @@ def test_latency_cdf_thins_but_keeps_tail():
                        "latency_ms": np.arange(1, 100_001, dtype="float64"),
                        "service_ms": np.arange(1, 100_001, dtype="float64")})
     cdf = agg.latency_cdf(df, ["login"], max_points=400)
-    assert len(cdf) <= 400
+    assert cdf.groupby("kind").size().max() <= 400  # per curve
     assert cdf["ms"].max() == 100_000.0 and cdf["fraction"].max() == 1.0
     assert (cdf["fraction"] >= 0.999).sum() >= 20  # the tail is drawn with many points
 
@@ -223,7 +235,7 @@ def test_headline_verdicts(mixed):
         "r1", "ws://127.0.0.1:9", "dual_platform", 50, 12.5)
     assert h["verdict"] == "FAIL" and h["exit_code"] == 4
     assert h["reasons"][0].startswith("exit code 4: a correctness check")
-    assert any("latency_ms.login.p99" in r and "2500" in r for r in h["reasons"])
+    assert any("latency_ms.login.p99" in r and "2,500" in r for r in h["reasons"])
     assert any("kick_exactly_once: 2 violation" in r for r in h["reasons"])
     ok = agg.headline({"exit_code": 0}, {"target": {"host": "", "policy": "single_platform"}},
                       mixed, 7, "folder")

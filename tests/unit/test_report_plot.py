@@ -73,14 +73,18 @@ def test_time_charts_shade_and_label_faults():
                        "p50_ms": [1.0, 2, 3, 4, 5, 6], "p95_ms": [2.0, 3, 4, 5, 6, 7],
                        "p99_ms": [3.0, 4, 5, 6, 7, 8]})
     users = pd.DataFrame({"second": [0.0, 3.0], "users": [10, 20]})
-    fig, axes = plot.new_figure(1, 2)
+    fig, axes = plot.new_figure(1, 3)
     plot.draw_latency_over_time(axes[0, 0], ps, "login", FAULTS)
     plot.draw_throughput(axes[0, 1], ps[["second", "ok", "fail", "info"]], users, "users (Locust)", FAULTS)
+    plot.draw_failures(axes[0, 2], ps[["second", "ok", "fail", "info"]], FAULTS)
     for ax in axes.ravel():
         assert "server_stall" in _texts(ax)
         assert "fault window" in ax.get_legend_handles_labels()[1]
     labels = [t.get_text() for t in axes[0, 1].get_legend().get_texts()]
-    assert labels == ["ok", "fail", "info (outcome unknown)", "fault window", "users (Locust)"]
+    # no legend entry without data: info is 0 all run, so it is not listed
+    assert labels == ["ok", "fault window", "users (Locust)"]
+    fails = [t.get_text() for t in axes[0, 2].get_legend().get_texts()]
+    assert fails == ["fail: 6", "fault window"]  # failures visible on their own scale
     assert [line.get_label() for line in axes[0, 0].get_lines()] == ["p50", "p95", "p99"]
 
 

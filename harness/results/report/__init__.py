@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["build_report", "ReportInputError"]
 
 # Journal columns the report needs (user/platform/instance/race/w/n are not charted).
-_REPORT_COLUMNS = ("op", "outcome", "code", "detail", "conn", "session", "by")
+_REPORT_COLUMNS = ("op", "outcome", "code", "detail", "conn", "session", "by", "expect",
+                   "scenario")
 
 
 @dataclass
@@ -50,6 +51,8 @@ class _Run:
     headline: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    expected: pd.DataFrame | None = None
+    cpu: pd.DataFrame | None = None
 
 
 def _cfg(config: dict[str, Any], *keys: str) -> Any:
@@ -77,6 +80,11 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
     if not summary:
         notes.append("no summary.json: verdict, gates and checks are unknown; "
                      "everything else is computed from the journal")
+    df, judged = agg.apply_expect(df)
+    if judged["unexpected"]:
+        notes.append(f"{judged['unexpected']:,} operation(s) did not end with the code their "
+                     "scenario expected (e.g. a stale sig accepted): counted as failures")
+    events = agg.event_ops(summary)
     origin = agg.time_origin_ns(df)
     duration = summary.get("duration_s")
     duration = float(duration) if isinstance(duration, (int, float)) and not isinstance(
@@ -85,14 +93,15 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
         ops = agg.ops_from_summary(summary)
         codes = agg.codes_from_summary(summary)
     else:
-        ops = agg.op_summary(df, duration)
+        ops = agg.op_summary(df, duration, events)
         codes = agg.code_counts(df)
     limit = _cfg(config, "gates", "violations")
     limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
-    timed = agg.timed_ops(df)
+    timed = agg.timed_ops(df, events)
     cdf = agg.latency_cdf(df, timed)
     per_sec = agg.per_second(df, origin) if full else agg.per_second(df.iloc[:0])
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"events": events}
+    expected = agg.expected_table(df) if not df.empty else agg.expected_from_summary(summary)
     users_peak: int | None = None
     if full:
         history = load_users_history(root)
@@ -108,11 +117,21 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
         extra["faults"] = agg.fault_windows(df, origin)
         extra["codes_ps"] = agg.codes_per_second(df, origin)
         extra["err_codes"] = agg.error_code_counts(df)
+        extra["exp_codes"] = agg.expected_code_counts(df)
+        sparse = agg.sparse_ops(per_sec, timed)
+        extra["points"] = agg.latency_points(df, sparse, origin)
+        extra["gates"] = agg.latency_gates(config)
+        extra["ran"] = agg.scenarios_run(df, summary) or None
+        extra["excluded"] = {str(op): int(r["fail"] + r["info"]) for op, r in ops.iterrows()}
         extra["kicks"] = agg.kick_delays(df)
         extra["relogin_ms"] = agg.ok_latencies(df, "relogin")
         extra["switch_ms"] = agg.ok_latencies(df, "switch")
         has_races = bool(agg.eq(df["op"], "race").any())
-        extra["races"] = agg.race_survivors(load_rows(root, "race") if has_races else [])
+        race_rows = load_rows(root, "race") if has_races else []
+        extra["races"] = agg.race_survivors(race_rows)
+        settle = agg.race_settle_note(race_rows)
+        if settle:
+            notes.append(settle)
         extra["violation_times"] = agg.check_violation_times(summary, origin)
         bound = _cfg(config, "scenarios", "relogin_expiry", "relogin_bound_s")
         ok_bound = isinstance(bound, (int, float)) and not isinstance(bound, bool)
@@ -121,7 +140,8 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
     return _Run(root=root, name=head["run_id"], summary=summary, config=config,
                 origin_ns=origin, ops=ops, codes=codes, per_second=per_sec,
                 gates=agg.gates_table(summary), checks=agg.checks_table(summary, limit),
-                cdf=cdf, timed_ops=timed, headline=head, notes=notes, extra=extra)
+                cdf=cdf, timed_ops=timed, headline=head, notes=notes, extra=extra,
+                expected=expected, cpu=agg.cpu_table(summary))
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -140,6 +160,8 @@ def _write_tables(run: _Run) -> None:
     _write_csv(run.per_second, tables / "per_second.csv")
     _write_csv(run.gates, tables / "gates.csv")
     _write_csv(run.checks, tables / "checks.csv")
+    if run.expected is not None and not run.expected.empty:
+        _write_csv(run.expected, tables / "expected.csv")
 
 
 def _render(name: str, title: str, caption: str, out_dir: Path,
@@ -177,31 +199,43 @@ def _charts(run: _Run, notes: list[str]) -> list[Chart]:
     return [
         _render("latency_over_time.png", "1. Latency percentiles over time, per operation",
                 "p50/p95/p99 of latency (end - intended, ms) of successful operations in each "
-                "1 s bucket of finish time; grey bands are injected fault windows.", out,
-                lambda: plot.chart_latency_over_time(ps, run.timed_ops, x["faults"], title),
+                "1 s bucket of finish time; gaps: no operation finished; dots: each operation "
+                "of an op too sparse for percentiles; dashed lines: latency gates of the "
+                "config; grey bands: injected fault windows.", out,
+                lambda: plot.chart_latency_over_time(ps, run.timed_ops, x["faults"], title,
+                                                     gates=x["gates"], points=x["points"]),
                 notes),
         _render("latency_cdf.png", "2. Latency distribution per operation",
-                "Share of successful operations finished within x ms (log x). Solid: latency "
-                "incl. queueing; dashed: service time, drawn where it differs.", out,
-                lambda: plot.chart_latency_cdf(run.cdf, run.timed_ops, title), notes),
+                "Share of successful operations finished within x ms (log x, the same range "
+                "in every panel). Solid: latency incl. queueing (end - intended); dashed: "
+                "service time (end - start). n counts the successful operations; failed ones "
+                "are excluded and counted beside it.", out,
+                lambda: plot.chart_latency_cdf(run.cdf, run.timed_ops, title,
+                                               excluded=x["excluded"]), notes),
         _render("throughput.png", "3. Throughput over time",
-                f"Operations finished per second by outcome (stacked); dashed line: "
-                f"{x['users_label']}.", out,
+                f"Requests finished per second: successes above, failures below on their own "
+                f"scale (events are not requests); dashed line: {x['users_label']}.", out,
                 lambda: plot.chart_throughput(ps, x["users"], x["users_label"], x["faults"],
-                                              title), notes),
+                                              title, events=x["events"]), notes),
         _render("error_codes.png", "4. Error codes",
-                "Failed (fail or info) operations per second by protocol code, and totals.",
+                "Failed (fail or info) operations per time bucket by protocol code, and "
+                "totals; each code has one colour in both panels. Codes a scenario provoked "
+                "on purpose (expected) are grey and hatched: they are not errors.",
                 out, lambda: plot.chart_error_codes(x["codes_ps"], x["err_codes"], x["faults"],
-                                                    xlim, title), notes),
+                                                    xlim, title, expected=x["exp_codes"]),
+                notes),
         _render("scenarios.png", "5. Scenarios: kick races, relogin, account switch",
-                "Survivors per kick race; delay from a competing login to the kick event; "
-                "relogin recovery time after expiry; account switch latency.", out,
+                "How many sessions survived each kick race; time from a second login to the "
+                "kick notice; time to log in again after the signature expired; time to "
+                "switch accounts. Only the scenarios that ran are shown.", out,
                 lambda: plot.chart_scenarios(x["races"], x["kicks"], x["relogin_ms"],
-                                             x["switch_ms"], x["relogin_bound_ms"], title),
+                                             x["switch_ms"], x["relogin_bound_ms"], title,
+                                             ran=x["ran"]),
                 notes),
         _render("checks.png", "6. Correctness checks",
-                "Violations of the correctness checks (summary.json), placed in time where the "
-                "examples carry a time.", out,
+                "Every correctness check with its result (summary.json); violations are "
+                "placed in time below when a check failed and its examples carry a time.",
+                out,
                 lambda: plot.chart_checks(x["violation_times"], run.checks, x["faults"],
                                           isinstance(run.summary.get("checks"), dict), xlim,
                                           title), notes),
@@ -228,6 +262,23 @@ def _compare(run: _Run, base: _Run, charts: bool, notes: list[str]) -> CompareCo
                           base_headline=base.headline, ops=table, gates=flips, chart=chart)
 
 
+_LINKED_FILES = ("summary.json", "config.yaml", "ledger.jsonl", "junit.xml",
+                 "locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv",
+                 "locust_exceptions.csv", "compare.html")
+
+
+def _present_files(root: Path) -> list[str]:
+    """Run-folder files worth a link on the page (relative paths, those that exist)."""
+    out = [name for name in _LINKED_FILES if (root / name).is_file()]
+    jdir = root / "journal"
+    if jdir.is_dir():
+        out += [f"journal/{p.name}" for p in sorted(jdir.glob("*.jsonl"))]
+    tables = root / "tables"
+    if tables.is_dir():
+        out += [f"tables/{p.name}" for p in sorted(tables.glob("*.csv"))]
+    return out
+
+
 def build_report(run_dir: str | Path, *, charts: bool = True,
                  compare_to: str | Path | None = None) -> Path:
     """Write tables/, charts/ and report.html into a run folder; return report.html's path.
@@ -252,7 +303,8 @@ def build_report(run_dir: str | Path, *, charts: bool = True,
     content = ReportContent(headline=run.headline, ops=run.ops, codes=run.codes,
                             gates=run.gates, checks=run.checks, per_second=run.per_second,
                             charts=chart_list, charts_enabled=charts, notes=notes,
-                            compare=compare)
+                            compare=compare, expected=run.expected, cpu=run.cpu,
+                            files=_present_files(root))
     out = root / "report.html"
     _write_text_atomic(out, render_report(content))
     return out

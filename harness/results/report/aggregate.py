@@ -28,6 +28,15 @@ __all__ = [
     "PERCENTILES",
     "OP_ORDER",
     "EVENT_OPS",
+    "LEGACY_EVENT_OPS",
+    "event_ops",
+    "apply_expect",
+    "expected_table",
+    "expected_from_summary",
+    "latency_gates",
+    "sparse_ops",
+    "latency_points",
+    "scenarios_run",
     "EXIT_CODES",
     "code_name_short",
     "eq",
@@ -51,6 +60,10 @@ __all__ = [
     "checks_table",
     "check_violation_times",
     "headline",
+    "plain_number",
+    "cpu_warnings",
+    "cpu_table",
+    "expected_code_counts",
     "ops_from_summary",
     "codes_from_summary",
 ]
@@ -67,6 +80,10 @@ OP_ORDER: tuple[str, ...] = (
 )
 #: Ops that are events or markers (start == end): no meaningful latency to chart.
 EVENT_OPS: frozenset[str] = frozenset({"kicked_offline", "sig_expired", "disconnect", "fault"})
+#: Events of runs whose summary.json has no ``ops[op]["kind"]`` (older runs).
+LEGACY_EVENT_OPS: frozenset[str] = frozenset({"kicked_offline", "sig_expired", "disconnect"})
+#: Markers: journal rows that are neither requests nor events (no latency either).
+MARKER_OPS: frozenset[str] = frozenset({"fault"})
 #: Exit codes of a headless run (RESULTS.md §3).
 EXIT_CODES: dict[int, str] = {
     0: "every gate and every correctness check passed",
@@ -75,13 +92,16 @@ EXIT_CODES: dict[int, str] = {
     4: "a correctness check found a violation",
     5: "the target could not be reached or the embedded target did not start",
 }
-_OUTCOMES: tuple[str, ...] = ("ok", "fail", "info")
+_OUTCOMES: tuple[str, ...] = ("ok", "fail", "info", "expected")
+#: Outcomes that count as errors (an ``expected`` outcome is a pass, never an error).
+ERROR_OUTCOMES: tuple[str, ...] = ("fail", "info")
 _NS_PER_S = 1_000_000_000
 _NO_OP = "(no op)"
 _OP_SUMMARY_COLUMNS: tuple[str, ...] = (
-    "count", "ok", "fail", "info", "rate_per_s", *PERCENTILES, "max_ms",
+    "count", "ok", "fail", "info", "expected", "rate_per_s", *PERCENTILES, "max_ms",
     "service_p50_ms", "service_p99_ms",
 )
+_LATENCY_COLUMNS: tuple[str, ...] = (*PERCENTILES, "max_ms", "service_p50_ms", "service_p99_ms")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -103,6 +123,45 @@ def ordered_ops(ops: Iterable[str]) -> list[str]:
     """Sort op names into :data:`OP_ORDER`, unknown ones after it alphabetically."""
     rank = {op: i for i, op in enumerate(OP_ORDER)}
     return sorted(set(ops), key=lambda op: (rank.get(op, len(rank)), op))
+
+
+def event_ops(summary: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """Ops without a latency: events and markers.
+
+    ``summary["ops"][op]["kind"]`` decides where present (``"event"`` or ``"request"``);
+    ops without a kind (runs older than that key) fall back to :data:`LEGACY_EVENT_OPS`.
+    Markers (:data:`MARKER_OPS`, fault windows) are always included.
+    """
+    ops = summary.get("ops") if isinstance(summary, Mapping) else None
+    out = set(LEGACY_EVENT_OPS) | set(MARKER_OPS)
+    if isinstance(ops, Mapping):
+        for name, rec in ops.items():
+            kind = rec.get("kind") if isinstance(rec, Mapping) else None
+            if kind == "event":
+                out.add(str(name))
+            elif kind == "request" and str(name) not in MARKER_OPS:
+                out.discard(str(name))
+    return frozenset(out)
+
+
+def apply_expect(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Rows with an ``expect`` code (docs/JOURNAL.md) re-judged by :func:`load.apply_expect`
+    (the journal's own rule, ``harness.results.journal.judged``): ``code == expect`` becomes
+    ``"expected"`` (a pass, never an error), anything else ``"fail"`` (e.g. a stale sig
+    accepted). Returns (frame, counts ``{"expected": n, "unexpected": n}``); the frame is the
+    input itself when no row carries ``expect`` (old runs)."""
+    from harness.results.report.load import apply_expect as judge_rows
+
+    counts = {"expected": 0, "unexpected": 0}
+    out = judge_rows(df)
+    if out is df:
+        return df, counts
+    exp = df["expect"].to_numpy("float64")
+    has = ~np.isnan(exp)
+    match = has & (df["code"].to_numpy("int64").astype("float64") == exp)
+    counts["expected"] = int(match.sum())
+    counts["unexpected"] = int((has & ~match).sum())
+    return out, counts
 
 
 def _op_series(df: pd.DataFrame) -> pd.Series:
@@ -174,19 +233,31 @@ def journal_span_s(df: pd.DataFrame) -> float:
 # --------------------------------------------------------------------------- tables
 
 
-def op_summary(df: pd.DataFrame, duration_s: float | None = None) -> pd.DataFrame:
+def _kind(op: str, events: frozenset[str]) -> str:
+    if op in MARKER_OPS:
+        return "marker"
+    return "event" if op in events else "request"
+
+
+def op_summary(df: pd.DataFrame, duration_s: float | None = None,
+               events: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Per-op totals and latency percentiles.
 
     Index ``op`` (ops present, in :data:`OP_ORDER`); columns ``count``, ``ok``, ``fail``,
-    ``info`` (rows), ``rate_per_s`` (count / ``duration_s``; default duration is the
-    journal span, :func:`journal_span_s`; NaN when that is 0), ``p50_ms`` … ``p999_ms``
-    and ``max_ms`` of latency (end - intended, ms) and ``service_p50_ms`` /
-    ``service_p99_ms`` (end - start, ms). Percentiles and max are nearest-rank over the
-    op's **ok** rows only; NaN when the op has none.
+    ``info``, ``expected`` (rows; ``expected`` = the code the scenario provoked on purpose,
+    see :func:`apply_expect`), ``rate_per_s`` (count / ``duration_s``; default duration is
+    the journal span, :func:`journal_span_s`; NaN when that is 0), ``p50_ms`` … ``p999_ms``
+    and ``max_ms`` of latency (end - intended, ms), ``service_p50_ms`` / ``service_p99_ms``
+    (end - start, ms) and ``kind`` (``request``, ``event`` or ``marker``). Percentiles and
+    max are nearest-rank over the op's **ok** rows only; NaN when the op has none, and
+    always NaN for ``events`` (ops without a latency: the report passes
+    :func:`event_ops`, markers included; the default blanks none, so other callers'
+    numbers are unchanged).
     """
     if df.empty:
         out = pd.DataFrame({c: pd.Series([], dtype="int64" if c in _OUTCOMES or c == "count"
                                          else "float64") for c in _OP_SUMMARY_COLUMNS})
+        out["kind"] = pd.Series([], dtype="str")
         out.index = pd.Index([], name="op", dtype="str")
         return out
     op = _op_series(df)
@@ -217,11 +288,25 @@ def op_summary(df: pd.DataFrame, duration_s: float | None = None) -> pd.DataFram
             res["service_p99_ms"][groups] = quant[qs.index(0.99)]
     out = pd.DataFrame(res, index=pd.Index(names, name="op", dtype="str"))
     out = out.loc[out["count"] > 0, list(_OP_SUMMARY_COLUMNS)]
-    return out.loc[ordered_ops(out.index)]
+    out = out.loc[ordered_ops(out.index)]
+    return _mark_events(out, events)
+
+
+def _mark_events(out: pd.DataFrame, events: frozenset[str]) -> pd.DataFrame:
+    """Blank the latency columns of events/markers and add the ``kind`` column."""
+    out = out.copy()
+    is_event = out.index.isin(list(events))
+    if is_event.any():
+        out.loc[is_event, list(_LATENCY_COLUMNS)] = np.nan
+    out["kind"] = pd.Series([_kind(str(o), events) for o in out.index], index=out.index,
+                            dtype="str")
+    return out
 
 
 def code_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows per protocol code: columns ``code`` (int), ``name`` (code_short), ``count``.
+    """Rows per protocol code: columns ``code`` (int), ``name`` (code_short), ``count``
+    and ``expected`` (of those rows, how many carried that code as their ``expect``: an
+    expected outcome, not an error).
 
     Sorted by count descending, then code. Only codes that occur are listed (0 included
     when present).
@@ -229,26 +314,98 @@ def code_counts(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame({"code": pd.Series([], dtype="int64"),
                              "name": pd.Series([], dtype="str"),
-                             "count": pd.Series([], dtype="int64")})
+                             "count": pd.Series([], dtype="int64"),
+                             "expected": pd.Series([], dtype="int64")})
     vc = df["code"].value_counts()
     out = pd.DataFrame({"code": vc.index.to_numpy(dtype="int64"),
                         "count": vc.to_numpy(dtype="int64")})
     out = out.sort_values(["count", "code"], ascending=[False, True], kind="stable")
     out.insert(1, "name", [code_name_short(c) for c in out["code"]])
     out["name"] = out["name"].astype("str")
+    exp = eq(df["outcome"], "expected")
+    if exp.any():
+        ev = df["code"].to_numpy("int64")[exp]
+        uniq, cnt = np.unique(ev, return_counts=True)
+        out["expected"] = out["code"].map(dict(zip(uniq.tolist(), cnt.tolist()))).fillna(0)
+        out["expected"] = out["expected"].astype("int64")
+    else:
+        out["expected"] = np.zeros(len(out), dtype="int64")
     return out.reset_index(drop=True)
 
 
 def error_code_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """:func:`code_counts` of the rows that did not succeed (outcome != ok, fault markers excluded)."""
-    return code_counts(_error_rows(df))
+    """:func:`code_counts` of the rows that did not succeed (outcome fail or info, fault
+    markers excluded; expected outcomes are not errors)."""
+    return code_counts(_error_rows(df)).drop(columns="expected")
 
 
-def _error_rows(df: pd.DataFrame) -> pd.DataFrame:
+def expected_code_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`code_counts` (without the ``expected`` column) of the expected outcomes."""
+    if df.empty:
+        return code_counts(df).drop(columns="expected")
+    return code_counts(df.loc[eq(df["outcome"], "expected")]).drop(columns="expected")
+
+
+def _error_rows(df: pd.DataFrame, with_expected: bool = False) -> pd.DataFrame:
     if df.empty:
         return df
-    mask = ~eq(df["outcome"], "ok") & ~eq(df["op"], "fault")
-    return df.loc[mask]
+    mask = eq(df["outcome"], "fail") | eq(df["outcome"], "info")
+    if with_expected:
+        mask |= eq(df["outcome"], "expected")
+    return df.loc[mask & ~eq(df["op"], "fault")]
+
+
+def expected_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Expected outcomes per op and code: columns ``op``, ``code``, ``name``, ``count``."""
+    cols = {"op": pd.Series([], dtype="str"), "code": pd.Series([], dtype="int64"),
+            "name": pd.Series([], dtype="str"), "count": pd.Series([], dtype="int64")}
+    if df.empty:
+        return pd.DataFrame(cols)
+    rows = df.loc[eq(df["outcome"], "expected")]
+    if rows.empty:
+        return pd.DataFrame(cols)
+    frame = pd.DataFrame({"op": _str_values(rows["op"]), "code": rows["code"].to_numpy("int64")})
+    out = frame.groupby(["op", "code"]).size().rename("count").reset_index()
+    out.insert(2, "name", [code_name_short(c) for c in out["code"]])
+    rank = {o: i for i, o in enumerate(ordered_ops(out["op"]))}
+    out = out.assign(_r=out["op"].map(rank)).sort_values(["_r", "code"]).drop(columns="_r")
+    return out.astype({"op": "str", "name": "str"}).reset_index(drop=True)
+
+
+def expected_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``summary["expected"]`` as an :func:`expected_table` frame (for runs without a journal).
+
+    Accepts ``{op: {code: count}}``, ``{code: count}`` (op shown as ``(any)``) or a list
+    of ``{"op", "code", "count"}`` records; anything else gives an empty frame.
+    """
+    raw = summary.get("expected") if isinstance(summary, Mapping) else None
+    recs: list[tuple[str, int, int]] = []
+
+    def add(op: Any, code: Any, count: Any) -> None:
+        try:
+            c = int(code)
+        except (TypeError, ValueError):
+            return
+        n = _num(count)
+        if n is not None:
+            recs.append((str(op), c, int(n)))
+
+    if isinstance(raw, Mapping):
+        for k, v in raw.items():
+            if isinstance(v, Mapping):
+                for code, n in v.items():
+                    add(k, code, n)
+            else:
+                add("(any)", k, v)
+    elif isinstance(raw, list):
+        for r in raw:
+            if isinstance(r, Mapping):
+                add(r.get("op", "(any)"), r.get("code"), r.get("count"))
+    out = pd.DataFrame({"op": pd.Series([r[0] for r in recs], dtype="str"),
+                        "code": pd.Series([r[1] for r in recs], dtype="int64"),
+                        "count": pd.Series([r[2] for r in recs], dtype="int64")})
+    out.insert(2, "name", pd.Series([code_name_short(c) for c in out["code"]], dtype="str"))
+    return out
 
 
 def _seconds(df: pd.DataFrame, origin_ns: int) -> np.ndarray:
@@ -260,12 +417,13 @@ def per_second(df: pd.DataFrame, origin_ns: int | None = None) -> pd.DataFrame:
     """1 s buckets of ``end`` time per op.
 
     Columns: ``second`` (int, seconds since ``origin_ns``; default :func:`time_origin_ns`),
-    ``unix_s`` (int, bucket start), ``op``, ``count``, ``ok``, ``fail``, ``info`` (rows
-    finished in that second) and ``p50_ms``, ``p95_ms``, ``p99_ms`` (nearest-rank latency,
+    ``unix_s`` (int, bucket start), ``op``, ``count``, ``ok``, ``fail``, ``info``,
+    ``expected`` (rows finished in that second) and ``p50_ms``, ``p95_ms``, ``p99_ms`` (nearest-rank latency,
     end - intended, over that second's ok rows; NaN when none). Only (second, op) pairs
     with at least one row are listed; sorted by second then op order.
     """
-    cols = ["second", "unix_s", "op", "count", "ok", "fail", "info", "p50_ms", "p95_ms", "p99_ms"]
+    cols = ["second", "unix_s", "op", "count", "ok", "fail", "info", "expected",
+            "p50_ms", "p95_ms", "p99_ms"]
     if df.empty:
         return pd.DataFrame({c: pd.Series([], dtype="str" if c == "op" else
                                           ("float64" if c.endswith("_ms") else "int64"))
@@ -303,19 +461,23 @@ def per_second(df: pd.DataFrame, origin_ns: int | None = None) -> pd.DataFrame:
 
 
 def codes_per_second(df: pd.DataFrame, origin_ns: int | None = None) -> pd.DataFrame:
-    """Failed rows (outcome != ok, fault markers excluded) per second and code.
+    """Failed rows (outcome fail or info, fault markers excluded) and expected outcomes
+    per second and code.
 
-    Columns ``second`` (since ``origin_ns``), ``code``, ``name`` (code_short), ``count``.
+    Columns ``second`` (since ``origin_ns``), ``code``, ``name`` (code_short), ``expected``
+    (bool: these rows are expected outcomes, not errors) and ``count``.
     """
-    err = _error_rows(df)
+    err = _error_rows(df, with_expected=True)
     if err.empty:
         return pd.DataFrame({"second": pd.Series([], dtype="int64"),
                              "code": pd.Series([], dtype="int64"),
                              "name": pd.Series([], dtype="str"),
+                             "expected": pd.Series([], dtype="bool"),
                              "count": pd.Series([], dtype="int64")})
     origin = time_origin_ns(df) if origin_ns is None else int(origin_ns)
-    frame = pd.DataFrame({"second": _seconds(err, origin), "code": err["code"].to_numpy("int64")})
-    out = frame.groupby(["second", "code"]).size().rename("count").reset_index()
+    frame = pd.DataFrame({"second": _seconds(err, origin), "code": err["code"].to_numpy("int64"),
+                          "expected": eq(err["outcome"], "expected")})
+    out = frame.groupby(["second", "code", "expected"]).size().rename("count").reset_index()
     names = {c: code_name_short(c) for c in out["code"].unique()}
     out.insert(2, "name", out["code"].map(names).astype("str"))
     return out
@@ -380,12 +542,13 @@ def fault_windows(df: pd.DataFrame, origin_ns: int | None = None) -> pd.DataFram
     return out.sort_values("start_s", kind="stable").reset_index(drop=True)
 
 
-def timed_ops(df: pd.DataFrame) -> list[str]:
-    """Ops that have a duration worth charting (not events/markers), in display order."""
+def timed_ops(df: pd.DataFrame, events: frozenset[str] = EVENT_OPS) -> list[str]:
+    """Ops that have a duration worth charting (not ``events``/markers), in display order."""
     if df.empty:
         return []
     present = [str(o) for o in _op_series(df).unique()]
-    return [o for o in ordered_ops(present) if o not in EVENT_OPS and o != _NO_OP]
+    skip = events | MARKER_OPS
+    return [o for o in ordered_ops(present) if o not in skip and o != _NO_OP]
 
 
 def ok_latencies(df: pd.DataFrame, op: str, column: str = "latency_ms") -> np.ndarray:
@@ -415,9 +578,8 @@ def latency_cdf(df: pd.DataFrame, ops: Sequence[str] | None = None,
     """Empirical CDFs of ok-row latency (and service time where it differs) per op.
 
     Long frame: ``op``, ``kind`` (``"latency"`` = end - intended, ``"service"`` = end -
-    start; service is only listed for ops where some row has ``intended != start``),
-    ``ms`` (float), ``fraction`` (0..1, share of ok rows finished within ``ms``) and ``n``
-    (ok rows behind the curve).
+    start; both are listed for every op), ``ms`` (float), ``fraction`` (0..1, share of ok
+    rows finished within ``ms``) and ``n`` (ok rows behind the curve).
     At most about ``max_points`` points per curve (the tails are kept).
     """
     frames = []
@@ -429,7 +591,7 @@ def latency_cdf(df: pd.DataFrame, ops: Sequence[str] | None = None,
         frames.append(pd.DataFrame({"op": op, "kind": "latency", "ms": x, "fraction": y,
                                     "n": len(lat)}))
         svc = ok_latencies(df, op, "service_ms")
-        if len(svc) == len(lat) and not np.array_equal(np.sort(svc), np.sort(lat)):
+        if len(svc):
             x, y = _cdf_points(svc, max_points)
             frames.append(pd.DataFrame({"op": op, "kind": "service", "ms": x, "fraction": y,
                                         "n": len(svc)}))
@@ -442,6 +604,85 @@ def latency_cdf(df: pd.DataFrame, ops: Sequence[str] | None = None,
     out["op"] = out["op"].astype("str")
     out["kind"] = out["kind"].astype("str")
     return out
+
+
+def latency_gates(config: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``gates.latency_ms`` of the run's config as ``{op: {"p99_ms": limit_ms, ...}}``.
+
+    Keys ``p99`` and ``p99_ms`` both map to ``p99_ms``; non-numeric limits are skipped.
+    """
+    gates = config.get("gates") if isinstance(config, Mapping) else None
+    lat = gates.get("latency_ms") if isinstance(gates, Mapping) else None
+    out: dict[str, dict[str, float]] = {}
+    if not isinstance(lat, Mapping):
+        return out
+    for op, limits in lat.items():
+        if not isinstance(limits, Mapping):
+            continue
+        for pct, limit in limits.items():
+            v = _num(limit)
+            key = str(pct) if str(pct).endswith("_ms") else f"{pct}_ms"
+            if v is not None and v > 0:
+                out.setdefault(str(op), {})[key] = v
+    return out
+
+
+def sparse_ops(per_sec: pd.DataFrame, ops: Sequence[str], min_per_bucket: int = 10) -> list[str]:
+    """Ops whose typical 1 s bucket holds fewer than ``min_per_bucket`` ok rows: their
+    per-second percentiles collapse onto one value, so they are charted as points."""
+    if per_sec.empty:
+        return []
+    out = []
+    for op in ops:
+        ok = per_sec.loc[(per_sec["op"] == op) & (per_sec["ok"] > 0), "ok"]
+        if len(ok) and float(np.median(ok.to_numpy("float64"))) < min_per_bucket:
+            out.append(op)
+    return out
+
+
+def latency_points(df: pd.DataFrame, ops: Sequence[str], origin_ns: int,
+                   max_points: int = 20_000) -> pd.DataFrame:
+    """Every ok row of ``ops``: ``op``, ``second`` (float, end time since ``origin_ns``),
+    ``latency_ms``. At most ``max_points`` rows per op (evenly thinned, extremes kept)."""
+    frames = []
+    for op in ops:
+        mask = eq(df["op"], op) & eq(df["outcome"], "ok")
+        if not mask.any():
+            continue
+        sec = (df["end"].to_numpy("int64")[mask] - origin_ns) / 1e9
+        lat = df["latency_ms"].to_numpy("float64")[mask]
+        if len(lat) > max_points:
+            keep = np.unique(np.r_[np.linspace(0, len(lat) - 1, max_points).astype("int64"),
+                                   np.argmax(lat), np.argmin(lat)])
+            sec, lat = sec[keep], lat[keep]
+        frames.append(pd.DataFrame({"op": op, "second": sec, "latency_ms": lat}))
+    if not frames:
+        return pd.DataFrame({"op": pd.Series([], dtype="str"),
+                             "second": pd.Series([], dtype="float64"),
+                             "latency_ms": pd.Series([], dtype="float64")})
+    out = pd.concat(frames, ignore_index=True)
+    out["op"] = out["op"].astype("str")
+    return out
+
+
+def scenarios_run(df: pd.DataFrame, summary: Mapping[str, Any]) -> set[str]:
+    """Names of the scenarios that ran: those with journal rows; without a journal, the
+    summary's ``load.scenarios`` with weight > 0, else its ``scenarios`` list/dict."""
+    if not df.empty and "scenario" in df.columns:
+        names = {str(v) for v in pd.unique(_str_values(df["scenario"])) if v}
+        names.discard("faults")
+        if names:
+            return names
+    load = summary.get("load") if isinstance(summary, Mapping) else None
+    weights = load.get("scenarios") if isinstance(load, Mapping) else None
+    if isinstance(weights, Mapping) and weights:
+        return {str(k) for k, w in weights.items() if (_num(w) or 0) > 0}
+    listed = summary.get("scenarios") if isinstance(summary, Mapping) else None
+    if isinstance(listed, Mapping):
+        return {str(k) for k in listed}
+    if isinstance(listed, list):
+        return {str(k) for k in listed}
+    return set()
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -476,6 +717,26 @@ def race_survivors(race_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                              "outcome": pd.Series([], dtype="str"),
                              "policy": pd.Series([], dtype="str")})
     return pd.DataFrame(recs).astype({"race": "str", "outcome": "str", "policy": "str"})
+
+
+def race_settle_note(race_rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence on whether the ``race`` latencies include the settle wait.
+
+    Rows with a top-level ``settle_ms`` (newer journals) have it excluded from their
+    latency; older rows only carry ``data.settle_ms`` and their latency includes it.
+    None when there are no race rows or neither key is present.
+    """
+    new = [_num(r.get("settle_ms")) for r in race_rows if _num(r.get("settle_ms")) is not None]
+    old = [_num(r["data"].get("settle_ms")) for r in race_rows
+           if isinstance(r.get("data"), Mapping) and _num(r["data"].get("settle_ms")) is not None]
+    if new:
+        return (f"race latency excludes the settle wait after the logins (settle_ms, "
+                f"median {plain_number(float(np.median(new)))} ms per race)")
+    if old:
+        return (f"race latency includes the settle wait of about "
+                f"{plain_number(float(np.median(old)))} ms per race (a journal from before "
+                "settle_ms was split out): compare race latencies across runs with care")
+    return None
 
 
 def kick_delays(df: pd.DataFrame) -> pd.DataFrame:
@@ -691,13 +952,17 @@ def headline(summary: Mapping[str, Any], config: Mapping[str, Any], df: pd.DataF
     gates = gates_table(summary)
     for rec in gates.itertuples(index=False):
         if rec.passed is False:
-            reasons.append(f"gate {rec.gate} failed: value {rec.value}, limit {rec.limit}")
+            reasons.append(f"gate {rec.gate} failed: value {plain_number(rec.value)}, "
+                           f"limit {plain_number(rec.limit)}")
     gates_cfg = config.get("gates") if isinstance(config.get("gates"), Mapping) else {}
     limit = gates_cfg.get("violations", 0) if isinstance(gates_cfg, Mapping) else 0
     limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+    examples: list[dict[str, str]] = []
     for rec in checks_table(summary, limit).itertuples(index=False):
         if not rec.passed:
             reasons.append(f"check {rec.check}: {rec.violations} violation(s)")
+            examples.append({"check": rec.check, "example": str(rec.first_example or
+                                                                "(no example recorded)")})
     if exit_code is None:
         verdict = "UNKNOWN"
         if not summary:
@@ -707,6 +972,12 @@ def headline(summary: Mapping[str, Any], config: Mapping[str, Any], df: pd.DataF
         meaning = EXIT_CODES.get(exit_code, "unknown exit code")
         if exit_code != 0 or not reasons:
             reasons.insert(0, f"exit code {exit_code}: {meaning}")
+    if summary.get("verdict") in ("PASS", "FAIL"):
+        verdict = str(summary["verdict"])
+    given = summary.get("reasons")
+    if isinstance(given, list) and given and all(isinstance(r, str) for r in given):
+        reasons = list(given) + [r for r in reasons if r.startswith("exit code")
+                                 and not any(r in g for g in given)][:1]
     return {
         "run_id": str(summary.get("run_id") or run_name),
         "target": target,
@@ -718,7 +989,107 @@ def headline(summary: Mapping[str, Any], config: Mapping[str, Any], df: pd.DataF
         "exit_code": exit_code,
         "verdict": verdict,
         "reasons": reasons,
+        "check_examples": examples,
+        "target_kind": _text(summary.get("target_kind")),
+        "host": _text(summary.get("host")),
+        "load": _load_profile(summary, config),
+        "scenarios_ran": sorted(scenarios_run(df, summary)),
+        "versions": _versions(summary),
+        "cpu_warnings": cpu_warnings(summary),
     }
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def plain_number(value: Any) -> str:
+    """A number for a sentence: no scientific notation, 3 significant digits below 1000."""
+    v = _num(value)
+    if v is None:
+        return str(value)
+    if v.is_integer() and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return np.format_float_positional(v, precision=3, unique=False, fractional=False,
+                                      trim="-")
+
+
+def _load_profile(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary["load"]`` (users, spawn_rate, run_time, scenarios, arrival_rate, argv);
+    missing values are absent keys (the config's weights are not used: ``--scenario``
+    may have overridden them; :func:`headline` lists the scenarios that ran instead)."""
+    load = summary.get("load")
+    out: dict[str, Any] = {}
+    if isinstance(load, Mapping):
+        for key in ("users", "spawn_rate", "run_time", "arrival_rate"):
+            v = load.get(key)
+            if v is not None and v != "" and not isinstance(v, (Mapping, list)):
+                out[key] = v
+        sc = load.get("scenarios")
+        if isinstance(sc, Mapping):
+            out["scenarios"] = {str(k): v for k, v in sc.items()}
+        argv = load.get("argv")
+        if isinstance(argv, list):
+            out["argv"] = " ".join(str(a) for a in argv)
+        elif isinstance(argv, str):
+            out["argv"] = argv
+    return out
+
+
+def _versions(summary: Mapping[str, Any]) -> dict[str, str]:
+    v = summary.get("versions")
+    if not isinstance(v, Mapping):
+        return {}
+    return {str(k): str(val) for k, val in v.items() if val is not None and val != ""}
+
+
+def cpu_warnings(summary: Mapping[str, Any]) -> list[str]:
+    """Sentences about CPU saturation from ``summary["cpu"]``; empty when all was well.
+
+    A saturated load generator makes the latency figures invalid (they include the
+    generator's own delays); a saturated target means the latency is the target's limit.
+    The summary's own ``cpu.notes`` follow.
+    """
+    cpu = summary.get("cpu")
+    if not isinstance(cpu, Mapping):
+        return []
+    out = []
+    if cpu.get("generator_saturated") is True:
+        out.append("The load generator's CPU was saturated: latency figures are not valid "
+                   "(they include the generator's own delays).")
+    if cpu.get("target_saturated") is True:
+        out.append("The target's CPU was saturated: latency is the target's (it shows the "
+                   "target at its limit, not the network or the harness).")
+    notes = cpu.get("notes")
+    if isinstance(notes, list):
+        out.extend(str(n) for n in notes if n and str(n) not in out)
+    return out
+
+
+def cpu_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """``summary["cpu"]`` as rows: ``process`` (generator id or ``target``), ``mean``,
+    ``p95``, ``max`` (CPU %, as the summary gives them); empty without that key."""
+    cpu = summary.get("cpu")
+    recs = []
+    if isinstance(cpu, Mapping):
+        gens = cpu.get("generators")
+        if isinstance(gens, Mapping):
+            for w in sorted(gens, key=str):
+                g = gens[w] if isinstance(gens[w], Mapping) else {}
+                recs.append({"process": f"generator {w}", **{k: _num(g.get(k))
+                                                             for k in ("mean", "p95", "max")}})
+        tgt = cpu.get("target")
+        if isinstance(tgt, Mapping):
+            recs.append({"process": "target", **{k: _num(tgt.get(k))
+                                                 for k in ("mean", "p95", "max")}})
+    cols = ["process", "mean", "p95", "max"]
+    if not recs:
+        return pd.DataFrame({c: pd.Series([], dtype="str" if c == "process" else "float64")
+                             for c in cols})
+    out = pd.DataFrame(recs, columns=cols)
+    return out.astype({"process": "str", "mean": "float64", "p95": "float64", "max": "float64"})
 
 
 def ops_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
@@ -726,18 +1097,21 @@ def ops_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
     ops = summary.get("ops")
     names = ordered_ops(str(k) for k in ops) if isinstance(ops, Mapping) else []
     data: dict[str, list[Any]] = {c: [] for c in _OP_SUMMARY_COLUMNS}
+    alias = {"service_p50_ms": "svc_p50_ms", "service_p99_ms": "svc_p99_ms"}
     for name in names:
         rec = ops.get(name) if isinstance(ops, Mapping) else None
         rec = rec if isinstance(rec, Mapping) else {}
         for c in _OP_SUMMARY_COLUMNS:
-            v = _num(rec.get(c))
+            v = _num(rec.get(c, rec.get(alias.get(c, c))))
+            if v is None and c == "expected":
+                v = 0.0
             data[c].append(np.nan if v is None else v)
     out = pd.DataFrame({c: pd.Series(v, dtype="float64") for c, v in data.items()})
     for c in ("count", *_OUTCOMES):
         if out[c].notna().all():
             out[c] = out[c].astype("int64")
     out.index = pd.Index(names, name="op", dtype="str")
-    return out
+    return _mark_events(out, event_ops(summary))
 
 
 def codes_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
@@ -758,4 +1132,7 @@ def codes_from_summary(summary: Mapping[str, Any]) -> pd.DataFrame:
     frame = frame.sort_values(["count", "code"], ascending=[False, True], kind="stable")
     frame.insert(1, "name", pd.Series([code_name_short(c) for c in frame["code"]],
                                       dtype="str", index=frame.index))
+    exp = expected_from_summary(summary)
+    per_code = exp.groupby("code")["count"].sum().to_dict() if not exp.empty else {}
+    frame["expected"] = frame["code"].map(per_code).fillna(0).astype("int64")
     return frame.reset_index(drop=True)

@@ -53,6 +53,7 @@ JOURNAL_COLUMNS: tuple[str, ...] = (
 #: Low-cardinality string columns stored as pandas ``category``.
 CATEGORY_COLUMNS: tuple[str, ...] = ("w", "scenario", "op", "outcome", "platform", "detail")
 _INT_COLUMNS: tuple[str, ...] = ("n", "intended", "start", "end", "code", "expect")
+_OPTIONAL_INT_COLUMNS: tuple[str, ...] = ("expect",)
 _TIME_COLUMNS: tuple[str, ...] = ("intended", "start", "end")
 _DERIVED_COLUMNS: tuple[str, ...] = ("latency_ms", "service_ms")
 _SCHEMA = pa.schema(
@@ -120,6 +121,9 @@ def _coerce_row(obj: Any, columns: Sequence[str]) -> dict[str, Any] | None:
         val = obj.get(col)
         if val is None:
             row[col] = None
+        elif col in _OPTIONAL_INT_COLUMNS and (isinstance(val, bool) or not isinstance(
+                val, (int, float)) or not math.isfinite(val) or not float(val).is_integer()):
+            row[col] = None  # an odd optional extra never costs the row
         elif col in _INT_COLUMNS:
             if isinstance(val, bool):
                 return None

@@ -2,7 +2,8 @@
 
 ``draw_*`` functions draw one chart into a given ``Axes`` from already aggregated frames
 (:mod:`harness.results.report.aggregate`); ``chart_*`` functions lay out one PNG-sized figure
-(1600x900 px: ``figsize=(16, 9)``, ``dpi=100``) from one or more ``draw_*`` calls.
+(1600x900 px: ``figsize=(16, 9)``, ``dpi=100``; the checks chart is a 1600 px wide strip,
+taller only when a check failed) from one or more ``draw_*`` calls.
 Figures are plain :class:`matplotlib.figure.Figure` objects on the Agg canvas: pyplot and
 its global figure registry are never used, so nothing leaks between reports.
 Times on x axes are seconds since the run origin (:func:`aggregate.time_origin_ns`);
@@ -16,19 +17,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
+import matplotlib.patches
 import numpy as np
 import pandas as pd
 from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 __all__ = [
     "FIGSIZE", "DPI", "new_figure", "save_png", "draw_message", "shade_faults",
     "draw_latency_over_time", "draw_cdf", "draw_throughput", "draw_codes_over_time",
     "draw_code_totals", "draw_race_survivors", "draw_ms_histogram", "draw_violations",
+    "draw_failures", "draw_checks_strip", "code_colors", "cdf_xlim", "latency_log_scale",
     "draw_compare_cdf", "chart_latency_over_time", "chart_latency_cdf", "chart_throughput",
     "chart_error_codes", "chart_scenarios", "chart_checks", "chart_compare_cdf",
 ]
@@ -60,7 +63,8 @@ def new_figure(nrows: int = 1, ncols: int = 1, **subplot_kw: object) -> tuple[Fi
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a 1600x900 PNG (no tight bbox, so the size is exact)."""
+    """Write ``fig`` as a PNG of its own size (1600x900 for :func:`new_figure`; no tight
+    bbox, so the size is exact)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, format="png")
@@ -153,33 +157,110 @@ def _log_axis(axis: object, lo: float = 0.0, hi: float = 0.0) -> None:
         axis.set_minor_formatter(FuncFormatter(_minor_label))  # type: ignore[attr-defined]
     else:
         axis.set_minor_formatter(NullFormatter())  # type: ignore[attr-defined]
+        # unlabelled minor ticks at 2x and 5x only: enough to read a wide log axis, and far
+        # fewer tick objects to lay out (the charts' main cost)
+        axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- chart 1
 
 
+_LOG_RATIO = 30.0  # a panel whose values span more than this factor needs a log y axis
+
+
+def latency_log_scale(per_sec: pd.DataFrame, ops: Sequence[str],
+                      points: pd.DataFrame | None = None) -> bool:
+    """The one y-scale rule of chart 1: log in every panel when any panel's latencies span
+    more than 30x, else linear from 0 in every panel."""
+    for op in ops:
+        vals = np.empty(0)
+        if points is not None and not points.empty and (points["op"] == op).any():
+            vals = points.loc[points["op"] == op, "latency_ms"].to_numpy("float64")
+        elif not per_sec.empty:
+            rows = per_sec.loc[per_sec["op"] == op]
+            vals = rows[["p50_ms", "p99_ms"]].to_numpy("float64").ravel()
+        vals = vals[np.isfinite(vals)]
+        if len(vals) and vals.min() > 0 and vals.max() / vals.min() > _LOG_RATIO:
+            return True
+    return False
+
+
+def _full_seconds(data: pd.DataFrame, xlim: tuple[float, float] | None) -> pd.DataFrame:
+    """``data`` (one op's per-second rows) reindexed onto every second of the run, NaN in
+    the empty buckets, so lines stop there instead of bridging the gap."""
+    lo, hi = int(data["second"].min()), int(data["second"].max())
+    if xlim is not None:
+        lo, hi = min(lo, math.floor(xlim[0])), max(hi, math.ceil(xlim[1]) - 1)
+    return data.set_index("second").reindex(range(lo, hi + 1)).rename_axis("second").reset_index()
+
+
+def _draw_gates(ax: Axes, gates: dict[str, float] | None, data_hi: float) -> None:
+    """Horizontal lines at the op's latency gates; a gate far above the data is named in
+    a note instead (drawing it would squash the data against the x axis)."""
+    if not gates:
+        return
+    far = []
+    for key, limit in sorted(gates.items()):
+        name = key.removesuffix("_ms")
+        color = PCT_COLORS.get(key, "black")
+        if np.isfinite(data_hi) and limit <= data_hi * 3:
+            ax.axhline(limit, color=color, lw=1.6, ls=(0, (6, 3)), zorder=3,
+                       label=f"gate {name}")
+            ax.text(0.01, limit, f" gate {name} ≤ {_fmt_ms(limit)}", color=color, fontsize=9,
+                    va="bottom", ha="left", transform=blended_transform_factory(
+                        ax.transAxes, ax.transData))
+        else:
+            far.append(f"gate {name} ≤ {_fmt_ms(limit)}")
+    if far:
+        ax.text(0.99, 0.03, "\n".join(far) + " (above the chart)", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=9, color="#333333", zorder=5,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#999999", "alpha": 0.85})
+
+
 def draw_latency_over_time(ax: Axes, rows: pd.DataFrame, op: str, faults: pd.DataFrame,
                            xlim: tuple[float, float] | None = None, *,
-                           legend: bool = True) -> None:
-    """p50/p95/p99 latency (ms) per 1 s bucket of one op (``per_second`` rows of that op)."""
+                           legend: bool = True, log: bool | None = None,
+                           gates: dict[str, float] | None = None,
+                           points: pd.DataFrame | None = None) -> None:
+    """p50/p95/p99 latency (ms) per 1 s bucket of one op (``per_second`` rows of that op).
+
+    Empty buckets break the lines. ``points`` (``second``, ``latency_ms``: every ok row)
+    replaces the percentiles for a sparse op, whose per-second percentiles would collapse.
+    ``log`` is the chart-wide y-scale rule (:func:`latency_log_scale`; None: decide here).
+    ``gates`` (``{"p99_ms": limit}``) are drawn as horizontal lines.
+    """
     ax.set_title(f"{op}")
+    sparse = points is not None and not points.empty
     data = rows.dropna(subset=["p50_ms"]) if not rows.empty else rows
-    if data.empty:
+    if data.empty and not sparse:
         draw_message(ax, "no data", sub=f"no successful {op} rows")
         return
-    x = data["second"].to_numpy("float64") + 0.5
-    for col, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
-        ax.plot(x, data[col].to_numpy("float64"), color=PCT_COLORS[col], lw=1.2, label=label,
-                marker="o" if len(x) < 30 else None, ms=4)
-    vals = data[["p50_ms", "p99_ms"]].to_numpy("float64")
-    lo, hi = np.nanmin(vals), np.nanmax(vals)
-    if lo > 0 and hi / lo > 30:
+    if sparse:
+        y_all = points["latency_ms"].to_numpy("float64")
+        ax.scatter(points["second"].to_numpy("float64"), y_all, s=14, color="#1f77b4",
+                   alpha=0.7, lw=0, label="each operation", zorder=2.5)
+        ax.set_title(f"{op} (each operation: too few per second for percentiles)",
+                     fontsize=11)
+    else:
+        full = _full_seconds(data, xlim)
+        x = full["second"].to_numpy("float64") + 0.5
+        for col, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
+            ax.plot(x, full[col].to_numpy("float64"), color=PCT_COLORS[col], lw=1.2,
+                    label=label, marker="o" if len(data) < 30 else None, ms=4)
+        y_all = data[["p50_ms", "p99_ms"]].to_numpy("float64").ravel()
+    y_all = y_all[np.isfinite(y_all)]
+    lo, hi = float(np.min(y_all)), float(np.max(y_all))
+    if log is None:
+        log = lo > 0 and hi / lo > _LOG_RATIO
+    if log:
         ax.set_yscale("log")
-        _log_axis(ax.yaxis, lo, hi)
         ax.set_ylabel("ms (log scale)")
     else:
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0, top=max(hi * 1.08, 1e-3))
         ax.set_ylabel("ms")
+    _draw_gates(ax, gates, hi)
+    if log:
+        _log_axis(ax.yaxis, lo, hi)
     shade_faults(ax, faults)
     _time_axis(ax, xlim)
     if legend:
@@ -187,23 +268,34 @@ def draw_latency_over_time(ax: Axes, rows: pd.DataFrame, op: str, faults: pd.Dat
 
 
 def chart_latency_over_time(per_sec: pd.DataFrame, ops: Sequence[str], faults: pd.DataFrame,
-                            title: str) -> Figure:
-    """Chart 1: small multiples, one panel per op, latency percentiles per second."""
+                            title: str, gates: dict[str, dict[str, float]] | None = None,
+                            points: pd.DataFrame | None = None) -> Figure:
+    """Chart 1: small multiples, one panel per op, latency percentiles per second.
+
+    ``points`` holds every ok row of the sparse ops (:func:`aggregate.sparse_ops`), drawn
+    as dots instead of percentiles; ``gates`` are the run's ``gates.latency_ms``.
+    """
     with _style():
         ops = list(ops)
         nrows, ncols = _grid(max(1, len(ops)))
         fig, axes = new_figure(nrows, ncols)
-        fig.suptitle(f"{title}: latency per operation over time\nlatency = end - intended "
-                     "(includes queueing), p50/p95/p99 of the successful operations finishing "
-                     "in each 1 s bucket")
+        log = latency_log_scale(per_sec, ops, points)
+        scale = "log y scale in every panel" if log else "linear y scale from 0 in every panel"
+        fig.suptitle(f"{title}: latency per operation over time ({scale})\np50/p95/p99 "
+                     "latency (end - intended) of ok ops per 1 s · gap: none finished · "
+                     "dots: every op of a sparse op")
         xlim = _xlim(per_sec, faults)
         flat = axes.ravel()
         if not ops:
             draw_message(flat[0], "no data", sub="no timed operations in the journal")
             flat[0].set_title("latency over time")
         for i, (ax, op) in enumerate(zip(flat, ops)):
+            pts = None
+            if points is not None and not points.empty:
+                pts = points.loc[points["op"] == op]
             draw_latency_over_time(ax, per_sec.loc[per_sec["op"] == op], op, faults, xlim,
-                                   legend=False)
+                                   legend=False, log=log, gates=(gates or {}).get(op),
+                                   points=pts)
             ax.set_xlabel(_TIME_LABEL if i + ncols >= len(ops) else "")
         for ax in flat[len(ops) if ops else 1:]:
             ax.set_visible(False)
@@ -211,14 +303,17 @@ def chart_latency_over_time(per_sec: pd.DataFrame, ops: Sequence[str], faults: p
         return fig
 
 
+_LEGEND_ORDER = {"p50": 0, "p95": 1, "p99": 2, "each operation": 3}
+
+
 def _figure_legend(fig: Figure, axes: Sequence[Axes]) -> None:
-    """One legend for all panels (the union of their labelled artists), top right."""
+    """One legend for all panels (the union of their labelled artists), bottom centre."""
     seen: dict[str, object] = {}
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, h)
     if seen:
-        order = sorted(seen, key=lambda lab: {"p50": 0, "p95": 1, "p99": 2}.get(lab, 3))
+        order = sorted(seen, key=lambda lab: (_LEGEND_ORDER.get(lab, 4), lab))
         fig.legend([seen[k] for k in order], order, loc="outside lower center",
                    ncols=len(order))
 
@@ -235,25 +330,45 @@ def _xlim(per_sec: pd.DataFrame, faults: pd.DataFrame) -> tuple[float, float] | 
 # --------------------------------------------------------------------------- chart 2
 
 
-def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str, *, legend: bool = True) -> None:
-    """CDF (log x, ms) of one op: latency solid, service time dashed where it differs."""
+def cdf_xlim(curves: pd.DataFrame) -> tuple[float, float] | None:
+    """The x range (ms, log axis) that holds every curve of every op: shared by all panels."""
+    if curves is None or curves.empty:
+        return None
+    xs = np.maximum(curves["ms"].to_numpy("float64"), 1e-3)
+    lo, hi = float(xs.min()), float(xs.max())
+    if hi <= lo:
+        hi = lo * 2
+    return lo / 1.15, hi * 1.15
+
+
+def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str, *, legend: bool = True,
+             xlim: tuple[float, float] | None = None, excluded: int | None = None) -> None:
+    """CDF (log x, ms) of one op: latency (end - intended) solid, service time (end -
+    start) dashed. ``xlim`` is the range shared by all panels; ``excluded`` = failed or
+    unknown rows of the op, left out of the curves (named beside n)."""
     ax.set_title(op)
     if curves.empty:
-        draw_message(ax, "no data", sub=f"no successful {op} rows")
+        draw_message(ax, "no data", sub=f"no successful {op} rows"
+                     + (f" ({excluded:,} failed)" if excluded else ""))
         return
-    styles = {"latency": ("#1f77b4", "-", "latency (end - intended)"),
-              "service": ("#9467bd", "--", "service time (end - start)")}
-    for kind, (color, ls, label) in styles.items():
+    styles = {"latency": ("#1f77b4", "-", 2.2, "latency (end - intended)"),
+              "service": ("#9467bd", "--", 1.6, "service time (end - start)")}
+    drawn = {}
+    for kind, (color, ls, lw, label) in styles.items():
         c = curves.loc[curves["kind"] == kind]
         if c.empty:
             continue
         x = np.maximum(c["ms"].to_numpy("float64"), 1e-3)
         y = c["fraction"].to_numpy("float64") * 100
-        ax.step(np.r_[x[0], x], np.r_[0.0, y], where="post", color=color, ls=ls, lw=2,
+        drawn[kind] = x
+        ax.step(np.r_[x[0], x], np.r_[0.0, y], where="post", color=color, ls=ls, lw=lw,
                 label=label)
     ax.set_xscale("log")
-    xs = np.maximum(curves["ms"].to_numpy("float64"), 1e-3)
-    _log_axis(ax.xaxis, float(xs.min()), float(xs.max()))
+    if xlim is None:
+        xlim = cdf_xlim(curves)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    _log_axis(ax.xaxis, *(xlim or (0.0, 0.0)))
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("% of ok ops")
     ax.set_ylim(0, 101)
@@ -266,30 +381,44 @@ def draw_cdf(ax: Axes, curves: pd.DataFrame, op: str, *, legend: bool = True) ->
         fr = lat["fraction"].to_numpy("float64")
         p50 = ms[min(np.searchsorted(fr, 0.5 - 1e-12), len(ms) - 1)]
         p99 = ms[min(np.searchsorted(fr, 0.99 - 1e-12), len(ms) - 1)]
-        n_text = f"n = {int(lat['n'].iloc[0]) if 'n' in lat else len(ms):,}\np50 {_fmt_ms(p50)}\np99 {_fmt_ms(p99)}"
+        n = int(lat["n"].iloc[0]) if "n" in lat else len(ms)
+        n_text = f"n = {n:,} ok"
+        if excluded is not None:
+            n_text += f"\n{excluded:,} failed excluded" if excluded else "\nno failures"
+        n_text += f"\np50 {_fmt_ms(p50)}\np99 {_fmt_ms(p99)}"
+        if "service" in drawn and len(drawn["service"]) == len(drawn["latency"]) and \
+                np.allclose(drawn["service"], drawn["latency"]):
+            n_text += "\nservice = latency\n(nothing queued)"
     if legend:
         ax.legend(loc="lower right")
     if n_text:
         ax.text(0.98, 0.05 if not legend else 0.35, n_text, transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=11,
+                va="bottom", fontsize=10,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#cccccc"})
 
 
-def chart_latency_cdf(cdf: pd.DataFrame, ops: Sequence[str], title: str) -> Figure:
-    """Chart 2: latency distribution per op (CDF on a log x axis)."""
+def chart_latency_cdf(cdf: pd.DataFrame, ops: Sequence[str], title: str,
+                      excluded: dict[str, int] | None = None) -> Figure:
+    """Chart 2: latency distribution per op (CDF on a log x axis shared by all panels).
+
+    ``excluded`` maps an op to its failed + unknown rows (left out of its curves).
+    """
     with _style():
         ops = list(ops)
         nrows, ncols = _grid(max(1, len(ops)))
         fig, axes = new_figure(nrows, ncols)
-        fig.suptitle(f"{title}: latency distribution per operation\nshare of successful "
-                     "operations finished within x ms; dashed = service time, drawn where "
-                     "queueing makes it differ")
+        fig.suptitle(f"{title}: latency distribution per operation (same x range in every "
+                     "panel)\nshare of successful operations finished within x ms; solid = "
+                     "latency (end - intended), dashed = service time (end - start)")
         flat = axes.ravel()
         if not ops:
             draw_message(flat[0], "no data", sub="no timed operations in the journal")
             flat[0].set_title("latency distribution")
+        shown = cdf.loc[cdf["op"].isin(ops)] if not cdf.empty else cdf
+        xlim = cdf_xlim(shown)
         for i, (ax, op) in enumerate(zip(flat, ops)):
-            draw_cdf(ax, cdf.loc[cdf["op"] == op], op, legend=False)
+            draw_cdf(ax, cdf.loc[cdf["op"] == op], op, legend=False, xlim=xlim,
+                     excluded=None if excluded is None else int(excluded.get(op, 0)))
             if i + ncols < len(ops):
                 ax.set_xlabel("")
             if len(ops) > 1:
@@ -305,52 +434,111 @@ def chart_latency_cdf(cdf: pd.DataFrame, ops: Sequence[str], title: str) -> Figu
 # --------------------------------------------------------------------------- chart 3
 
 
-def draw_throughput(ax: Axes, outcomes: pd.DataFrame, users: pd.DataFrame, users_label: str,
-                    faults: pd.DataFrame, xlim: tuple[float, float] | None = None) -> None:
-    """Stacked ops/s by outcome (``second``, ``ok``, ``fail``, ``info``) + users on a 2nd axis."""
-    ax.set_title("Throughput: finished operations per second, by outcome")
-    if outcomes.empty:
-        draw_message(ax, "no data", sub="no operations finished in this run")
-        return
+def _steps(outcomes: pd.DataFrame, cols: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Every second from first to last (0 where nothing finished) as post-steps."""
     lo, hi = int(outcomes["second"].min()), int(outcomes["second"].max())
     full = outcomes.set_index("second").reindex(range(lo, hi + 1), fill_value=0)
     x = np.r_[full.index.to_numpy("float64"), float(hi + 1)]  # close the last 1 s step
-    ys = [np.r_[full[o].to_numpy("float64"), float(full[o].iloc[-1])] for o in ("ok", "fail", "info")]
-    ax.stackplot(x, *ys, labels=["ok", "fail", "info (outcome unknown)"],
-                 colors=[OUTCOME_COLORS[o] for o in ("ok", "fail", "info")], alpha=0.85,
-                 step="post")
-    ax.set_ylabel("operations / s")
+    ys = [np.r_[full[c].to_numpy("float64"), float(full[c].iloc[-1])] if c in full
+          else np.zeros(len(x)) for c in cols]
+    return x, ys
+
+
+def _users_line(ax: Axes, users: pd.DataFrame, users_label: str,
+                xlim: tuple[float, float] | None) -> list:
+    """The user count on a second y axis, held at its last value to the end of the run."""
+    ax2 = ax.twinx()
+    ax2.grid(False)
+    ux = users["second"].to_numpy("float64")
+    uy = users.iloc[:, 1].to_numpy("float64")
+    if xlim is not None and len(ux) and ux[-1] < xlim[1]:
+        ux, uy = np.r_[ux, xlim[1]], np.r_[uy, uy[-1]]
+    if xlim is not None and len(ux) and ux[0] > xlim[0]:
+        ux, uy = np.r_[xlim[0], ux], np.r_[uy[0], uy]
+    ax2.plot(ux, uy, color="black", lw=2, ls="--", drawstyle="steps-post", label=users_label)
+    ax2.set_ylabel(users_label)
+    ax2.set_ylim(bottom=0, top=max(1.0, float(np.nanmax(uy)) * 1.1))
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return list(zip(*ax2.get_legend_handles_labels()))
+
+
+def draw_throughput(ax: Axes, outcomes: pd.DataFrame, users: pd.DataFrame, users_label: str,
+                    faults: pd.DataFrame, xlim: tuple[float, float] | None = None) -> None:
+    """Successful requests per second (``second``, ``ok`` and optional ``expected``),
+    stacked, + users on a second axis held to the end of the run. Failures are drawn
+    by :func:`draw_failures` on their own scale; a layer without data gets no legend entry."""
+    ax.set_title("Successful requests per second")
+    if outcomes.empty:
+        draw_message(ax, "no data", sub="no operations finished in this run")
+        return
+    layers = [("ok", "ok", OUTCOME_COLORS["ok"])]
+    if "expected" in outcomes and outcomes["expected"].sum() > 0:
+        layers.append(("expected", "expected outcome (provoked on purpose)", "#9e9e9e"))
+    x, ys = _steps(outcomes, [c for c, _, _ in layers])
+    keep = [i for i, y in enumerate(ys) if y.sum() > 0]
+    if keep:
+        ax.stackplot(x, *[ys[i] for i in keep], labels=[layers[i][1] for i in keep],
+                     colors=[layers[i][2] for i in keep], alpha=0.85, step="post")
+    ax.set_ylabel("requests / s")
     ax.set_ylim(bottom=0)
     shade_faults(ax, faults)
     _time_axis(ax, xlim)
     handles, labels = ax.get_legend_handles_labels()
     if users is not None and not users.empty:
-        ax2 = ax.twinx()
-        ax2.grid(False)
-        ax2.plot(users["second"].to_numpy("float64"), users.iloc[:, 1].to_numpy("float64"),
-                 color="black", lw=2, ls="--", drawstyle="steps-post", label=users_label)
-        ax2.set_ylabel(users_label)
-        ax2.set_ylim(bottom=0)
-        ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-        h2, l2 = ax2.get_legend_handles_labels()
-        handles += h2
-        labels += l2
-    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.08),
-              ncols=len(labels))
+        for h, lab in _users_line(ax, users, users_label, xlim):
+            handles.append(h)
+            labels.append(lab)
+    if labels:
+        ax.legend(handles, labels, loc="lower right", ncols=len(labels), framealpha=0.9)
+
+
+def draw_failures(ax: Axes, outcomes: pd.DataFrame, faults: pd.DataFrame,
+                  xlim: tuple[float, float] | None = None) -> None:
+    """Failed and unknown-outcome requests per second, stacked, on their own y scale."""
+    ax.set_title("Failed requests per second (own scale)")
+    total = {o: int(outcomes[o].sum()) if o in outcomes and not outcomes.empty else 0
+             for o in ("fail", "info")}
+    if outcomes.empty or sum(total.values()) == 0:
+        draw_message(ax, "no failed requests", color=OUTCOME_COLORS["ok"], size=16)
+        _time_axis(ax, xlim, label=False)
+        return
+    labels = {"fail": "fail", "info": "info (outcome unknown)"}
+    cols = [o for o in ("fail", "info") if total[o] > 0]
+    x, ys = _steps(outcomes, cols)
+    ax.stackplot(x, *ys, labels=[f"{labels[o]}: {total[o]:,}" for o in cols],
+                 colors=[OUTCOME_COLORS[o] for o in cols], alpha=0.9, step="post")
+    ax.set_ylabel("requests / s")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    shade_faults(ax, faults)
+    _time_axis(ax, xlim)
+    ax.legend(loc="upper right")
 
 
 def chart_throughput(per_sec: pd.DataFrame, users: pd.DataFrame, users_label: str,
-                     faults: pd.DataFrame, title: str) -> Figure:
-    """Chart 3: throughput over time by outcome with the user count."""
+                     faults: pd.DataFrame, title: str,
+                     events: frozenset[str] | None = None) -> Figure:
+    """Chart 3: requests per second (successes above, failures below on their own
+    scale) with the user count. Events and fault markers (``events``) are not requests."""
+    from harness.results.report.aggregate import EVENT_OPS
+
+    skip = set(EVENT_OPS if events is None else events) | {"fault"}
     with _style():
-        fig, axes = new_figure()
-        fig.suptitle(title)
+        fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+        fig.suptitle(f"{title}: throughput (requests only; events such as kicked_offline "
+                     "are not counted)")
+        cols = [c for c in ("ok", "fail", "info", "expected") if c in per_sec]
         if per_sec.empty:
             outcomes = pd.DataFrame(columns=["second", "ok", "fail", "info"])
         else:
-            ops = per_sec.loc[per_sec["op"] != "fault"]
-            outcomes = ops.groupby("second", as_index=False)[["ok", "fail", "info"]].sum()
-        draw_throughput(axes[0, 0], outcomes, users, users_label, faults, _xlim(per_sec, faults))
+            ops = per_sec.loc[~per_sec["op"].isin(list(skip))]
+            outcomes = ops.groupby("second", as_index=False)[cols].sum()
+        xlim = _xlim(per_sec, faults)
+        draw_throughput(top, outcomes, users, users_label, faults, xlim)
+        top.set_xlabel("")
+        draw_failures(bottom, outcomes, faults, xlim)
         return fig
 
 
@@ -362,6 +550,19 @@ def _top_codes(totals: pd.DataFrame, top: int) -> list[int]:
 
 
 _OTHER = -(2**62)
+_EXPECTED_COLOR = "#c7c7c7"
+_EXPECTED_HATCH = "//"
+
+
+def code_colors(totals: pd.DataFrame, top: int = 8) -> dict[int, object]:
+    """One colour per error code (the ``top`` most frequent), the same in every panel."""
+    cmap = matplotlib.colormaps["tab10"]
+    skip = {3}  # tab10's red is the colour of "fail" elsewhere: not a code colour
+    palette = [cmap(i) for i in range(10) if i not in skip]
+    out: dict[int, object] = {c: palette[i % len(palette)]
+                              for i, c in enumerate(_top_codes(totals, top))}
+    out[_OTHER] = "#7f7f7f"
+    return out
 
 
 def _code_label(code: int, names: dict[int, str]) -> str:
@@ -374,65 +575,105 @@ def _code_label(code: int, names: dict[int, str]) -> str:
 
 def draw_codes_over_time(ax: Axes, codes_ps: pd.DataFrame, totals: pd.DataFrame,
                          faults: pd.DataFrame, xlim: tuple[float, float] | None = None,
-                         top: int = 8, max_buckets: int = 150) -> None:
-    """Stacked areas: failed operations per second by code (top ``top`` codes, rest as other).
+                         top: int = 8, max_buckets: int = 150,
+                         colors: dict[int, object] | None = None) -> None:
+    """Stacked areas: failed operations per time bucket by code (top ``top`` codes, rest
+    as other), coloured by :func:`code_colors`; expected outcomes (``codes_ps.expected``)
+    on top, grey and hatched, labelled "expected".
 
-    Long runs are binned into wider buckets (at most ``max_buckets``) so the chart stays
-    readable; the y axis stays a per-second rate.
+    Long runs are binned into wider buckets (at most ``max_buckets``); the y axis counts
+    operations per bucket, so its ticks are whole numbers.
     """
     if codes_ps.empty:
-        ax.set_title("Failed operations per second, by code")
+        ax.set_title("Failed operations over time, by code")
         draw_message(ax, "no failed operations", color=OUTCOME_COLORS["ok"])
         return
+    colors = code_colors(totals, top) if colors is None else colors
     lo, hi = int(codes_ps["second"].min()), int(codes_ps["second"].max())
     if xlim is not None:
         lo, hi = min(lo, int(xlim[0])), max(hi, int(math.ceil(xlim[1])) - 1)
     width = max(1, math.ceil((hi - lo + 1) / max_buckets))
     keep = _top_codes(totals, top)
     names = dict(zip(totals["code"].astype(int), totals["name"]))
-    key = codes_ps["code"].where(codes_ps["code"].isin(keep), other=_OTHER)
+    if "name" in codes_ps:
+        for c, nm in zip(codes_ps["code"].astype(int), codes_ps["name"]):
+            names.setdefault(c, nm)
+    expected = (codes_ps["expected"].to_numpy(dtype=bool) if "expected" in codes_ps
+                else np.zeros(len(codes_ps), dtype=bool))
+    err_key = codes_ps["code"].where(codes_ps["code"].isin(keep), other=_OTHER)
+    key = np.where(expected, codes_ps["code"].to_numpy("int64"), err_key.to_numpy("int64"))
+    tag = np.where(expected, "expected", "error")
     bucket = (codes_ps["second"] - lo) // width * width + lo
-    wide = (codes_ps.assign(key=key, bucket=bucket)
-            .pivot_table(index="bucket", columns="key", values="count", aggfunc="sum",
-                         fill_value=0)
+    wide = (codes_ps.assign(key=key, tag=tag, bucket=bucket)
+            .pivot_table(index="bucket", columns=["tag", "key"], values="count",
+                         aggfunc="sum", fill_value=0)
             .reindex(range(lo, hi + 1, width), fill_value=0))
-    order = [c for c in keep + [_OTHER] if c in wide.columns]
+    err_order = [("error", c) for c in keep + [_OTHER] if ("error", c) in wide.columns]
+    exp_order = sorted(c for c in wide.columns if c[0] == "expected")
     x = np.r_[wide.index.to_numpy("float64"), float(wide.index[-1] + width)]
-    ys = [np.r_[wide[c].to_numpy("float64"), wide[c].to_numpy("float64")[-1:]] / width
-          for c in order]
-    cmap = matplotlib.colormaps["tab10"]
-    colors = [cmap(i % 10) if c != _OTHER else "#bbbbbb" for i, c in enumerate(order)]
-    ax.stackplot(x, *ys, labels=[_code_label(c, names) for c in order], colors=colors,
-                 step="post", alpha=0.9)
+    ys = [np.r_[wide[c].to_numpy("float64"), wide[c].to_numpy("float64")[-1:]]
+          for c in err_order + exp_order]
+    labels = [_code_label(c, names) for _, c in err_order]
+    labels += [f"expected: {_code_label(c, names)}" for _, c in exp_order]
+    fills = [colors.get(c, "#7f7f7f") for _, c in err_order] + [_EXPECTED_COLOR] * len(exp_order)
+    polys = ax.stackplot(x, *ys, labels=labels, colors=fills, step="post", alpha=0.9)
+    for poly in polys[len(err_order):]:
+        poly.set_hatch(_EXPECTED_HATCH)
+        poly.set_edgecolor("#6f6f6f")
     unit = "1 s" if width == 1 else f"{width} s"
-    ax.set_title(f"Failed operations per second, by code ({unit} buckets)")
-    ax.set_ylabel("failed operations / s")
+    ax.set_title(f"Failed operations per {unit}, by code")
+    ax.set_ylabel(f"operations per {unit}")
     ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     shade_faults(ax, faults)
     _time_axis(ax, xlim)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3)
 
 
-def draw_code_totals(ax: Axes, totals: pd.DataFrame, top: int = 12) -> None:
-    """Horizontal bars: failed operations per code over the whole run."""
+def draw_code_totals(ax: Axes, totals: pd.DataFrame, top: int = 12,
+                     colors: dict[int, object] | None = None,
+                     expected: pd.DataFrame | None = None) -> None:
+    """Horizontal bars: failed operations per code over the whole run, coloured like
+    :func:`draw_codes_over_time`; expected outcomes (``expected``: code, name, count) as
+    grey hatched bars labelled "(expected)", after the errors."""
     ax.set_title("Failed operations per code (whole run)")
-    if totals.empty:
+    have_exp = expected is not None and not expected.empty
+    if totals.empty and not have_exp:
         draw_message(ax, "0 failures", color=OUTCOME_COLORS["ok"])
         return
-    t = totals.head(top).iloc[::-1]
+    colors = code_colors(totals) if colors is None else colors
     names = dict(zip(totals["code"].astype(int), totals["name"]))
-    bars = ax.barh([_code_label(int(c), names) for c in t["code"]], t["count"].to_numpy("float64"),
-                   color=OUTCOME_COLORS["fail"])
-    ax.bar_label(bars, labels=[f"{int(v):,}" for v in t["count"]], padding=3)
-    ax.set_xlabel("failed operations")
+    t = totals.head(top)
+    labels = [_code_label(int(c), names) for c in t["code"]]
+    values = [float(v) for v in t["count"]]
+    fills = [colors.get(int(c), "#7f7f7f") for c in t["code"]]
+    hatches = [""] * len(labels)
+    if have_exp:
+        enames = dict(zip(expected["code"].astype(int), expected["name"]))
+        for rec in expected.head(top).itertuples(index=False):
+            labels.append(f"{_code_label(int(rec.code), enames)} (expected)")
+            values.append(float(rec.count))
+            fills.append(_EXPECTED_COLOR)
+            hatches.append(_EXPECTED_HATCH)
+    slots = max(len(labels), 5)
+    ypos = np.arange(len(labels))[::-1] + (slots - len(labels))  # bars from the top down
+    bars = ax.barh(ypos, values, color=fills, height=0.6, edgecolor="#555555", lw=0.5)
+    for bar, hatch in zip(bars, hatches):
+        bar.set_hatch(hatch)
+    ax.set_yticks(ypos, labels)
+    ax.bar_label(bars, labels=[f"{int(v):,}" for v in values], padding=3)
+    ax.set_xlabel("operations")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(-0.7, slots - 0.3)
     ax.margins(x=0.15)
     ax.grid(axis="y", visible=False)
 
 
 def chart_error_codes(codes_ps: pd.DataFrame, totals: pd.DataFrame, faults: pd.DataFrame,
-                      xlim: tuple[float, float] | None, title: str) -> Figure:
-    """Chart 4: error codes over time and their totals."""
+                      xlim: tuple[float, float] | None, title: str,
+                      expected: pd.DataFrame | None = None) -> Figure:
+    """Chart 4: error codes over time and their totals (one colour per code in both);
+    expected outcomes (``expected``: code, name, count) drawn apart, grey and hatched."""
     with _style():
         fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
         FigureCanvasAgg(fig)
@@ -440,9 +681,10 @@ def chart_error_codes(codes_ps: pd.DataFrame, totals: pd.DataFrame, faults: pd.D
         ax_time = fig.add_subplot(gs[0, :2])
         ax_tot = fig.add_subplot(gs[0, 2])
         fig.suptitle(f"{title}\nErrors: operations whose outcome was fail or info "
-                     "(-1 = transport error / timeout)")
-        draw_codes_over_time(ax_time, codes_ps, totals, faults, xlim)
-        draw_code_totals(ax_tot, totals)
+                     "(-1 = transport error / timeout); grey hatched = expected, not errors")
+        colors = code_colors(totals)
+        draw_codes_over_time(ax_time, codes_ps, totals, faults, xlim, colors=colors)
+        draw_code_totals(ax_tot, totals, colors=colors, expected=expected)
         return fig
 
 
@@ -450,27 +692,36 @@ def chart_error_codes(codes_ps: pd.DataFrame, totals: pd.DataFrame, faults: pd.D
 
 
 def draw_race_survivors(ax: Axes, races: pd.DataFrame) -> None:
-    """Bars: number of kick races by how many sessions survived, split by race verdict."""
-    ax.set_title("Kick races: sessions alive after each race")
+    """The distribution of surviving sessions per kick race: % of races (bars, every
+    count from 0 to the most devices), split by the race's verdict, labelled with counts."""
+    ax.set_title("Kick races: sessions still logged in after each race")
     if races.empty:
         draw_message(ax, "no data", sub="no kick races (race rows) in this run")
         return
+    n = len(races)
     counts = races.groupby(["survivors", "outcome"]).size().unstack(fill_value=0)
-    x = counts.index.to_numpy("int64")
+    most = int(max(races["survivors"].max(), races["devices"].max() if "devices" in races
+                   else 0))
+    x = np.arange(0, most + 1)
+    counts = counts.reindex(x, fill_value=0)
     bottom = np.zeros(len(x))
     for outcome, label in (("ok", "fits the policy"), ("fail", "violates the policy"),
                            ("info", "unknown")):
-        if outcome in counts.columns:
-            y = counts[outcome].to_numpy("float64")
+        if outcome in counts.columns and counts[outcome].sum() > 0:
+            y = counts[outcome].to_numpy("float64") / n * 100
             ax.bar(x, y, bottom=bottom, color=OUTCOME_COLORS[outcome], label=label, width=0.7)
             bottom += y
+    total = counts.sum(axis=1).to_numpy("int64")
+    for xi, (pct, k) in enumerate(zip(bottom, total)):
+        ax.text(x[xi], pct + 1.5, f"{k:,} ({pct:.0f}%)" if k else "0", ha="center",
+                va="bottom", fontsize=10, color="#333333")
     ax.set_xticks(x)
-    ax.set_xlim(float(x.min()) - 1, float(x.max()) + 1)
-    ax.set_xlabel("surviving sessions per race")
-    ax.set_ylabel("races")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.6, most + 0.6)
+    ax.set_ylim(0, 115)
+    ax.set_xlabel(f"sessions still logged in after the race (of {n:,} races)")
+    ax.set_ylabel("% of races")
     policies = sorted({p for p in races["policy"] if p})
-    ax.legend(title=f"policy: {', '.join(policies)}" if policies else None)
+    ax.legend(title=f"policy: {', '.join(policies)}" if policies else None, loc="upper right")
 
 
 def draw_ms_histogram(ax: Axes, values_ms: np.ndarray, title: str, what: str,
@@ -507,28 +758,93 @@ def draw_ms_histogram(ax: Axes, values_ms: np.ndarray, title: str, what: str,
     ax.legend(loc="upper right")
 
 
+#: Scenario -> the panels of chart 5 that belong to it.
+SCENARIO_PANELS: dict[str, tuple[str, ...]] = {
+    "kick_race": ("races", "kicks"), "relogin_expiry": ("relogin",),
+    "account_switch": ("switch",),
+}
+
+
 def chart_scenarios(races: pd.DataFrame, kicks: pd.DataFrame, relogin_ms: np.ndarray,
-                    switch_ms: np.ndarray, relogin_bound_ms: float | None, title: str) -> Figure:
-    """Chart 5: kick races (survivors, kick delay), relogin recovery, switch latency."""
+                    switch_ms: np.ndarray, relogin_bound_ms: float | None, title: str,
+                    ran: set[str] | None = None) -> Figure:
+    """Chart 5: kick races (survivors, kick delay), relogin recovery, switch latency.
+
+    A panel appears when its scenario ran (``ran``: scenario names) or it has data;
+    ``ran=None`` (unknown) keeps every panel that has data.
+    """
+    kick_v = kicks["delay_ms"].to_numpy("float64") if not kicks.empty else np.empty(0)
+    has = {"races": not races.empty, "kicks": len(kick_v) > 0,
+           "relogin": len(relogin_ms) > 0, "switch": len(switch_ms) > 0}
+    wanted = {p for p, ok in has.items() if ok}
+    for scen in (ran or set()):
+        wanted.update(SCENARIO_PANELS.get(scen, ()))
+    panels = [p for p in ("races", "kicks", "relogin", "switch") if p in wanted]
     with _style():
-        fig, axes = new_figure(2, 2)
-        fig.suptitle(f"{title}\nScenario views: kick races, relogin after expiry, account switch")
-        draw_race_survivors(axes[0, 0], races)
-        draw_ms_histogram(axes[0, 1], kicks["delay_ms"].to_numpy("float64") if not kicks.empty
-                          else np.empty(0),
-                          "Kick delay: competing login sent -> kickedOffline received",
-                          "kick delay", empty_hint="no kickedOffline events with a 'by' session")
-        draw_ms_histogram(axes[1, 0], relogin_ms,
-                          "Relogin recovery: expiry -> back online (ok relogin)",
-                          "recovery time", bound_ms=relogin_bound_ms,
-                          empty_hint="no successful relogin rows")
-        draw_ms_histogram(axes[1, 1], switch_ms,
-                          "Account switch: login of new account -> checked (ok switch)",
-                          "switch latency", empty_hint="no successful switch rows")
+        n = max(1, len(panels))
+        fig, axes = new_figure(*({1: (1, 1), 2: (1, 2), 3: (1, 3)}.get(n, (2, 2))))
+        fig.suptitle(f"{title}\nScenarios: kick races, relogin after the signature expires, "
+                     "account switch")
+        flat = axes.ravel()
+        if not panels:
+            draw_message(flat[0], "no scenario views for this run",
+                         sub="kick_race, relogin_expiry and account_switch did not run",
+                         size=18)
+        for ax, panel in zip(flat, panels):
+            if panel == "races":
+                draw_race_survivors(ax, races)
+            elif panel == "kicks":
+                draw_ms_histogram(ax, kick_v,
+                                  "Kick delay: second login sent -> first device told it is "
+                                  "logged out", "kick delay",
+                                  empty_hint="no kick notices naming the login that caused them")
+            elif panel == "relogin":
+                draw_ms_histogram(ax, relogin_ms,
+                                  "Relogin: signature expired -> logged in again",
+                                  "recovery time", bound_ms=relogin_bound_ms,
+                                  empty_hint="no successful relogins")
+            else:
+                draw_ms_histogram(ax, switch_ms,
+                                  "Account switch: log in as another account -> confirmed",
+                                  "switch time", empty_hint="no successful account switches")
+        for ax in flat[len(panels) if panels else 1:]:
+            ax.set_visible(False)
         return fig
 
 
 # --------------------------------------------------------------------------- chart 6
+
+
+CHECKS_PER_ROW = 4
+
+
+def draw_checks_strip(ax: Axes, checks: pd.DataFrame, evaluated: bool) -> None:
+    """One cell per correctness check: green ✓ name / red ✗ name + violations."""
+    ax.set_axis_off()
+    if not evaluated or checks.empty:
+        ax.text(0.5, 0.5, "checks not evaluated: summary.json has no 'checks'" if not evaluated
+                else "no correctness checks ran", transform=ax.transAxes, ha="center",
+                va="center", fontsize=14, color="#555555", fontweight="bold")
+        return
+    n = len(checks)
+    cols = min(CHECKS_PER_ROW, n)
+    rows = math.ceil(n / cols)
+    ax.set_xlim(0, cols)
+    ax.set_ylim(0, rows)
+    for i, rec in enumerate(checks.itertuples(index=False)):
+        r, c = divmod(i, cols)
+        y = rows - r - 1
+        ok = bool(rec.passed) if hasattr(rec, "passed") else int(rec.violations) == 0
+        color = OUTCOME_COLORS["ok"] if ok else OUTCOME_COLORS["fail"]
+        ax.add_patch(matplotlib.patches.FancyBboxPatch(
+            (c + 0.03, y + 0.1), 0.94, 0.8, boxstyle="round,pad=0,rounding_size=0.08",
+            fc=color, ec="none", alpha=0.15 if ok else 0.25))
+        mark = "✓" if ok else "✗"
+        status = "passed" if ok else f"{int(rec.violations):,} violation(s)"
+        ax.text(c + 0.08, y + 0.5, f"{mark} {rec.check}", ha="left", va="center",
+                fontsize=13, color="#1a1a1a", fontweight="bold", gid=f"check:{rec.check}")
+        ax.text(c + 0.94, y + 0.5, status, ha="right", va="center", fontsize=12,
+                color=color, fontweight="bold")
 
 
 def draw_violations(ax: Axes, points: pd.DataFrame, checks: pd.DataFrame,
@@ -543,7 +859,7 @@ def draw_violations(ax: Axes, points: pd.DataFrame, checks: pd.DataFrame,
     total = int(checks["violations"].sum()) if not checks.empty else 0
     if total == 0:
         names = ", ".join(checks["check"]) if not checks.empty else ""
-        draw_message(ax, "0 violations", color=OUTCOME_COLORS["ok"], size=64,
+        draw_message(ax, "0 violations", color=OUTCOME_COLORS["ok"], size=18,
                      sub=f"{len(checks)} checks passed: {names}" if names else None)
         return
     bad = checks.loc[checks["violations"] > 0]
@@ -551,9 +867,10 @@ def draw_violations(ax: Axes, points: pd.DataFrame, checks: pd.DataFrame,
     if points.empty:
         t = bad.iloc[::-1]
         bars = ax.barh([labels[c] for c in t["check"]], t["violations"].to_numpy("float64"),
-                       color=OUTCOME_COLORS["fail"])
+                       color=OUTCOME_COLORS["fail"], height=0.6)
         ax.bar_label(bars, labels=[f"{int(v):,}" for v in t["violations"]], padding=3)
         ax.set_xlabel("violations (the examples carry no times, so none are placed in time)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.margins(x=0.15)
         return
     order = list(bad["check"])
@@ -571,11 +888,23 @@ def draw_violations(ax: Axes, points: pd.DataFrame, checks: pd.DataFrame,
 
 def chart_checks(points: pd.DataFrame, checks: pd.DataFrame, faults: pd.DataFrame,
                  evaluated: bool, xlim: tuple[float, float] | None, title: str) -> Figure:
-    """Chart 6: correctness-check violations."""
+    """Chart 6: a compact strip with every check's pass/fail; below it, only when some
+    check failed, its violations (in time where the examples carry times)."""
     with _style():
-        fig, axes = new_figure()
-        fig.suptitle(title)
-        draw_violations(axes[0, 0], points, checks, faults, evaluated, xlim)
+        n = len(checks) if evaluated and not checks.empty else 1
+        strip_in = 0.55 * math.ceil(n / min(CHECKS_PER_ROW, n)) + 0.25
+        failed = evaluated and not checks.empty and int(checks["violations"].sum()) > 0
+        height = strip_in + 0.6 + (5.5 if failed else 0.0)
+        fig = Figure(figsize=(FIGSIZE[0], height), dpi=DPI, layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle(f"{title}: correctness checks", fontsize=14)
+        if failed:
+            ax_strip, ax_v = fig.subplots(2, 1, height_ratios=[strip_in, 5.5])
+            draw_checks_strip(ax_strip, checks, evaluated)
+            draw_violations(ax_v, points, checks, faults, evaluated, xlim)
+        else:
+            ax_strip = fig.subplots(1, 1)
+            draw_checks_strip(ax_strip, checks, evaluated)
         return fig
 
 
@@ -583,7 +912,8 @@ def chart_checks(points: pd.DataFrame, checks: pd.DataFrame, faults: pd.DataFram
 
 
 def draw_compare_cdf(ax: Axes, base: pd.DataFrame, this: pd.DataFrame, op: str,
-                     base_name: str, this_name: str) -> None:
+                     base_name: str, this_name: str,
+                     xlim: tuple[float, float] | None = None) -> None:
     """Overlay of two latency CDFs (log x, ms) of one op: base dashed grey, this run blue."""
     ax.set_title(f"{op}: latency CDF, this run vs base")
     if base.empty and this.empty:
@@ -599,9 +929,13 @@ def draw_compare_cdf(ax: Axes, base: pd.DataFrame, this: pd.DataFrame, op: str,
         ax.step(np.r_[x[0], x], np.r_[0.0, y], where="post", color=color, ls=ls, lw=2,
                 label=name)
     ax.set_xscale("log")
-    both = pd.concat([base["ms"], this["ms"]]).to_numpy("float64")
-    both = np.maximum(both, 1e-3)
-    _log_axis(ax.xaxis, float(both.min()), float(both.max()))
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+        _log_axis(ax.xaxis, *xlim)
+    else:
+        both = pd.concat([base["ms"], this["ms"]]).to_numpy("float64")
+        both = np.maximum(both, 1e-3)
+        _log_axis(ax.xaxis, float(both.min()), float(both.max()))
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("% of ok ops")
     ax.set_ylim(0, 101)
@@ -619,10 +953,13 @@ def chart_compare_cdf(base_cdf: pd.DataFrame, this_cdf: pd.DataFrame, ops: Seque
         flat = axes.ravel()
         if not ops:
             draw_message(flat[0], "no data", sub="no timed operations in either run")
+        lat = [f.loc[(f["kind"] == "latency") & f["op"].isin(ops)]
+               for f in (base_cdf, this_cdf) if not f.empty]
+        xlim = cdf_xlim(pd.concat(lat)) if lat else None  # one x range for every panel
         for ax, op in zip(flat, ops):
             b = base_cdf.loc[(base_cdf["op"] == op) & (base_cdf["kind"] == "latency")]
             t = this_cdf.loc[(this_cdf["op"] == op) & (this_cdf["kind"] == "latency")]
-            draw_compare_cdf(ax, b, t, op, base_name, this_name)
+            draw_compare_cdf(ax, b, t, op, base_name, this_name, xlim=xlim)
         for ax in flat[len(ops) if ops else 1:]:
             ax.set_visible(False)
         return fig
