@@ -114,3 +114,22 @@ def test_a_hostile_xmpp_server_never_breaks_the_run(locust_run, tmp_path):
     assert s["checks"]["journal_integrity"]["violations"] == 0
     assert s["ops"]["login"]["ok"] > 0            # the well-behaved connections still logged in
     assert run.code == 0, run.stderr[-2000:]
+
+
+def test_ejabberd_single_session_limit_finding_is_reported(locust_run):
+    """ejabberd 23.01 with max_user_sessions 1 lets near-simultaneous logins of one account
+    exceed the limit (proved with the server's admin view in tests/integration/
+    test_xmpp_conformance.py): kick races report race_survivors over the limit, the server view
+    agrees, and the kicks that did happen are all explained (kick_exactly_once clean)."""
+    run = locust_run("--set", "target.kind=ejabberd", "--set", "target.policy=single_platform",
+                     "--scenario", "kick_race", "-u", "12", "-r", "12", "-t", "15s", timeout=240)
+    assert run.run_dir is not None, run.stderr[-2000:]
+    s = run.summary
+    pl = s["checks"]["policy_limit"]
+    assert pl["violations"] > 0, s["checks"]
+    assert any(e["kind"] == "race_survivors" for e in pl["examples"])
+    assert s["checks"]["kick_exactly_once"]["violations"] == 0, s["checks"]["kick_exactly_once"]
+    assert "name no evicted sessions" in " ".join(s["checks"]["kick_exactly_once"].get("notes", []))
+    over = [r for r in run.rows("race") if "server view over limit" in (r["detail"] or "")]
+    assert over, "the server's own view (user_resources) must show the extra session too"
+    assert run.code == 4

@@ -120,3 +120,41 @@ def test_finding_ejabberd_keeps_a_session_online_after_its_jwt_expired(tmp_path)
         d2.close()
     finally:
         t.stop()
+
+
+def test_finding_ejabberd_max_user_sessions_is_exceeded_by_near_simultaneous_logins(tmp_path) -> None:
+    """ejabberd 23.01, ``max_user_sessions: 1`` (our ``single_platform``): three logins of one
+    account on different resources within milliseconds often leave TWO sessions online, both
+    answering pings and both listed by the server's own admin view (``user_resources``) seconds
+    later. Cause (ejabberd_sm:check_max_sessions): each new session, once registered, counts the
+    account's sessions and replaces only the oldest one (``lists:min``) when over the limit; the
+    second and third login both pick the same oldest session, so the second one survives.
+    The harness reports it as policy_limit ``race_survivors`` (e2e: test_xmpp_runs.py)."""
+    t = EjabberdTarget(tmp_path, policy="single_platform")
+    t.start(timeout=START_S)
+    races, over = 30, []
+    try:
+        users = [f"mx{i}" for i in range(races)]
+        t.create_accounts(users, pw)
+        for u in users:
+            sinks = [RecordingSink() for _ in range(3)]
+            drivers = [XmppDriver(host=t.host, port=t.c2s_port, domain=t.domain, sink=s) for s in sinks]
+            for d in drivers:
+                assert d.connect(time.monotonic() + 10) is None
+            gs = [gevent.spawn(d.login, u, pw(u), "Android", f"dev{i}", 15) for i, d in enumerate(drivers)]
+            gevent.joinall(gs, timeout=20)
+            assert all(g.value is not None and g.value.outcome == "ok" for g in gs), [g.value for g in gs]
+            gevent.sleep(1.0)
+            online = t.online_resources(u)
+            alive = [d for d, s in zip(drivers, sinks) if not s.named("kicked") and not s.named("lost")]
+            if len(online) > 1:
+                # a second look, and a second client-side witness: the survivors still answer pings
+                gevent.sleep(1.0)
+                assert t.online_resources(u) == online
+                assert all(d.heartbeat(5).outcome == "ok" for d in alive)
+                over.append((u, online))
+            for d in drivers:
+                d.close()
+    finally:
+        t.stop()
+    assert over, f"no race of {races} left more than one session online (the finding did not reproduce)"
