@@ -253,3 +253,21 @@ def test_summary_fallback_tables():
     assert ops.loc["login", "p50_ms"] == 5.0 and math.isnan(ops.loc["connect", "p50_ms"])
     codes = agg.codes_from_summary(s)
     assert codes[["code", "count"]].values.tolist() == [[0, 3], [70001, 1]]
+
+
+def test_codes_name_the_protocol_condition_a_code_stands_for():
+    """The xmpp driver maps not-authorized onto 70009: charts and tables say so."""
+    import pandas as pd
+
+    from harness.results.report.aggregate import code_counts, protocol_conditions
+
+    df = pd.DataFrame({"code": [70009, 70009, 70009, -1, -1, -1, 0],
+                       "detail": ["not-authorized"] * 3 + ["connection lost (error:conflict)", "error:conflict",
+                                                           "timeout after 2 s", "ok"],
+                       "outcome": ["fail"] * 3 + ["info"] * 3 + ["ok"]})
+    assert protocol_conditions(df) == {70009: "not-authorized"}       # -1: conflict is only 2 of 3
+    names = dict(zip(code_counts(df)["code"], code_counts(df)["name"]))
+    assert names[70009].endswith("(not-authorized)") and names[-1] == "-1 TRANSPORT"
+    tim = pd.DataFrame({"code": [70001, 70001], "detail": ["UserSig expired", "UserSig expired"],
+                        "outcome": ["fail", "fail"]})
+    assert protocol_conditions(tim) == {}

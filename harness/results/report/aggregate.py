@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -303,6 +304,31 @@ def _mark_events(out: pd.DataFrame, events: frozenset[str]) -> pd.DataFrame:
     return out
 
 
+#: a protocol's own error condition in a row's detail (XMPP: ``not-authorized``, ``conflict``,
+#: ``policy-violation``; also inside ``error:...`` / ``connection lost (error:...)``)
+_CONDITION_RE = re.compile(r"^(?:connection lost \()?(?:error:)?([a-z]+(?:-[a-z]+)+)\)?$")
+
+
+def protocol_conditions(df: pd.DataFrame, share: float = 0.8) -> dict[int, str]:
+    """code -> the protocol condition its rows carry in ``detail`` when one condition accounts
+    for at least ``share`` of them (a protocol that maps several conditions onto one code, as
+    the xmpp driver does, names them in charts and tables this way). Codes 0/-1 excluded."""
+    if df.empty or "detail" not in df.columns:
+        return {}
+    sub = df.loc[~df["code"].isin([0]), ["code", "detail"]]
+    if sub.empty:
+        return {}
+    out: dict[int, str] = {}
+    for code, details in sub.groupby("code", observed=True)["detail"]:
+        conds = details.astype("str").str.extract(_CONDITION_RE, expand=False).dropna()
+        if conds.empty:
+            continue
+        top = conds.value_counts()
+        if top.iloc[0] >= share * len(details):
+            out[int(code)] = str(top.index[0])
+    return out
+
+
 def code_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Rows per protocol code: columns ``code`` (int), ``name`` (code_short), ``count``
     and ``expected`` (of those rows, how many carried that code as their ``expect``: an
@@ -320,7 +346,9 @@ def code_counts(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"code": vc.index.to_numpy(dtype="int64"),
                         "count": vc.to_numpy(dtype="int64")})
     out = out.sort_values(["count", "code"], ascending=[False, True], kind="stable")
-    out.insert(1, "name", [code_name_short(c) for c in out["code"]])
+    conditions = protocol_conditions(df)
+    out.insert(1, "name", [code_name_short(c) + (f" ({conditions[c]})" if c in conditions else "")
+                           for c in out["code"]])
     out["name"] = out["name"].astype("str")
     exp = eq(df["outcome"], "expected")
     if exp.any():
