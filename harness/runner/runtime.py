@@ -313,6 +313,7 @@ class Runtime:
     processes: int = 1            # load-generating processes in the run (set by the master)
     worker_index: int = 0         # this process's index among them
     races: RaceHub = field(default_factory=RaceHub)
+    stopping: bool = False        # the harness is stopping the users (test_stopping .. next test_start)
     _sources: list[str | None] = field(default_factory=lambda: [None])
     _src_i: int = 0
     _conn_i: int = 0

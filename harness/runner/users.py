@@ -32,6 +32,8 @@ REQUEST_TYPES = {"connect": "WS", "login": "WS", "logout": "WS", "status": "WS",
                  "fault": "INTERNAL", "dropped": "INTERNAL"}
 
 #: Scenarios whose users hold sessions: their devices reconnect by default (client.reconnect).
+#: ``detail`` of an operation the harness's own stop cut short (outcome ``info``)
+STOPPED_BY_HARNESS = "stopped by harness"
 RECONNECT_SCENARIOS = frozenset({"mass_login", "relogin_expiry"})
 
 
@@ -343,6 +345,9 @@ class ChatUser(User):
              **extra: Any) -> None:
         """Fire Locust's request event and append the journal row for one finished operation."""
         began = start if intended is None else intended
+        if outcome == "fail" and code in (0, -1) and self.rt.stopping:
+            # cut short by the harness's own stop (users being stopped): unknown effect, not a failure
+            outcome, desc = "info", STOPPED_BY_HARNESS
         exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
         detail = desc if outcome == "ok" or code in (0, -1) else code_label(code)
         self.rt.journal.emit(
