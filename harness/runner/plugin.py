@@ -124,7 +124,7 @@ def add_arguments(parser: Any) -> None:
         choices=NameList(SCENARIO_NAMES),
         help=f"run only these scenarios ({', '.join(SCENARIO_NAMES)}); default: the config's weights "
              "(in the web UI: all selected = the config's weights)")
-    add("--policy", dest="chat_policy", default="", metavar="POLICY", choices=NameList(POLICIES),
+    add("--policy", dest="chat_policy", default="", metavar="POLICY", choices=NameList(["", *POLICIES]),
         help=f"the embedded target's multi-device policy ({', '.join(POLICIES)}); default: target.policy "
              "of the config (same as --set target.policy=...)")
     add("--set", dest="chat_set", action="append", default=None, metavar="KEY=VALUE",
