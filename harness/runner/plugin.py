@@ -168,6 +168,7 @@ class HarnessPlugin:
         self.form: dict[str, Any] = {}        # web UI: harness options as the start form sent them
         self.prepared: tuple[str, Path] | None = None
         self.web = None
+        self._install_sigint()
         try:
             self.nofile = self._raise_nofile(opts)
         except ConfigError as err:
@@ -380,6 +381,27 @@ class HarnessPlugin:
             w.close_files()
         except Exception as exc:  # pragma: no cover
             log.warning("could not finish Locust CSVs: %s", exc)
+
+    def _install_sigint(self) -> None:
+        """Ctrl-C: Python raises KeyboardInterrupt in whatever greenlet happens to run (gevent
+        then prints it as a failed greenlet before passing it on). Raise it in the main
+        greenlet only, where Locust turns it into its shutdown (quitting -> our clean finish);
+        a second Ctrl-C while the test's folder is being finished is ignored, with one line."""
+        state = {"n": 0}
+
+        def on_sigint(*_a: Any) -> None:
+            state["n"] += 1
+            if state["n"] > 1:
+                sys.stderr.write("stopping: finishing the test's folder first\n")
+                return
+            hub = gevent.get_hub()
+            if hub.parent is not None and not hub.parent.dead:
+                hub.parent.throw(KeyboardInterrupt)
+
+        try:
+            gevent.signal_handler(signal.SIGINT, on_sigint)
+        except Exception:  # pragma: no cover - not the main thread
+            pass
 
     def _install_signal_flush(self) -> None:
         def flush(*_a: Any) -> None:

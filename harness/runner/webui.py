@@ -313,7 +313,7 @@ def safe_path(run_dir: Path, rel: str) -> Path | None:
     return target
 
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Harness</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
