@@ -745,8 +745,15 @@ class HarnessPlugin:
         if self.role == "master":
             for path in sorted((run.run_dir / "journal").glob("*.jsonl")):
                 live.feed(run.tail.read(path), where=path.name)
+        self._feed_ledger(run)
+        run.users_peak = max(run.users_peak, int(getattr(self.runner, "user_count", 0) or 0))
+        live.evaluate()
+
+    def _feed_ledger(self, run: "TestRun") -> None:
+        """The embedded target's ledger rows of this test's sessions (sessions online)."""
+        live = run.live
         ledger = self.target_dir / "ledger.jsonl"
-        if self.rt.target is not None and getattr(self.rt.target, "ledger", False):
+        if live is not None and self.rt.target is not None and getattr(self.rt.target, "ledger", False):
             rows = run.ledger_tail.read(ledger)
             logins = run.ledger_sessions
             mine = []
@@ -756,8 +763,6 @@ class HarnessPlugin:
                 if r.get("sessionID") in logins:
                     mine.append(r)
             live.feed_ledger(mine)
-        run.users_peak = max(run.users_peak, int(getattr(self.runner, "user_count", 0) or 0))
-        live.evaluate()
 
     def on_test_stopping(self, environment: Any, **_kw: Any) -> None:
         """Before Locust stops the users: what they cut short from here on is the harness's own
@@ -1108,6 +1113,10 @@ class HarnessPlugin:
             gevent.sleep(1.2)  # the server writes its ledger every 0.5 s
             ledger_slice(self.target_dir / "ledger.jsonl", run.run_dir / "ledger.jsonl", run.started_ns,
                          time.time_ns())
+        if self.role == "master" and run.live is not None:  # the workers' last rows
+            for path in sorted((run.run_dir / "journal").glob("*.jsonl")):
+                run.live.feed(run.tail.read(path), where=path.name)
+        self._feed_ledger(run)  # the live view's last word on sessions online
         stats = self.runner.stats
         locust_total = stats.total.num_requests
         all_on_disk = all(w["journal_on_master"] and w["finished"] for w in workers.values())

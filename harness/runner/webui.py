@@ -47,7 +47,8 @@ class HarnessWeb:
         ta = web_ui.template_args
         ta["extended_tabs"] = [{"title": "Harness", "key": TAB_KEY}]
         ta["extended_tables"] = [{"key": TAB_KEY, "structure": [
-            {"key": "section", "title": "Section"}, {"key": "name", "title": "Name"},
+            # not "name": Locust's tables sort by a "name" column; these rows keep their order
+            {"key": "group", "title": "Section"}, {"key": "item", "title": "Name"},
             {"key": "value", "title": "Value"}, {"key": "detail", "title": "Detail"}]}]
         ta["extended_csv_files"] = [
             {"href": "./harness", "title": "Harness: live view, verdicts, each test's report and files"},
@@ -174,7 +175,7 @@ class HarnessWeb:
         out: list[dict[str, str]] = []
 
         def row(section: str, name: str, value: Any, detail: Any = "") -> None:
-            out.append({"section": section, "name": name, "value": _fmt(value), "detail": _fmt(detail) if detail != "" else ""})
+            out.append({"group": section, "item": name, "value": _fmt(value), "detail": _fmt(detail) if detail != "" else ""})
 
         if data.get("error"):
             row("error", "form", data["error"])

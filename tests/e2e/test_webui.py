@@ -119,11 +119,12 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def _fill_form(driver, *, users: int, scenarios: list[str], set_text: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
     for name, value in (("userCount", str(users)), ("spawnRate", str(users))):
         el = driver.find_element(By.NAME, name)
-        el.clear()
+        el.send_keys(Keys.CONTROL, "a")  # clear() does not reach React's state
         el.send_keys(value)
     _open_custom_parameters(driver)
     sel = Select(driver.find_element(By.NAME, "chatScenario"))
@@ -131,7 +132,7 @@ def _fill_form(driver, *, users: int, scenarios: list[str], set_text: str) -> No
     for s in scenarios:
         sel.select_by_value(s)
     field = driver.find_element(By.NAME, "chatSet")
-    field.clear()
+    field.send_keys(Keys.CONTROL, "a")
     field.send_keys(set_text)
 
 
