@@ -506,33 +506,34 @@ class HarnessPlugin:
             return self.cfg
 
     def on_target(self, environment: Any, msg: Any) -> None:
+        """Worker: the master's target and config (bound when the first test starts, so the
+        fault proxy's log lands in that test's folder)."""
         d = msg.data or {}
         rt = self.rt
         self.cfg = rt.cfg = self._adopt_config(d.get("config"), d.get("secret") or "")
         rt.processes = max(1, int(d.get("processes") or 1))
         if d.get("fds"):
             self.nofile = raise_nofile_limit(int(d["fds"]))[0]
-        _warn_unreachable_loopback(d.get("ws_url", ""), getattr(environment.parsed_options, "master_host", ""))
+        if getattr(self, "bound_ws", None) is None:
+            _warn_unreachable_loopback(d.get("ws_url", ""), getattr(environment.parsed_options, "master_host", ""))
+
+    def _bind(self, d: dict) -> None:
+        rt = self.rt
+        if getattr(self, "bound_ws", None) == d.get("ws_url"):
+            return  # bound already (and maybe proxied): keep it
         try:
             rt.bind_target(d["ws_url"], d["rest_base"], d["sdkappid"], d.get("secret") or self.cfg.target.secret_key)
-        except ConfigError as err:
+        except (ConfigError, KeyError) as err:
             log.error("%s", err)
             return
-        self.target_bound = True
+        self.bound_ws = d.get("ws_url")
 
     def on_run(self, environment: Any, msg: Any) -> None:
         """Worker: a test starts: journal into its folder (the master's, when we can see its
         token there, i.e. the same disk; otherwise our own results/<run_id>/)."""
         d = msg.data or {}
         rt = self.rt
-        if not getattr(self, "target_bound", False):
-            self.on_target(environment, msg)
-        else:
-            self.cfg = rt.cfg = self._adopt_config(d.get("config"), d.get("secret") or "")
-            try:
-                rt.bind_target(d["ws_url"], d["rest_base"], d["sdkappid"], d.get("secret") or self.cfg.target.secret_key)
-            except (ConfigError, KeyError) as err:
-                log.error("%s", err)
+        self.on_target(environment, msg)
         if self.run is not None and self.run.run_id == d.get("run_id"):
             return
         if self.run is not None and not self.run.finished:
@@ -549,6 +550,7 @@ class HarnessPlugin:
         (rt.run_dir / "journal").mkdir(parents=True, exist_ok=True)
         if not shared and not (rt.run_dir / "config.yaml").exists():
             (rt.run_dir / "config.yaml").write_text(config_mod.dump_yaml(self.cfg), encoding="utf-8")
+        self._bind(d)
         journal = TalliedJournal(rt.run_dir / "journal" / f"{rt.worker}.jsonl", rt.worker,
                                  flush_interval=self.cfg.run.journal_flush_s).open()
         journal.start_flusher()
@@ -702,9 +704,10 @@ class HarnessPlugin:
         else:
             for node in self.nodes.values():  # per test: what each worker reports from now on
                 node.update(done=None, tally=Tally(), rows=0, users=0, users_max=0, lost=0, cpu=[], cpu_last=None)
-            self._send_run()
         self.run = run
         self.runs.append(run)
+        if self.role == "master":
+            self._send_run()  # before Locust sends the spawn messages (same socket, in order)
         self._start_csv(run)
         run.live_greenlet = gevent.spawn(self._live_loop, run)
 
@@ -722,7 +725,6 @@ class HarnessPlugin:
 
         old = {k: getattr(rt.target.cfg, k) for k in SERVER_KEYS}
         if old == {k: getattr(cfg.target, k) for k in SERVER_KEYS}:
-            rt.ws_url, rt.rest_base = rt.target.ws_url, rt.target.base_url
             return
         port = rt.target.port
         log.info("restarting the embedded target with the test's settings (policy %s)", cfg.target.policy)
