@@ -843,6 +843,12 @@ class HarnessPlugin:
             if not waiting:
                 break
             gevent.sleep(0.1)
+        # a worker's final stats report (Locust's request counts) follows its chat_done
+        deadline = min(deadline, time.monotonic() + 10.0)
+        while time.monotonic() < deadline and any(
+                n["done"] is not None and n["gone"] is None and n["rows"] < int(n["done"].get("rows") or 0)
+                for n in self.nodes.values()):
+            gevent.sleep(0.1)
         self._end_test(run)
 
     def _end_test(self, run: "TestRun") -> None:
