@@ -1040,7 +1040,7 @@ class HarnessPlugin:
         merged = Tally()
         for node in self.nodes.values():
             merged.merge(node["tally"])
-        locust_total = self.runner.stats.total.num_requests
+        locust_total = self.runner.stats.total.num_requests + (self.run.locust_offset if self.run else 0)
         on_disk = [n for n, w in workers.items() if w["journal_on_master"]]
         elsewhere = [n for n, w in workers.items() if not w["journal_on_master"]]
         users_total = sum(w["users_peak"] for w in workers.values()) or None
@@ -1126,7 +1126,7 @@ class HarnessPlugin:
                 run.live.feed(run.tail.read(path), where=path.name)
         self._feed_ledger(run)  # the live view's last word on sessions online
         stats = self.runner.stats
-        locust_total = stats.total.num_requests
+        locust_total = stats.total.num_requests + run.locust_offset  # + what a Reset in the web UI zeroed
         all_on_disk = all(w["journal_on_master"] and w["finished"] for w in workers.values())
         checks = run_checks(run.run_dir, config=config_mod.masked(cfg), enabled=cfg.checks.enabled,
                             locust_total=locust_total if all_on_disk else None)
@@ -1199,6 +1199,7 @@ class TestRun:
     finishing: bool = False
     finished: bool = False
     users_peak: int = 0
+    locust_offset: int = 0        # Locust requests of this test zeroed by a Reset (web UI)
     summary: dict | None = None
     report: Path | None = None
     exit_code: int | None = None

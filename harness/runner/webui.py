@@ -223,6 +223,12 @@ class HarnessWeb:
 
         @app.before_request
         def _capture_swarm() -> None:
+            if request.path.rstrip("/").endswith("/stats/reset"):
+                # Reset zeroes Locust's counts, not the test's journal: remember what it had
+                run = me.plugin.run
+                if run is not None and not run.finished:
+                    run.locust_offset += int(me.plugin.runner.stats.total.num_requests)
+                return
             if request.method == "POST" and request.path.rstrip("/").endswith("/swarm"):
                 try:
                     me.capture_form(request.form)
