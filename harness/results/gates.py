@@ -4,7 +4,8 @@ Gate names (config.yaml ``gates:``):
 
 * ``latency.<op>.<pNN>_ms``  latency percentile of an op (ms, end - intended) <= limit;
   ``pNN`` is p50/p90/p95/p99/p999 or ``max``.
-* ``error_ratio``            (fail + info) / all operations <= limit.
+* ``error_ratio``            (fail + info) / all operations <= limit (rows the harness's own
+  stop cut short, ``ops.<op>.stopped``, count in neither).
 * ``error_ratio.<code>``     rows with that code / all operations <= limit.
 * ``min_rate.<op>``          achieved ops/s of an op >= limit.
 * ``schedule_lag.p99_ms``    p99 of (start - intended) over all rows (ms) <= limit; off when 0.
@@ -92,8 +93,11 @@ def evaluate_gates(gates_cfg: Mapping, summary: Mapping) -> dict[str, dict]:
 
     # injected fault windows (op ``fault``) are markers, not operations of the system under test
     measured = {op: r for op, r in ops.items() if op not in NOT_OPERATIONS and isinstance(r, Mapping)}
-    total = sum(int(r.get("count") or 0) for r in measured.values())
-    failed = sum(int(r.get("fail") or 0) + int(r.get("info") or 0) for r in measured.values())
+    # ``stopped``: info rows the harness's own stop cut short (detail "stopped by harness"): not
+    # operations of the system under test either
+    total = sum(int(r.get("count") or 0) - int(r.get("stopped") or 0) for r in measured.values())
+    failed = sum(int(r.get("fail") or 0) + int(r.get("info") or 0) - int(r.get("stopped") or 0)
+                 for r in measured.values())
     er = _mapping(cfg.get("error_ratio"), "gates.error_ratio")
     for key, limit in er.items():
         if key == "overall":

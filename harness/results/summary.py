@@ -120,6 +120,9 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
     ops: dict[str, dict] = {}
     for op, row in table.iterrows():
         ops[str(op)] = {k: (int(row[k]) if k in _INT_OP_KEYS else json_safe(float(row[k]))) for k in OP_KEYS}
+    for op, n in (meta.get("stopped") or {}).items():  # cut short by the harness's own stop
+        if str(op) in ops and n:
+            ops[str(op)]["stopped"] = int(n)
     codes = {str(int(r.code)): int(r.count) for r in code_counts(df).itertuples(index=False)}
     lag = None
     if len(df):

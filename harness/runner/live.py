@@ -20,6 +20,8 @@ from typing import Any
 from harness.results.checks import _CHECKS, _enabled
 from harness.results.checks.history import CheckParams, CheckResult, History, Ledger
 
+#: ``detail`` of a row the harness's own stop cut short (harness.runner.users)
+STOPPED_BY_HARNESS = "stopped by harness"
 #: CPU% of one core at or above which a process counts as saturated (p95 over the test).
 SATURATED_PCT = 90.0
 
@@ -67,6 +69,7 @@ class LiveChecks:
         self.codes: dict[int, int] = {}
         self.lag = array("d")  # ms, start - intended, every row
         self.rows = 0
+        self.stopped: dict[str, int] = {}  # op -> rows the harness's own stop cut short
         self.last_end_ns = 0
         self.results: dict[str, CheckResult] = {}
         self.final = False
@@ -97,6 +100,8 @@ class LiveChecks:
                 o.fail += 1
             else:
                 o.info += 1
+                if r.get("detail") == STOPPED_BY_HARNESS:
+                    self.stopped[op] = self.stopped.get(op, 0) + 1
             code = r.get("code")
             if type(code) is int:
                 self.codes[code] = self.codes.get(code, 0) + 1
@@ -130,6 +135,8 @@ class LiveChecks:
         for op, o in sorted(self.ops.items(), key=lambda kv: str(kv[0])):
             row: dict[str, Any] = {"count": o.count, "ok": o.ok, "fail": o.fail, "info": o.info,
                                    "rate_per_s": o.count / elapsed}
+            if self.stopped.get(op):
+                row["stopped"] = self.stopped[op]
             for key, q in _PCTS:
                 row[key] = _quantile(o.lat, q)
             row["max_ms"] = max(o.lat) if o.lat else None

@@ -660,6 +660,7 @@ class HarnessPlugin:
             sys.stderr.write(f"error: {err}\n")
             if self.web is not None:
                 self.web.error = str(err)
+            rt.ready.clear()  # users spawned meanwhile wait and stop: no row lands in the last test's folder
             gevent.spawn(self.runner.stop)
 
     def _begin_test(self) -> None:
@@ -710,6 +711,7 @@ class HarnessPlugin:
             self._send_run()  # before Locust sends the spawn messages (same socket, in order)
         self._start_csv(run)
         run.live_greenlet = gevent.spawn(self._live_loop, run)
+        rt.ready.set()
 
     def _retarget(self, cfg: Any) -> None:
         """Web UI: the form changed the target (another --host, or the embedded server's policy
@@ -1142,7 +1144,7 @@ class HarnessPlugin:
         meta = {"run_id": run.run_id, "started": _iso(run.started_ns), "finished": _iso(finished_ns),
                 "duration_s": (finished_ns - run.started_ns) / 1e9,
                 "target": "embedded" if cfg.target.embedded else cfg.target.host, "policy": cfg.target.policy,
-                "users_peak": users_peak}
+                "users_peak": users_peak, "stopped": dict(run.live.stopped) if run.live is not None else {}}
         cpu = self._cpu_summary(run)
         extra = {"scenarios": self.scenarios, "locust_total": locust_total,
                  "locust_failures": stats.total.num_failures, "workers": workers,

@@ -19,6 +19,7 @@ from locust import User, constant
 
 from harness.sdk.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
 from harness.protocol import FRESH_SIG_CODES, code_label
+from harness.runner.live import STOPPED_BY_HARNESS
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
 
@@ -32,8 +33,6 @@ REQUEST_TYPES = {"connect": "WS", "login": "WS", "logout": "WS", "status": "WS",
                  "fault": "INTERNAL", "dropped": "INTERNAL"}
 
 #: Scenarios whose users hold sessions: their devices reconnect by default (client.reconnect).
-#: ``detail`` of an operation the harness's own stop cut short (outcome ``info``)
-STOPPED_BY_HARNESS = "stopped by harness"
 RECONNECT_SCENARIOS = frozenset({"mass_login", "relogin_expiry"})
 
 

@@ -162,3 +162,39 @@ def test_harness_options_have_their_own_section_and_show_in_the_web_ui():
     with pytest.raises(SystemExit):
         parser.parse_args(["--scenario", "mass_logon"])
     assert "a,b" not in NameList(["a"]) and "a, a" in NameList(["a"])
+
+
+def test_operations_cut_short_by_the_harness_stop_are_info_not_failures(tmp_path):
+    from types import SimpleNamespace
+
+    from locust.event import Events
+
+    from harness.results.journal import Journal, read_journal
+    from harness.runner.users import STOPPED_BY_HARNESS, ChatUser
+
+    j = Journal(tmp_path / "j.jsonl", "local").open()
+    failures = []
+    events = Events()
+    events.request.add_listener(lambda exception=None, **kw: failures.append(exception) if exception else None)
+    rt = SimpleNamespace(journal=j, stopping=False)
+    me = SimpleNamespace(rt=rt, environment=SimpleNamespace(events=events), scenario="mass_login")
+    ChatUser.emit(me, "connect", outcome="fail", code=-1, start=1, end=2, desc="refused")
+    rt.stopping = True  # from test_stopping on
+    ChatUser.emit(me, "connect", outcome="fail", code=-1, start=3, end=4, desc="refused")
+    ChatUser.emit(me, "login", outcome="fail", code=70001, start=5, end=6)  # the server said so: stays a failure
+    ChatUser.emit(me, "disconnect", outcome="info", code=0, start=7, end=7, desc="closed_by_client")
+    j.close()
+    rows = read_journal(tmp_path / "j.jsonl")
+    assert [(r["outcome"], r["detail"]) for r in rows] == [
+        ("fail", "refused"), ("info", STOPPED_BY_HARNESS), ("fail", rows[2]["detail"]), ("info", "closed_by_client")]
+    assert rows[2]["code"] == 70001
+    live = LiveChecks(CONFIG, started_ns=0)
+    live.feed(rows + [{**rows[0], "n": 4, "outcome": "ok", "code": 0, "detail": ""}])
+    assert live.stopped == {"connect": 1}
+    ops = live.ops_summary(10)
+    assert ops["connect"]["stopped"] == 1
+    from harness.results.gates import evaluate_gates
+
+    # 1 failure of 2 real connects (one ok): the stopped one counts in neither
+    g = evaluate_gates({"error_ratio": {"overall": 1.0}}, {"ops": {"connect": ops["connect"]}})
+    assert g["error_ratio"]["value"] == 0.5
