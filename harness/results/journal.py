@@ -37,6 +37,7 @@ class Journal:
         self.rows_written = 0
         self.late_rows = 0  # rows recorded after close(), written synchronously
         self.counts: dict[str, int] = {}
+        self.stopped: dict[str, int] = {}  # op -> rows the harness's own stop cut short
         #: called with each batch of rows right after flush() wrote it (the live checks):
         #: from the flusher greenlet, never on the request path
         self.listeners: list[Any] = []

@@ -274,25 +274,42 @@ class CpuSampler:
         self.samples: dict[str, list[float]] = {}
         self._g: Any = None
 
-    def add(self, name: str, pid: int | None) -> None:
-        if not pid:
-            return
-        try:
-            import psutil
+    def add(self, name: str, pid: Any) -> None:
+        """Sample process ``pid`` as ``name``; ``pid`` may be a callable giving the current pid
+        (the embedded target after a ``server_restart`` fault is a new process)."""
+        self.procs[name] = [pid, None, None]  # pid or pid getter, psutil.Process, its pid
+        self.samples.setdefault(name, [])
+        self._proc(name)
 
-            p = psutil.Process(pid)
-            p.cpu_percent(None)  # primes the counter; the first real value comes a tick later
+    def _proc(self, name: str) -> Any:
+        entry = self.procs[name]
+        try:
+            pid = entry[0]() if callable(entry[0]) else entry[0]
         except Exception:
-            return
-        self.procs[name] = p
-        self.samples[name] = []
+            pid = None
+        if not pid:
+            return None
+        if entry[2] != pid:
+            try:
+                import psutil
+
+                entry[1] = psutil.Process(pid)
+                entry[1].cpu_percent(None)  # primes the counter; the first value comes a tick later
+                entry[2] = pid
+            except Exception:
+                entry[1] = entry[2] = None
+            return None
+        return entry[1]
 
     def sample(self) -> None:
-        for name, p in list(self.procs.items()):
+        for name in list(self.procs):
+            p = self._proc(name)
+            if p is None:
+                continue
             try:
                 self.samples[name].append(float(p.cpu_percent(None)))
             except Exception:
-                self.procs.pop(name, None)
+                self.procs[name][1] = self.procs[name][2] = None
 
     def start(self) -> "CpuSampler":
         import gevent

@@ -581,6 +581,7 @@ class HarnessPlugin:
                 "w": rt.worker, "run_id": run.run_id, "rows": j.rows, "shared": bool(getattr(self, "shared", False)),
                 "journal": str((run.run_dir / "journal" / f"{rt.worker}.jsonl").resolve()),
                 "host": socket.gethostname(), "cpu": run.cpu.samples.get(rt.worker, []) if run.cpu else [],
+                "stopped": dict(getattr(j, "stopped", {}) or {}),
                 "tally": j.take().to_wire() if isinstance(j, TalliedJournal) else None})
         except Exception:
             pass
@@ -687,19 +688,20 @@ class HarnessPlugin:
             self.prepared = None
         started = time.time_ns()
         run = TestRun(seq=len(self.runs) + 1, run_id=run_id, run_dir=run_dir, started_ns=started)
-        masked = config_mod.masked(self.cfg)
-        run.live = LiveChecks(masked, started_ns=started, enabled=self.cfg.checks.enabled)
+        if self.web is not None:  # the live view is for the web UI: headless runs do not pay for it
+            run.live = LiveChecks(config_mod.masked(self.cfg), started_ns=started, enabled=self.cfg.checks.enabled)
         run.cpu = CpuSampler().start()
         if self.role == "local":
             run.cpu.add("local", os.getpid())
         if rt.target is not None:
-            run.cpu.add("target", rt.target.pid)
+            run.cpu.add("target", lambda: rt.target.pid if rt.target is not None else None)
         rt.run_id, rt.run_dir, rt.started_ns = run_id, run_dir, started
         rt.stopping = False
         if self.role == "local":
             run.journal = Journal(run_dir / "journal" / "local.jsonl", "local",
                                   flush_interval=self.cfg.run.journal_flush_s).open()
-            run.journal.listeners.append(run.live.feed)
+            if run.live is not None:
+                run.journal.listeners.append(run.live.feed)
             run.journal.start_flusher()
             rt.journal = run.journal  # rows of users still finishing the last test went to its journal
         else:
@@ -710,7 +712,8 @@ class HarnessPlugin:
         if self.role == "master":
             self._send_run()  # before Locust sends the spawn messages (same socket, in order)
         self._start_csv(run)
-        run.live_greenlet = gevent.spawn(self._live_loop, run)
+        if run.live is not None:
+            run.live_greenlet = gevent.spawn(self._live_loop, run)
         rt.ready.set()
 
     def _retarget(self, cfg: Any) -> None:
@@ -738,11 +741,13 @@ class HarnessPlugin:
         """Every ~2 s while the test runs: feed what the journals (master: its workers' files)
         and the target's ledger gained, re-run the checks, note the user count."""
         while not run.stopping:
+            t0 = time.monotonic()
             try:
                 self._live_tick(run)
             except Exception:  # pragma: no cover - the live view must never break a test
                 log.exception("live view")
-            gevent.sleep(LIVE_INTERVAL_S)
+            # the checks re-run on the whole history so far: keep them under ~10 % of this process
+            gevent.sleep(max(LIVE_INTERVAL_S, 10 * (time.monotonic() - t0)))
 
     def _live_tick(self, run: "TestRun") -> None:
         live = run.live
@@ -1084,6 +1089,16 @@ class HarnessPlugin:
                              f"gates come from its reports; the checks only saw the journals here\n")
         return summary
 
+    def _stopped_ops(self, run: "TestRun") -> dict[str, int]:
+        """op -> rows the harness's own stop cut short (this process's journal, the workers' chat_done)."""
+        out: dict[str, int] = {}
+        parts = [getattr(run.journal, "stopped", None) or {}]
+        parts += [(n["done"] or {}).get("stopped") or {} for n in self.nodes.values() if n.get("done")]
+        for part in parts:
+            for op, k in part.items():
+                out[str(op)] = out.get(str(op), 0) + int(k or 0)
+        return out
+
     def _cpu_summary(self, run: "TestRun") -> dict:
         from harness.runner.live import cpu_summary
 
@@ -1144,7 +1159,7 @@ class HarnessPlugin:
         meta = {"run_id": run.run_id, "started": _iso(run.started_ns), "finished": _iso(finished_ns),
                 "duration_s": (finished_ns - run.started_ns) / 1e9,
                 "target": "embedded" if cfg.target.embedded else cfg.target.host, "policy": cfg.target.policy,
-                "users_peak": users_peak, "stopped": dict(run.live.stopped) if run.live is not None else {}}
+                "users_peak": users_peak, "stopped": self._stopped_ops(run)}
         cpu = self._cpu_summary(run)
         extra = {"scenarios": self.scenarios, "locust_total": locust_total,
                  "locust_failures": stats.total.num_failures, "workers": workers,

@@ -347,6 +347,8 @@ class ChatUser(User):
         if outcome == "fail" and code in (0, -1) and self.rt.stopping:
             # cut short by the harness's own stop (users being stopped): unknown effect, not a failure
             outcome, desc = "info", STOPPED_BY_HARNESS
+            stopped = self.rt.journal.stopped
+            stopped[op] = stopped.get(op, 0) + 1
         exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
         detail = desc if outcome == "ok" or code in (0, -1) else code_label(code)
         self.rt.journal.emit(

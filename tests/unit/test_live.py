@@ -187,7 +187,7 @@ def test_operations_cut_short_by_the_harness_stop_are_info_not_failures(tmp_path
     rows = read_journal(tmp_path / "j.jsonl")
     assert [(r["outcome"], r["detail"]) for r in rows] == [
         ("fail", "refused"), ("info", STOPPED_BY_HARNESS), ("fail", rows[2]["detail"]), ("info", "closed_by_client")]
-    assert rows[2]["code"] == 70001
+    assert rows[2]["code"] == 70001 and j.stopped == {"connect": 1}
     live = LiveChecks(CONFIG, started_ns=0)
     live.feed(rows + [{**rows[0], "n": 4, "outcome": "ok", "code": 0, "detail": ""}])
     assert live.stopped == {"connect": 1}
