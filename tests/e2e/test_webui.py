@@ -79,6 +79,9 @@ def web(tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
+    # gevent's monkey-patching (locust) must come before urllib3 (selenium) in this process, or
+    # a later test that imports locust meets the ssl recursion of a half-patched urllib3
+    import locust  # noqa: F401
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
