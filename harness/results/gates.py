@@ -7,7 +7,8 @@ Gate names (config.yaml ``gates:``):
 * ``error_ratio``            (fail + info) / all requests <= limit. Requests only: events
   (``ops.<op>.kind == "event"``: kicked_offline, sig_expired, disconnect, fault) are not
   operations; rows that got the code their scenario provoked (``expect``) are passes and
-  counted in ``ops.<op>.expected``, not in ``fail``.
+  counted in ``ops.<op>.expected``, not in ``fail``; rows the harness's own stop cut short
+  (``ops.<op>.stopped``) count in neither.
 * ``error_ratio.<code>``     request rows with that code (expected outcomes excluded) / all
   requests <= limit.
 * ``min_rate.<op>``          achieved ops/s of an op >= limit.
@@ -114,11 +115,13 @@ def evaluate_gates(gates_cfg: Mapping, summary: Mapping) -> dict[str, dict]:
                 out[name] = _gate(limit, value, value <= limit)
 
     # requests only: events (server pushes, connection ends) and injected fault windows are not
-    # operations of the system under test
+    # operations of the system under test; nor are info rows the harness's own stop cut short
+    # (``stopped``, detail "stopped by harness")
     measured = {op: r for op, r in ops.items() if isinstance(r, Mapping) and op not in NOT_OPERATIONS
                 and r.get("kind", "event" if op in EVENT_OPS else "request") != "event"}
-    total = sum(int(r.get("count") or 0) for r in measured.values())
-    failed = sum(int(r.get("fail") or 0) + int(r.get("info") or 0) for r in measured.values())
+    total = sum(int(r.get("count") or 0) - int(r.get("stopped") or 0) for r in measured.values())
+    failed = sum(int(r.get("fail") or 0) + int(r.get("info") or 0) - int(r.get("stopped") or 0)
+                 for r in measured.values())
     codes = _request_error_codes(summary, measured, codes)
     er = _mapping(cfg.get("error_ratio"), "gates.error_ratio")
     for key, limit in er.items():

@@ -58,6 +58,10 @@ class Journal:
         self.rows_written = 0
         self.late_rows = 0  # rows recorded after close(), written synchronously
         self.counts: dict[str, int] = {}
+        self.stopped: dict[str, int] = {}  # op -> rows the harness's own stop cut short
+        #: called with each batch of rows right after flush() wrote it (the live checks):
+        #: from the flusher greenlet, never on the request path
+        self.listeners: list[Any] = []
 
     @property
     def rows(self) -> int:
@@ -125,6 +129,13 @@ class Journal:
             self._fh.write("\n".join(map(_dumps, buf)) + "\n")
             self._fh.flush()
             self.rows_written += len(buf)
+        for cb in list(self.listeners):
+            try:
+                cb(buf)
+            except Exception:  # pragma: no cover - a viewer must never lose rows
+                import logging
+
+                logging.getLogger("harness").exception("journal listener failed")
 
     def close(self) -> None:
         if self._fh is None:

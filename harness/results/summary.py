@@ -144,6 +144,9 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
         if kind == "event":  # an arrival (start == end) has no latency: null, not 0
             entry.update(dict.fromkeys((*_LATENCY_KEYS, *_SVC_QUANTILES)))
         ops[op] = entry
+    for op, n in (meta.get("stopped") or {}).items():  # cut short by the harness's own stop
+        if str(op) in ops and n:
+            ops[str(op)]["stopped"] = int(n)
     codes = {str(int(r.code)): int(r.count) for r in code_counts(df).itertuples(index=False)}
     codes_by_op = _codes_by_op(df)
     events = {op: {"count": e["count"], "rate_per_s": e["rate_per_s"]} for op, e in ops.items()

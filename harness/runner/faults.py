@@ -440,6 +440,9 @@ class FaultPlugin:
         """The local journal, or (master) ``journal/master.jsonl`` created on first use."""
         if self.rt.journal is not None:
             return self.rt.journal
+        if self._journal is not None and self._journal.path.parent.parent != Path(self.rt.run_dir):
+            self._journal.close()  # the web UI's next test: its own folder
+            self._journal = None
         if self._journal is None:
             self._journal = Journal(Path(self.rt.run_dir) / "journal" / "master.jsonl", "master",
                                     flush_interval=self.cfg.run.journal_flush_s).open()

@@ -316,6 +316,7 @@ class Runtime:
     pool_caps: dict = field(default_factory=dict)   # scenario -> pool size at most (harness-started XMPP servers: what was created)
     protocol: str = "tim"         # the driver every device uses (harness.drivers.DRIVERS)
     driver_options: dict = field(default_factory=dict)   # the driver's keyword options (xmpp: host, port, domain, ...)
+    stopping: bool = False        # the harness is stopping the users (test_stopping .. next test_start)
     _sources: list[str | None] = field(default_factory=lambda: [None])
     _src_i: int = 0
     _conn_i: int = 0

@@ -25,6 +25,7 @@ from locust import User, constant
 from harness.sdk.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
 from harness.protocol import ERR_SDK_INTERFACE_NOT_SUPPORT, FRESH_SIG_CODES, code_label
 from harness.results.journal import judged
+from harness.runner.live import STOPPED_BY_HARNESS
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
 
@@ -369,6 +370,11 @@ class ChatUser(User):
              **extra: Any) -> None:
         """Fire Locust's request event and append the journal row for one finished operation."""
         began = start if intended is None else intended
+        if outcome == "fail" and code in (0, -1) and self.rt.stopping:
+            # cut short by the harness's own stop (users being stopped): unknown effect, not a failure
+            outcome, desc = "info", STOPPED_BY_HARNESS
+            stopped = self.rt.journal.stopped
+            stopped[op] = stopped.get(op, 0) + 1
         exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
         expect = extra.get("expect")
         if expect is not None:

@@ -27,3 +27,17 @@ def test_unreachable_host_exits_5_with_one_line(locust_run):
     assert run.code == 5
     assert "cannot be reached" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_help_lists_the_harness_options_in_their_own_section():
+    import subprocess
+
+    from tests.e2e.conftest import ROOT
+
+    out = subprocess.run([str(ROOT / "scripts" / "locust"), "-f", "locustfile.py", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60).stdout
+    section = out.split("Chat login harness options:")[1].split("Examples:")[0]
+    for opt in ("--config PATH", "--scenario NAME[,NAME]", "--set KEY=VALUE", "--no-report", "--policy"):
+        assert opt in section, opt
+    assert "not Locust's locust.conf" in section
+    assert "File to read additional configuration" not in out  # Locust's own --config gave way
