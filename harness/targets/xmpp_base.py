@@ -324,7 +324,7 @@ class XmppServerTarget:
 
     def describe(self) -> dict[str, Any]:
         """A dict for summary.json."""
-        return {"kind": self.kind, "version": self.version(), "policy": self.policy,
+        return {"kind": self.kind, "version": self.version(), "policy": self.policy, "marker": self.marker,
                 "max_sessions": self.max_sessions, "auth": self.auth, "domain": self.domain,
                 "host": self.host, "c2s_port": self.c2s_port, "http_port": self.http_port,
                 "ws_url": self.ws_url, "http_base": self.http_base, "tls": self.tls,

@@ -5,27 +5,12 @@ against the declared policy, the report, the server's log in the run folder, not
 """
 from __future__ import annotations
 
-import os
 import re
 
 QUICK = ("-u", "12", "-r", "12", "-t", "12s")
 
 
-def _pids_of(name: str) -> set[int]:
-    out = set()
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/comm") as f:
-                    if f.read().strip() == name:
-                        out.add(int(p))
-            except OSError:
-                pass
-    return out
-
-
 def test_prosody_default_mix(locust_run):
-    before = _pids_of("lua5.4") | _pids_of("prosody")
     run = locust_run("--set", "target.kind=prosody", *QUICK, timeout=240)
     assert run.run_dir is not None, run.stderr[-2000:]
     s = run.summary
@@ -41,7 +26,9 @@ def test_prosody_default_mix(locust_run):
     assert any(r["data"]["online"] for r in run.rows("switch") if r["outcome"] == "ok")
     assert (run.run_dir / "report.html").exists() and (run.run_dir / "prosody.log").exists()
     assert run.code == 0, run.stderr[-2000:]
-    assert (_pids_of("lua5.4") | _pids_of("prosody")) <= before      # stopped what it started
+    from harness.targets.xmpp_base import marker_pids
+
+    assert not marker_pids(s["target_server"]["marker"])                # stopped everything it started
 
 
 def test_ejabberd_default_mix_reports_the_expiry_finding(locust_run):
