@@ -18,6 +18,18 @@ How the calls map onto XMPP
   produces the answer. ``Reply.session_id`` = ``<stream id>:<full JID>`` (stream id of the
   restarted stream).
 
+  - Pipelining (``pipeline=True``, the default; ejabberd and Prosody both accept it): right
+    after ``<success/>`` (SCRAM: once the server signature verified) the new stream header
+    and the bind request go out in one write, without waiting for the new features; the
+    initial presence rides along too when the last restarted stream of the same target
+    (host, port, transport, domain, TLS; a module-wide hint) offered bind with no required
+    ``<session/>``. The features that come back are still checked: no bind offered ->
+    ``fail 70500 bind-not-offered`` (as without pipelining); ``<session/>`` required -> the
+    session request follows the bind result and the presence follows the session result
+    (when the hint was stale the presence already went out: the session is still
+    established, and the hint is corrected for the next login). ``pipeline=False``: one
+    step per round trip (header, features, bind, result, [session], presence).
+
   - A JWT credential whose ``exp`` has passed is refused locally: ``fail 6206`` with nothing
     sent (the Tencent SDK's ERR_USER_SIG_EXPIRED).
   - XMPP cannot authenticate a stream twice: when this driver already holds a session (or
@@ -109,7 +121,7 @@ class _Login:
     """One login in flight on one stream (state for the reader)."""
 
     __slots__ = ("user_id", "mechanism", "scram", "scram_stage", "resource", "result", "step", "iq_id",
-                 "exp", "jid")
+                 "exp", "jid", "presence_sent")
 
     def __init__(self, user_id: str, mechanism: str, scram: C.ScramClient | None, resource: str,
                  exp: int | None) -> None:
@@ -123,6 +135,14 @@ class _Login:
         self.iq_id: str | None = None
         self.exp = exp
         self.jid: str | None = None
+        self.presence_sent = False  # the initial presence went out pipelined behind the bind
+
+
+#: What the last restarted stream of a target offered, keyed (host, port, transport, domain, tls):
+#: True when it offered bind with no required <session/>, so the initial presence may be
+#: pipelined behind the bind request. Bounded (a few targets per run).
+_POST_AUTH_HINTS: dict[tuple, bool] = {}
+_MAX_HINTS = 256
 
 
 class _Conn:
@@ -170,7 +190,7 @@ class XmppDriver:
     def __init__(self, *, host: str, port: int, domain: str, sink: Sink, transport: str = "tcp",
                  ws_path: str = "/ws", mechanism: str = "auto", tls: str = "auto",
                  source_address: str | None = None, connect_timeout: float = 10.0,
-                 max_stanza_bytes: int = C.DEFAULT_MAX_STANZA_BYTES) -> None:
+                 max_stanza_bytes: int = C.DEFAULT_MAX_STANZA_BYTES, pipeline: bool = True) -> None:
         if transport not in ("tcp", "ws"):
             raise ValueError(f"transport must be 'tcp' or 'ws' (got {transport!r})")
         if mechanism != "auto" and mechanism not in C.SCRAM_HASHES and mechanism != "PLAIN":
@@ -189,6 +209,7 @@ class XmppDriver:
         self.source_address = source_address
         self.connect_timeout = connect_timeout
         self.max_stanza_bytes = max_stanza_bytes
+        self.pipeline = pipeline
         self.resource_shared = False
         self._idle = GEvent()   # set while no login owns the stream
         self._idle.set()
@@ -401,7 +422,10 @@ class XmppDriver:
             except LocalProtocolError:
                 return ("fail", _NOT_CONNECTED)
             try:
-                conn.sock.sendall(data)
+                sock = conn.sock
+                sent = sock.send(data)  # small writes: one send(2) is the common case
+                if sent < len(data):
+                    sock.sendall(memoryview(data)[sent:])
             except OSError as exc:
                 return ("info", f"send: {_errname(exc)}")
         return None
@@ -501,12 +525,14 @@ class XmppDriver:
                 conn.features = ev
                 login = conn.login
                 if login is not None and login.step == "restart":
+                    self._remember(conn, ev)
                     if not ev.bind:
                         self._login_done(conn, Reply("fail", protocol.ERR_SVR_ACCOUNT_INTERNAL_ERROR, "bind-not-offered"))
                         continue
                     login.step = "bind"
-                    login.iq_id = f"b{next(self._ids)}"
-                    self._send(conn, C.bind(login.iq_id, login.resource))
+                    if login.iq_id is None:  # not pipelined (pipeline=False)
+                        login.iq_id = f"b{next(self._ids)}"
+                        self._send(conn, C.bind(login.iq_id, login.resource))
             elif kind is C.IqRequest:
                 if ev.type in ("get", "set"):
                     self._send(conn, C.iq_error(ev.id, ev.from_))
@@ -520,6 +546,18 @@ class XmppDriver:
                 return f"error:{ev.reason}"
             # Other (message, presence, unknown nonza): ignored
         return None
+
+    def _hint_key(self, conn: _Conn) -> tuple:
+        return (self.host, self.port, self.transport, self.domain, conn.tls)
+
+    def _remember(self, conn: _Conn, feats: C.Features) -> None:
+        """Note whether this target's restarted stream lets the presence ride with the bind."""
+        ok = feats.bind and (not feats.session or feats.session_optional)
+        key = self._hint_key(conn)
+        if _POST_AUTH_HINTS.get(key) is not ok:
+            if len(_POST_AUTH_HINTS) >= _MAX_HINTS:
+                _POST_AUTH_HINTS.clear()
+            _POST_AUTH_HINTS[key] = ok
 
     def _on_sasl(self, conn: _Conn, ev: Any) -> None:
         login = conn.login
@@ -552,19 +590,32 @@ class XmppDriver:
             else:
                 self._send(conn, f"<abort xmlns='{C.NS_SASL}'/>")
             return
-        # success: restart the stream (the codec has reset itself)
+        # success: restart the stream (the codec has reset itself). Pipelined (one write): the new
+        # stream header, the bind request and, when this target's last restarted stream needed
+        # no <session/>, the initial presence; the features that come back are still checked.
         conn.authed = True
         login.step = "restart"
-        self._send(conn, C.stream_header(self.domain, self.ws))
+        header = C.stream_header(self.domain, self.ws)
+        if not self.pipeline:
+            self._send(conn, header)  # the bind waits for the new features
+            return
+        login.iq_id = f"b{next(self._ids)}"
+        bind = C.bind(login.iq_id, login.resource)
+        if _POST_AUTH_HINTS.get(self._hint_key(conn)):
+            login.presence_sent = True
+            self._send(conn, header, bind, C.presence())
+        else:
+            self._send(conn, header, bind)
 
     def _on_iq(self, conn: _Conn, ev: Any) -> None:
         login = conn.login
         if login is not None and ev.id is not None and ev.id == login.iq_id:
             if isinstance(ev, C.IqError):
-                code, desc = C.map_condition(login.step, ev.condition)
+                step = "bind" if login.step == "restart" else login.step
+                code, desc = C.map_condition(step, ev.condition)
                 self._login_done(conn, Reply("fail", code, desc, {"text": ev.text} if ev.text else None))
                 return
-            if login.step == "bind":
+            if login.step == "bind" or login.step == "restart":
                 login.jid = ev.jid
                 feats = conn.features
                 if feats is not None and feats.session and not feats.session_optional:
@@ -582,7 +633,8 @@ class XmppDriver:
         jid = login.jid or f"{login.user_id}@{self.domain}/{login.resource}"
         sid = f"{conn.stream_id}:{jid}"
         conn.session = sid
-        self._send(conn, C.presence())
+        if not login.presence_sent:
+            self._send(conn, C.presence())
         data = {"userID": login.user_id, "sessionID": sid, "jid": jid, "streamID": conn.stream_id,
                 "resource": jid.partition("/")[2] or login.resource, "sigExpireAt": login.exp}
         self._login_done(conn, Reply("ok", protocol.OK, "ok", data, sid))
