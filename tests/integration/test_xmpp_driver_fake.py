@@ -995,3 +995,39 @@ def test_websocket_pipelines_as_separate_frames(make):
     i = next(k for k, f in enumerate(frames) if f.startswith("<open") and k > 0)
     assert frames[i + 1].startswith("<iq") and "<bind" in frames[i + 1]
     assert frames[i + 2].startswith("<presence")
+
+
+# ---------------------------------------------------------------------------- connect without an event-loop trip
+
+def test_refused_connect_reads_as_before():
+    s = gsocket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    drv = XmppDriver(host="127.0.0.1", port=port, domain=DOMAIN, sink=RecSink())
+    assert drv.connect(time.monotonic() + 1) == ("fail", "ConnectionRefusedError: Connection refused")
+
+
+def test_fast_connect_falls_back_while_in_progress():
+    import errno
+
+    from harness.drivers.xmpp import driver as D
+
+    class Raw:
+        def __init__(self, answers):
+            self.answers = list(answers)
+
+        def connect_ex(self, _addr):
+            return self.answers.pop(0)
+
+    class Sock:
+        def __init__(self, answers):
+            self._sock = Raw(answers)
+
+    assert D._fast_connect(Sock([errno.EINPROGRESS, errno.EALREADY]), ("10.0.0.1", 5222)) is False  # remote: wait
+    assert D._fast_connect(Sock([errno.EINPROGRESS, 0]), ("127.0.0.1", 5222)) is True
+    assert D._fast_connect(Sock([errno.EINPROGRESS, errno.EISCONN]), ("127.0.0.1", 5222)) is True
+    with pytest.raises(ConnectionRefusedError):
+        D._fast_connect(Sock([errno.EINPROGRESS, errno.ECONNREFUSED]), ("127.0.0.1", 5222))
+    with pytest.raises(OSError):
+        D._fast_connect(Sock([errno.ENETUNREACH]), ("127.0.0.1", 5222))

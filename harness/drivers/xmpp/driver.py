@@ -110,6 +110,37 @@ _LOST = "connection lost"
 _NOT_CONNECTED = "not connected"
 
 
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EAGAIN})
+
+
+def _fast_connect(sock: Any, sockaddr: Any) -> bool:
+    """Try to finish a TCP connect without a trip through the event loop: True when connected.
+
+    A non-blocking connect answers EINPROGRESS; on loopback the handshake is done by the time
+    that call returns, so asking again answers 0 (connected) or the failure (ECONNREFUSED ...,
+    raised as the ``OSError`` gevent's connect would raise). Still in progress (a remote
+    host): False, and the caller lets gevent wait for it."""
+    raw = getattr(sock, "_sock", None)
+    if raw is None:  # pragma: no cover - another gevent socket layout
+        return False
+    err = raw.connect_ex(sockaddr)
+    if err in _IN_PROGRESS:
+        err = raw.connect_ex(sockaddr)
+    if err == 0 or err == errno.EISCONN:
+        return True
+    if err in _IN_PROGRESS:
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def _write(sock: Any, data: bytes) -> None:
+    """sendall for small writes: one send(2) is the common case (gevent's sendall asks the
+    socket's buffer size first and slices)."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+
+
 def _errname(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code in errno.errorcode:
@@ -306,8 +337,10 @@ class XmppDriver:
                 sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
                 if self.source_address:
                     sock.bind((self.source_address, 0))
+                if _fast_connect(sock, sockaddr):
+                    return sock
                 sock.settimeout(remaining)
-                sock.connect(sockaddr)
+                sock.connect(sockaddr)  # still in progress: gevent waits for it within the deadline
                 return sock
             except OSError as exc:
                 sock.close()
@@ -357,7 +390,7 @@ class XmppDriver:
     def _open_stream(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
         """Stream header -> features (-> STARTTLS -> header -> features), in the calling greenlet."""
         header = C.stream_header(self.domain, self.ws)
-        conn.sock.sendall(self._frame(conn, header))
+        _write(conn.sock, self._frame(conn, header))
         tls_asked = False
         events: list = []
         if conn.wsc is not None:  # frames that came with the 101 answer
@@ -422,10 +455,7 @@ class XmppDriver:
             except LocalProtocolError:
                 return ("fail", _NOT_CONNECTED)
             try:
-                sock = conn.sock
-                sent = sock.send(data)  # small writes: one send(2) is the common case
-                if sent < len(data):
-                    sock.sendall(memoryview(data)[sent:])
+                _write(conn.sock, data)
             except OSError as exc:
                 return ("info", f"send: {_errname(exc)}")
         return None
