@@ -1031,3 +1031,28 @@ def test_fast_connect_falls_back_while_in_progress():
         D._fast_connect(Sock([errno.EINPROGRESS, errno.ECONNREFUSED]), ("127.0.0.1", 5222))
     with pytest.raises(OSError):
         D._fast_connect(Sock([errno.ENETUNREACH]), ("127.0.0.1", 5222))
+
+
+def test_login_answer_wakes_times_out_and_survives_a_killed_waiter():
+    from harness.drivers.xmpp.driver import _Answer
+
+    a = _Answer()
+    a.set("early")
+    a.wait(5)  # already set: no wait at all
+    assert a.ready() and a.value == "early"
+    b = _Answer()
+    gevent.spawn_later(0.01, b.set, "late")
+    t0 = time.monotonic()
+    b.wait(5)
+    assert b.value == "late" and time.monotonic() - t0 < 1
+    c = _Answer()
+    t0 = time.monotonic()
+    c.wait(0.05)
+    assert not c.ready() and 0.04 <= time.monotonic() - t0 < 1
+    d = _Answer()
+    g = gevent.spawn(d.wait, 5)
+    gevent.sleep(0.01)
+    g.kill()
+    d.set("after")  # no waiter left: nothing to wake, no error
+    gevent.sleep(0.01)
+    assert d.value == "after" and g.dead

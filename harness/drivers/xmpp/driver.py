@@ -87,6 +87,7 @@ import gevent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 from gevent.event import AsyncResult, Event as GEvent
+from gevent.hub import Waiter
 from gevent.lock import Semaphore
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
@@ -148,6 +149,47 @@ def _errname(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class _Answer:
+    """The login's answer for the one greenlet waiting on it: gevent's ``Waiter`` and one raw
+    loop timer (an ``AsyncResult`` wait makes a ``Timeout`` object per wait). ``set`` may be
+    called from any greenlet; the wake-up goes through the hub."""
+
+    __slots__ = ("value", "done", "_waiter")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.done = False
+        self._waiter: Waiter | None = None
+
+    def ready(self) -> bool:
+        return self.done
+
+    def set(self, value: Any) -> None:
+        if self.done:
+            return
+        self.value = value
+        self.done = True
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            w.hub.loop.run_callback(w.switch, None)
+
+    def wait(self, timeout: float) -> None:
+        """Return when set or after ``timeout`` s (check :meth:`ready`)."""
+        if self.done or timeout <= 0:
+            return
+        hub = gevent.get_hub()
+        w = Waiter(hub)
+        timer = hub.loop.timer(timeout)
+        timer.start(w.switch, None)
+        self._waiter = w
+        try:
+            w.get()
+        finally:
+            timer.close()
+            self._waiter = None
+
+
 class _Login:
     """One login in flight on one stream (state for the reader)."""
 
@@ -161,7 +203,7 @@ class _Login:
         self.scram = scram
         self.scram_stage = 0
         self.resource = resource
-        self.result: AsyncResult = AsyncResult()
+        self.result = _Answer()
         self.step = "auth"  # auth -> restart -> bind -> session -> done
         self.iq_id: str | None = None
         self.exp = exp
@@ -284,7 +326,14 @@ class XmppDriver:
             return ("fail", "already connected")
         sock = None
         conn: _Conn | None = None
+        timer = None
         try:
+            # one timer bounds the whole connect (socket waits carry no Timeout of their own)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("connect timed out")
+            timer = gevent.get_hub().loop.timer(remaining)
+            timer.start(gevent.getcurrent().throw, TimeoutError("timed out"))
             sock = self._open_socket(deadline)
             conn = _Conn(sock, C.XmppCodec(ws=self.ws, max_stanza_bytes=self.max_stanza_bytes))
             if self.ws:
@@ -305,6 +354,9 @@ class XmppDriver:
         except BaseException:
             self._close_quietly(conn.sock if conn is not None else sock)
             raise
+        finally:
+            if timer is not None:
+                timer.close()
         if verdict is not None or conn is None:
             self._close_quietly(conn.sock if conn is not None else sock)
             return verdict or ("fail", _NOT_CONNECTED)
@@ -369,11 +421,9 @@ class XmppDriver:
         conn.sock.sendall(upgrade_request(self.ws_path, f"{shown}:{self.port}", key, "xmpp"))
         buf = b""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return ("info", "timeout: handshake")
-            conn.sock.settimeout(remaining)
-            data = conn.sock.recv(RECV_CHUNK)
+            data = conn.sock.recv(RECV_CHUNK)  # bounded by connect()'s timer
             if not data:
                 return ("fail", "handshake: connection closed by server")
             at = len(buf)
@@ -425,11 +475,9 @@ class XmppDriver:
                     return ("fail", f"stream: {ev.reason}")
                 elif isinstance(ev, C.StreamClosed):
                     return ("fail", "stream closed by server")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return ("info", "timeout: stream features")
-            conn.sock.settimeout(remaining)
-            data = conn.sock.recv(RECV_CHUNK)
+            data = conn.sock.recv(RECV_CHUNK)  # bounded by connect()'s timer
             if not data:
                 return ("fail", "stream: connection closed by server")
             events = self._decode(conn, data)
