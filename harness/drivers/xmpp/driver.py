@@ -253,6 +253,8 @@ class XmppDriver:
     (Prosody); ``mechanism`` ``PLAIN`` | ``SCRAM-SHA-1`` | ``SCRAM-SHA-256`` | ``auto``; ``tls``
     ``auto`` (STARTTLS only when required) | ``never`` | ``always`` (WebSocket: TLS under the
     HTTP upgrade); ``connect_timeout`` seconds; ``max_stanza_bytes`` bounds one stanza / frame.
+    ``pipeline`` (default True): send the restarted stream header + bind [+ presence] in one write
+    right after ``<success/>`` (see the module docstring); False: one step per round trip.
     ``resource_shared``: set True when the caller logs several drivers in with the same
     resource, so a ``<conflict/>`` is reported as ``same_instance``.
     """
