@@ -47,6 +47,7 @@ Loopback only; every process started here is stopped by pid; files go to a temp 
 
   .venv/bin/python bench/xmpp_login_rate.py [--seconds 8] [--users 50] [--rounds 3] [--server ejabberd,prosody]
   .venv/bin/python bench/xmpp_login_rate.py --verify-tsung --seconds 6 --rounds 1
+  .venv/bin/python bench/xmpp_login_rate.py --baseline REV   # + the harness at git REV, ratio harness/baseline
 """
 from __future__ import annotations
 
@@ -188,14 +189,15 @@ def harness_cmd(server: XmppServer, users: int, run_s: int, results_dir: Path) -
             "--only-summary", "--loglevel", "WARNING"]
 
 
-def run_harness(server: XmppServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
-    name = "harness"
+def run_harness(server: XmppServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str,
+                repo: Path = REPO, name: str = "harness") -> Result:
     results = work / f"{server.kind}-{name}-{tag}"
     results.mkdir()
     run_s = int(args.warmup + args.seconds + 2)
     log_path = work / f"{server.kind}-{name}-{tag}.log"
-    proc = spawn([sys.executable] + harness_cmd(server, args.users, run_s, results), env=dict(os.environ),
-                 cwd=REPO, cpu=cpu, log_path=log_path)
+    cmd = harness_cmd(server, args.users, run_s, results)
+    cmd[cmd.index("-f") + 1] = str(repo / "locustfile.py")
+    proc = spawn([sys.executable] + cmd, env=dict(os.environ), cwd=repo, cpu=cpu, log_path=log_path)
     try:
         win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=time.monotonic())
         wait_exit(proc, run_s + 120)  # bounded; stop_tree below ends it if still running
@@ -205,6 +207,19 @@ def run_harness(server: XmppServer, work: Path, args: argparse.Namespace, cpu: i
         return Result(name, note="exited early: " + log_tail(log_path))
     ok, bad = journal_logins(results)
     return _windowed(name, win, ok, bad)
+
+
+def baseline_runner(rev: str, work: Path) -> Any:
+    """A contender ``baseline``: the harness at git revision ``rev`` (a detached worktree in the
+    temp dir, removed at the end), run exactly like ``harness``: before/after in one run."""
+    tree = work / "baseline-tree"
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), rev], check=True,
+                   stdout=subprocess.DEVNULL)
+
+    def run(server: XmppServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
+        return run_harness(server, work, args, cpu, tag, repo=tree, name="baseline")
+
+    return run
 
 
 # ----------------------------------------------------------------------------- tsung (ts_jabber)
@@ -384,7 +399,9 @@ def verify_tsung(server: XmppServer, work: Path, args: argparse.Namespace, cpu: 
 def run_server(kind: str, work: Path, args: argparse.Namespace, gen_cpu: int | None, srv_cpu: int | None,
                wanted: list[str]) -> dict[str, Any]:
     server = XmppServer(kind, work, args.users, srv_cpu)
-    runners = {"harness": run_harness, "tsung": run_tsung}
+    runners: dict[str, Any] = {"harness": run_harness, "tsung": run_tsung}
+    if args.baseline:
+        runners = {"harness": run_harness, "baseline": args.baseline_run, "tsung": run_tsung}
     contenders = [(n, runners[n]) for n in runners if n in wanted]
     rounds: list[dict[str, Result]] = []
     try:
@@ -440,6 +457,16 @@ def report(kind: str, rounds: list[dict[str, Result]], names: list[str]) -> dict
     core = [x for x in (_ratio(h.per_core, t.per_core) for h, t in pairs) if x is not None]
     wall = [x for x in (_ratio(h.rate, t.rate) for h, t in pairs) if x is not None]
     out: dict[str, Any] = {"per_flow": per_flow, "missed": False}
+    bpairs = [(r["harness"], r["baseline"]) for r in rounds
+              if "harness" in r and "baseline" in r and r["harness"].seconds and r["baseline"].seconds]
+    bcore = [x for x in (_ratio(h.per_core, b.per_core) for h, b in bpairs) if x is not None]
+    if bcore:
+        bspread = f" [{min(bcore):.2f}..{max(bcore):.2f}]" if len(bcore) > 1 else ""
+        out["baseline_ratio"] = median(bcore)
+        print()
+        print(fmt_table(["ratio", "per core", "target", "verdict (per core)"],
+                        [("harness/baseline", f"{median(bcore):.2f}{bspread}", ">= 1",
+                          _verdict(median(bcore), 1.0))]))
     if core:
         c = median(core)
         verdict = _verdict(c, TARGET_TSUNG)
@@ -473,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="profile the harness when the target is missed (auto), always or never")
     p.add_argument("--verify-tsung", action="store_true",
                    help="only check tsung's success counting: all passwords right vs every other one wrong")
+    p.add_argument("--baseline", default="", metavar="REV",
+                   help="also run the harness at git revision REV (contender 'baseline'; ratio harness/baseline)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
     p.add_argument("--dump-traffic", action="store_true", help=argparse.SUPPRESS)  # tsung dumptraffic (debugging)
     args = p.parse_args(argv)
@@ -483,8 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     if not kinds or any(k not in ("ejabberd", "prosody") for k in kinds):
         p.error(f"--server takes ejabberd and/or prosody (got {args.server!r})")
     wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-    if not wanted or any(n not in ("harness", "tsung") for n in wanted):
-        p.error(f"--only takes names from harness, tsung (got {args.only!r})")
+    if args.baseline and "baseline" not in wanted:
+        wanted.append("baseline")
+    if not wanted or any(n not in ("harness", "tsung", "baseline") for n in wanted):
+        p.error(f"--only takes names from harness, tsung, baseline (got {args.only!r})")
+    if "baseline" in wanted and not args.baseline:
+        p.error("--only baseline needs --baseline REV")
     gen_cpu, srv_cpu = cpu_plan()
     work = Path(tempfile.mkdtemp(prefix="bench-xmpp-login-"))
     os.chmod(work, 0o755)  # the servers run as their service users under it
@@ -492,10 +525,14 @@ def main(argv: list[str] | None = None) -> int:
           f"warmup={args.warmup:g}s rounds={args.rounds}; generator on CPU {gen_cpu}, server on CPU {srv_cpu}; "
           f"files in {work}", flush=True)
     summary = {}
+    args.baseline_run = baseline_runner(args.baseline, work) if args.baseline else None
     try:
         for kind in kinds:
             summary[kind] = run_server(kind, work, args, gen_cpu, srv_cpu, wanted)
     finally:
+        if args.baseline:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "baseline-tree")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     if len(summary) > 1:

@@ -42,6 +42,7 @@ RE_AUTH = re.compile(rb"<auth[^>]*mechanism='([^']+)'[^>]*>([^<]*)</auth>")
 RE_RESPONSE = re.compile(rb"<response[^>]*>([^<]*)</response>")
 RE_BIND = re.compile(rb"<iq[^>]*id='([^']+)'[^>]*><bind[^>]*>(?:<resource>([^<]*)</resource>)?</bind></iq>")
 RE_PRESENCE = re.compile(rb"<presence[^>]*/>")
+RE_SESSION_OR_PRESENCE = re.compile(rb"<iq[^>]*id='([^']+)'[^>]*><session[^>]*/></iq>|<presence[^>]*/>")
 RE_ANY = re.compile(rb"(</stream:stream>|<close [^>]*/>)|<iq[^>]*type='get' id='([^']+)'[^>]*><ping|(<presence[^>]*type='unavailable'[^>]*/>)|<iq[^>]*type='result'[^>]*/>")
 
 HEADER = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
@@ -54,6 +55,9 @@ FEATURES_AUTH = ("<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmp
                  "</stream:features>")
 FEATURES_BIND = ("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
                  "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session></stream:features>")
+FEATURES_BIND_SESSION = ("<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                         "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></stream:features>")
+FEATURES_NO_BIND = "<stream:features><sm xmlns='urn:xmpp:sm:3'/></stream:features>"
 
 
 class Closed(Exception):
@@ -144,8 +148,11 @@ class FakeXmpp:
     def __init__(self, mechs: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256"),
                  after_login: Callable[[FakeConn], None] | None = None, reject: bool = False,
                  silent_auth: bool = False, bad_server_sig: bool = False, ws: bool = False,
-                 tls_context: Any = None, success_delay_s: float = 0.0) -> None:
+                 tls_context: Any = None, success_delay_s: float = 0.0,
+                 restart_features: str = FEATURES_BIND, bind_error: str = "") -> None:
         self.success_delay_s = success_delay_s
+        self.restart_features = restart_features  # what the restarted stream offers (may change between logins)
+        self.bind_error = bind_error  # a stanza error condition answering the bind
         self.ws = ws
         self.tls_context = tls_context
         self.subprotocols: list[str] = []
@@ -249,14 +256,34 @@ class FakeXmpp:
         conn.expect_header()
         conn.log("restart")
         conn.header(f"s{conn.n}b")
-        conn.send(FEATURES_BIND)
+        features = self.restart_features
+        conn.send(features)
         b = conn.expect(RE_BIND)
         resource = (b.group(2) or b"res").decode()
         conn.log(f"bind:{resource}")
+        if self.bind_error or "xmpp-bind" not in features:
+            cond = self.bind_error or "not-allowed"
+            conn.send(f"<iq xmlns='jabber:client' type='error' id='{b.group(1).decode()}'><error type='cancel'>"
+                      f"<{cond} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+            conn.log("bind-refused")
+            self.loop(conn)
+            return
         conn.send(f"<iq xmlns='jabber:client' type='result' id='{b.group(1).decode()}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                   f"<jid>{user}@{DOMAIN}/{resource}</jid></bind></iq>")
-        conn.expect(RE_PRESENCE)
-        conn.log("presence")
+        if "xmpp-session'/>" in features:  # <session/> required: wait for it (and the presence, any order)
+            need = {"session", "presence"}
+            while need:
+                m = conn.expect(RE_SESSION_OR_PRESENCE)
+                if m.group(1):
+                    conn.log("session")
+                    conn.send(f"<iq xmlns='jabber:client' type='result' id='{m.group(1).decode()}'/>")
+                    need.discard("session")
+                else:
+                    conn.log("presence")
+                    need.discard("presence")
+        else:
+            conn.expect(RE_PRESENCE)
+            conn.log("presence")
         if self.after_login is not None:
             self.after_login(conn)
             return
@@ -855,3 +882,177 @@ def test_heartbeat_before_any_login_is_not_sent(make):
     assert (hb.outcome, hb.code) == ("fail", 6014), hb
     gevent.sleep(0.2)
     assert "1:ping" not in srv.what()
+
+
+# ---------------------------------------------------------------------------- pipelining and its fallbacks
+
+def _login_ok(drv: XmppDriver, user: str = "alice", res: str = "i") -> Any:
+    _connect(drv)
+    r = drv.login(user, USERS[user], "Android", res, 3)
+    assert (r.outcome, r.code) == ("ok", 0), r
+    return r
+
+
+def _after_bind(srv: FakeXmpp, n: int) -> list[str]:
+    """What connection ``n`` of the fake saw after its bind (session / presence, in order)."""
+    return [w for w in srv.what() if w.startswith(f"{n}:") and w.split(":")[1] in ("session", "presence")]
+
+
+def test_pipelined_header_bind_presence_in_one_write(make):
+    srv, drv, sink = make("PLAIN")
+    _login_ok(drv)  # first login to this target: header + bind together, the presence after the result
+    drv.close()
+    _login_ok(drv)  # the hint says no session needed: the presence rides with the bind
+    gevent.sleep(0.05)
+    second = srv.conns[1].received
+    after_success = second[second.index(b"</auth>"):]
+    assert re.search(rb"<stream:stream[^>]*>\s*<iq[^>]*><bind[^>]*>.*</iq>\s*<presence[^>]*/>", after_success), after_success
+    assert [c[:3] for c in sink.calls] == [("login_answered", "ok", 0)] * 2
+
+
+def test_session_required_gets_session_then_presence(make):
+    srv, drv, sink = make("PLAIN", restart_features=FEATURES_BIND_SESSION)
+    r = _login_ok(drv)
+    assert r.session_id == "s1b:alice@localhost/i"
+    drv.close()
+    _login_ok(drv)  # the hint learnt that this target needs <session/>: presence not pipelined
+    gevent.sleep(0.05)
+    assert _after_bind(srv, 1) == ["1:session", "1:presence"]
+    assert _after_bind(srv, 2) == ["2:session", "2:presence"]
+    assert "lost" not in sink.names()
+
+
+def test_features_changed_to_session_required_still_do_the_session(make):
+    srv, drv, sink = make("PLAIN")
+    _login_ok(drv)
+    drv.close()
+    srv.restart_features = FEATURES_BIND_SESSION  # the hint is now stale: the presence is already out
+    _login_ok(drv)
+    drv.close()
+    _login_ok(drv)  # hint corrected
+    gevent.sleep(0.05)
+    assert _after_bind(srv, 2) == ["2:presence", "2:session"]
+    assert _after_bind(srv, 3) == ["3:session", "3:presence"]
+
+
+def test_bind_not_offered_fails_the_login(make):
+    srv, drv, sink = make("PLAIN", restart_features=FEATURES_NO_BIND)
+    _connect(drv)
+    r = drv.login("alice", USERS["alice"], "Android", "i", 3)
+    assert (r.outcome, r.code, r.desc) == ("fail", protocol.ERR_SVR_ACCOUNT_INTERNAL_ERROR, "bind-not-offered")
+    assert sink.calls == [("login_answered", "fail", protocol.ERR_SVR_ACCOUNT_INTERNAL_ERROR, "bind-not-offered", "alice")]
+    assert drv.session_id is None
+    # the next login on a target without bind sends no presence ahead either
+    drv.close()
+    r2 = drv.login("alice", USERS["alice"], "Android", "i", 3)
+    assert r2.desc == "bind-not-offered"
+    gevent.sleep(0.05)
+    assert b"<presence" not in srv.conns[1].received
+
+
+def test_pipelined_bind_error_maps_like_a_bind_error(make):
+    _srv, drv, sink = make("PLAIN", bind_error="resource-constraint")
+    _connect(drv)
+    r = drv.login("alice", USERS["alice"], "Android", "i", 3)
+    assert (r.outcome, r.code, r.desc) == ("fail", protocol.ERR_SVR_ACCOUNT_FREQ_LIMIT, "resource-constraint")
+    assert drv.session_id is None
+
+
+@pytest.mark.parametrize("features", [FEATURES_BIND, FEATURES_BIND_SESSION])
+def test_pipeline_off_waits_for_each_step(make, features):
+    srv, drv, _sink = make("PLAIN", driver_kw={"pipeline": False}, restart_features=features)
+    for _ in range(2):
+        _login_ok(drv)
+        drv.close()
+    gevent.sleep(0.05)
+    for conn in srv.conns:
+        after = conn.received[conn.received.index(b"</auth>"):]
+        # the header went alone: the bind came in a later read, after the features
+        assert re.search(rb"<stream:stream[^>]*>$", after[:after.index(b"<iq")]), after
+    expected = ["session", "presence"] if features == FEATURES_BIND_SESSION else ["presence"]
+    assert [w.split(":")[1] for w in _after_bind(srv, 2)] == expected
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-1", "SCRAM-SHA-256"])
+def test_scram_pipelines_after_the_signature_verified(make, mech):
+    srv, drv, _sink = make(mech)
+    _login_ok(drv, "bob")
+    drv.close()
+    _login_ok(drv, "bob")
+    gevent.sleep(0.05)
+    second = srv.conns[1].received
+    # the header, bind and presence went together (after the success, whose signature verified)
+    assert re.search(rb"<stream:stream[^>]*>\s*<iq[^>]*><bind[^>]*>.*</iq>\s*<presence", second[second.index(b"</response>"):])
+
+
+def test_websocket_pipelines_as_separate_frames(make):
+    srv, drv, _sink = make("PLAIN", ws=True, driver_kw={"transport": "ws"})
+    _login_ok(drv)
+    drv.close()
+    _login_ok(drv)
+    gevent.sleep(0.05)
+    frames = srv.conns[1].frames
+    i = next(k for k, f in enumerate(frames) if f.startswith("<open") and k > 0)
+    assert frames[i + 1].startswith("<iq") and "<bind" in frames[i + 1]
+    assert frames[i + 2].startswith("<presence")
+
+
+# ---------------------------------------------------------------------------- connect without an event-loop trip
+
+def test_refused_connect_reads_as_before():
+    s = gsocket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    drv = XmppDriver(host="127.0.0.1", port=port, domain=DOMAIN, sink=RecSink())
+    assert drv.connect(time.monotonic() + 1) == ("fail", "ConnectionRefusedError: Connection refused")
+
+
+def test_fast_connect_falls_back_while_in_progress():
+    import errno
+
+    from harness.drivers.xmpp import driver as D
+
+    class Raw:
+        def __init__(self, answers):
+            self.answers = list(answers)
+
+        def connect_ex(self, _addr):
+            return self.answers.pop(0)
+
+    class Sock:
+        def __init__(self, answers):
+            self._sock = Raw(answers)
+
+    assert D._fast_connect(Sock([errno.EINPROGRESS, errno.EALREADY]), ("10.0.0.1", 5222)) is False  # remote: wait
+    assert D._fast_connect(Sock([errno.EINPROGRESS, 0]), ("127.0.0.1", 5222)) is True
+    assert D._fast_connect(Sock([errno.EINPROGRESS, errno.EISCONN]), ("127.0.0.1", 5222)) is True
+    with pytest.raises(ConnectionRefusedError):
+        D._fast_connect(Sock([errno.EINPROGRESS, errno.ECONNREFUSED]), ("127.0.0.1", 5222))
+    with pytest.raises(OSError):
+        D._fast_connect(Sock([errno.ENETUNREACH]), ("127.0.0.1", 5222))
+
+
+def test_login_answer_wakes_times_out_and_survives_a_killed_waiter():
+    from harness.drivers.xmpp.driver import _Answer
+
+    a = _Answer()
+    a.set("early")
+    a.wait(5)  # already set: no wait at all
+    assert a.ready() and a.value == "early"
+    b = _Answer()
+    gevent.spawn_later(0.01, b.set, "late")
+    t0 = time.monotonic()
+    b.wait(5)
+    assert b.value == "late" and time.monotonic() - t0 < 1
+    c = _Answer()
+    t0 = time.monotonic()
+    c.wait(0.05)
+    assert not c.ready() and 0.04 <= time.monotonic() - t0 < 1
+    d = _Answer()
+    g = gevent.spawn(d.wait, 5)
+    gevent.sleep(0.01)
+    g.kill()
+    d.set("after")  # no waiter left: nothing to wake, no error
+    gevent.sleep(0.01)
+    assert d.value == "after" and g.dead

@@ -552,3 +552,111 @@ def test_fuzz_mutated_transcripts(case):
     ws = C.XmppCodec(ws=True, max_stanza_bytes=4096)
     for frame in data.split(b"><"):
         _check(ws.feed(frame))
+
+
+# ------------------------------------------------------------------ the parser kept across <success/>
+
+def _bound_events(data: bytes, codec: C.XmppCodec | None = None) -> list:
+    return comparable((codec or C.XmppCodec()).feed(data))
+
+
+def test_restart_keeps_the_parser_when_the_read_ended_with_success():
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    parser = codec._parser
+    assert comparable(codec.feed(EJABBERD_BOUND)) == _bound_events(EJABBERD_BOUND)
+    assert codec._parser is parser and codec.done
+
+
+def test_kept_parser_every_byte_boundary_of_the_new_stream():
+    """The restarted stream split anywhere (also inside its XML declaration) gives the same events."""
+    whole = _bound_events(EJABBERD_BOUND)
+    for at in list(range(0, 60)) + [len(EJABBERD_BOUND) // 2]:
+        codec = C.XmppCodec()
+        codec.feed(EJABBERD_AUTH)
+        parser = codec._parser
+        assert comparable(_feed_split(codec, EJABBERD_BOUND, at)) == whole, at
+        assert codec._parser is parser
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    one_by_one: list = []
+    for i in range(len(EJABBERD_BOUND)):
+        one_by_one += codec.feed(EJABBERD_BOUND[i:i + 1])
+    assert comparable(one_by_one) == whole
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\n  ", b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>"])
+def test_kept_parser_accepts_no_or_other_plain_declarations(prefix):
+    body = EJABBERD_BOUND[EJABBERD_BOUND.index(b"?>") + 2:]
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    parser = codec._parser
+    assert comparable(codec.feed(prefix + body)) == _bound_events(EJABBERD_BOUND)
+    assert codec._parser is parser
+
+
+def test_bytes_after_success_in_the_same_read_get_a_fresh_parser():
+    auth = EJABBERD_AUTH + b"<stream:str"  # a partial tag after <success/>: dropped, as before
+    codec = C.XmppCodec()
+    parser = codec._parser
+    codec.feed(auth)
+    assert codec._parser is not parser
+    assert comparable(codec.feed(EJABBERD_BOUND)) == _bound_events(EJABBERD_BOUND)
+
+
+def test_unusual_declaration_after_restart_gets_a_fresh_parser():
+    body = EJABBERD_BOUND[EJABBERD_BOUND.index(b"?>") + 2:]
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    parser = codec._parser
+    events = codec.feed(b"<?xml version='1.0' encoding='ISO-8859-1'?>" + body)
+    assert codec._parser is not parser
+    assert comparable(events) == comparable(C.XmppCodec().feed(b"<?xml version='1.0' encoding='ISO-8859-1'?>" + body))
+
+
+def test_kept_parser_keeps_the_safety_rules():
+    head = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' id='n2' version='1.0'>")
+    # DOCTYPE / ENTITY after the restart
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    ev = codec.feed(b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e 'boom'>]>")
+    assert isinstance(ev[-1], C.ParseError) and ev[-1].reason in ("restricted-xml", "xml-not-well-formed")
+    # an end tag of the stream restarted over (a fresh parser refuses it too)
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    ev = codec.feed(b"</stream:stream>")
+    assert ev[-1].reason == "xml-not-well-formed" and codec.done
+    # not a stream header
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    ev = codec.feed(b"<message/>")
+    assert isinstance(ev[-1], C.ParseError) and codec.done
+    # oversize and too deep count from the new stream
+    codec = C.XmppCodec(max_stanza_bytes=4096, max_depth=6)
+    codec.feed(EJABBERD_AUTH)
+    assert codec.feed(head)[0].id == "n2"
+    assert [e.tag for e in codec.feed(b"<a><b><c><d></d></c></b></a>")] == ["{jabber:client}a"]
+    ev = codec.feed(b"<a><b><c><d><e><f><g/></f></e></d></c></b></a>")
+    assert (ev[-1].condition, ev[-1].reason) == ("policy-violation", "too-deep")
+    codec = C.XmppCodec(max_stanza_bytes=4096)
+    codec.feed(EJABBERD_AUTH)
+    codec.feed(head)
+    ev = codec.feed(b"<message><body>" + b"x" * 8000)
+    assert (ev[-1].condition, ev[-1].reason) == ("policy-violation", "stanza-too-big")
+    # unbound: a whitespace-only flood after the restart is handed to a fresh parser (same verdict)
+    codec = C.XmppCodec()
+    codec.feed(EJABBERD_AUTH)
+    fresh = C.XmppCodec()
+    assert codec.feed(b" " * 2000) == fresh.feed(b" " * 2000) == []
+    assert comparable(codec.feed(head)) == comparable(fresh.feed(head))
+
+
+def test_ws_success_keeps_the_parser():
+    codec = C.XmppCodec(ws=True)
+    for frame in PROSODY_WS_FRAMES[:3]:
+        codec.feed(frame)
+    parser = codec._parser
+    assert codec.feed(PROSODY_WS_FRAMES[3])[0].id == "ws-2"
+    assert codec.feed(PROSODY_WS_FRAMES[5])[0] == C.IqResult("b1", "user@localhost/w1")
+    assert codec._parser is parser

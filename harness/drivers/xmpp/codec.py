@@ -28,6 +28,11 @@ Parsing rules
 * A restart (after :class:`SaslSuccess` or :class:`TlsProceed`) resets the parser by itself:
   events that followed in the same read are dropped (a compliant server sends nothing after
   ``<success/>`` until the client's new stream header). :meth:`XmppCodec.reset` does it by hand.
+  After ``<success/>`` the codec keeps its expat parser when the read ended cleanly with it
+  (building a parser costs more than a stanza): the new stream is parsed as a child of the
+  old one (its XML declaration, when it is a plain ``version='1.x'`` [UTF-8] one, is checked
+  and taken off first; anything else gets a fresh parser, as before). WebSocket mode keeps its
+  parser across ``<success/>`` anyway (each frame is one element under the wrapper).
 * :meth:`XmppCodec.feed` never raises on input: malformed XML is a :class:`ParseError` event
   (``condition`` is the stream error to send back, ``reason`` the short detail for the journal:
   ``xml-not-well-formed``, ``restricted-xml``, ``stanza-too-big``, ``too-deep``). After a
@@ -79,6 +84,7 @@ import collections
 import hashlib
 import hmac
 import os
+import re
 import unicodedata
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -268,6 +274,9 @@ EVENT_TYPES: tuple[type, ...] = (StreamOpened, Features, SaslChallenge, SaslSucc
 _FORBIDDEN_B = (b"<!DOCTYPE", b"<!ENTITY")
 _FORBIDDEN_S = ("<!DOCTYPE", "<!ENTITY")
 _WRAP = "<w>"
+_XML_DECL_START = b"<?xml"
+_XML_DECL = re.compile(rb"<\?xml\s+version\s*=\s*(['\"])1\.[0-9]+\1"
+                       rb"(?:\s+encoding\s*=\s*(['\"])(?i:utf-8)\2)?(?:\s+standalone\s*=\s*(['\"])(?:yes|no)\3)?\s*\?>")
 
 
 def _new_parser() -> tuple[Any, Any]:
@@ -340,7 +349,7 @@ class XmppCodec:
     """
 
     __slots__ = ("ws", "max_stanza_bytes", "max_depth", "_parser", "_queue", "_root", "_depth", "_size", "_tail",
-                 "_done", "_restarted")
+                 "_done", "_restarted", "_base", "_clean", "_decl")
 
     def __init__(self, *, ws: bool = False, max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
                  max_depth: int = DEFAULT_MAX_DEPTH) -> None:
@@ -371,6 +380,9 @@ class XmppCodec:
         self._tail: bytes | str = b"" if not self.ws else ""
         self._done = False
         self._restarted = False
+        self._base = 0  # TCP: how many restarted-over streams enclose the current one (same parser)
+        self._clean = False  # the restart element ended the read (the parser can be kept)
+        self._decl: bytes | None = None  # after a kept-parser restart: bytes held until the XML declaration is off
 
     def feed(self, data: bytes | str) -> list[Event]:
         """Parse ``data`` (TCP: any slice of the byte stream; WS: one whole text frame)."""
@@ -380,6 +392,10 @@ class XmppCodec:
             if self.ws:
                 return self._feed_frame(data)
             out: list[Event] = []
+            if self._decl is not None:
+                data = self._strip_decl(data, out)
+                if not data:
+                    return out
             n = len(data)
             if n <= _PIECE:
                 self._feed_piece(data, out)
@@ -387,8 +403,16 @@ class XmppCodec:
                 for at in range(0, n, _PIECE):
                     if self._done or self._restarted:
                         break
+                    self._clean = False
                     self._feed_piece(data[at:at + _PIECE], out)
-            self._restarted = False
+                    if at + _PIECE < n:
+                        self._clean = False  # more bytes of this read follow the restart: not clean
+            if self._restarted:
+                self._restarted = False
+                if self._clean and not self._done:
+                    self._continue_stream()
+                else:
+                    self.reset()
             return out
         except Exception as exc:  # never let a parser problem escape to the transport
             return [self._fail("xml-not-well-formed", "xml-not-well-formed", f"{type(exc).__name__}: {exc}")]
@@ -400,6 +424,41 @@ class XmppCodec:
         self._parser = None
         self._root = None
         return ParseError(condition, reason, text)
+
+    def _continue_stream(self) -> None:
+        """After <success/>: keep the parser; the new stream will be a child of the old one."""
+        self._clean = False
+        self._base = self._depth
+        self._size = 0
+        self._tail = b""
+        self._decl = b""
+
+    def _strip_decl(self, data: bytes | str, out: list[Event]) -> bytes | str:
+        """The first bytes of a stream continued on the kept parser: leading whitespace and a plain
+        XML declaration are taken off (expat would refuse a declaration there); an unusual one
+        (other encoding, other pseudo-attributes, a PI) gets a fresh parser with all the held bytes."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        buf = self._decl + data
+        text = buf.lstrip()
+        if len(text) < 5 and _XML_DECL_START.startswith(text):
+            if len(buf) > 1024:  # whitespace flood: let the fresh parser judge it
+                self.reset()
+                return buf
+            self._decl = buf
+            return b""
+        if not text.startswith(_XML_DECL_START):
+            self._decl = None
+            return text
+        end = text.find(b"?>")
+        if end < 0 and len(text) <= 256:
+            self._decl = buf
+            return b""
+        self._decl = None
+        if end >= 0 and _XML_DECL.fullmatch(text, 0, end + 2):
+            return text[end + 2:]
+        self.reset()  # not a plain declaration: a fresh parser, as without the kept one
+        return buf
 
     def _forbidden(self, data: bytes | str) -> bool:
         lt = b"<!" if isinstance(data, bytes) else "<!"
@@ -429,6 +488,9 @@ class XmppCodec:
                 out.append(self._fail("xml-not-well-formed", "xml-not-well-formed", str(exc)))
             return
         self._handle(queue, out)
+        if self._restarted:  # kept parser only when nothing (not even part of a tag) followed
+            self._clean = not queue and data.rstrip()[-1:] in (b">", ">")
+            return
         if not self._done and self._size > self.max_stanza_bytes:
             out.append(self._fail("policy-violation", "stanza-too-big",
                                   f"a stanza exceeds {self.max_stanza_bytes} bytes"))
@@ -436,7 +498,8 @@ class XmppCodec:
     def _handle(self, queue: Any, out: list[Event]) -> None:
         """Consume the parser's (kind, element) events: depth 1 start = stream header, depth 2
         end = one stanza, depth 0 end = end of stream. Hot path: kept to a few operations per event."""
-        depth = self._depth
+        base = self._base
+        depth = self._depth - base  # relative to the current stream: 1 = the stream element
         max_depth = self.max_depth
         popleft = queue.popleft
         while queue:
@@ -445,16 +508,22 @@ class XmppCodec:
                 depth += 1
                 if depth > 2:
                     if depth > max_depth:
-                        self._depth = depth
+                        self._depth = depth + base
                         out.append(self._fail("policy-violation", "too-deep", f"nesting deeper than {max_depth}"))
                         return
                     continue
                 if depth == 1:
                     if elem.tag != _T_STREAM:
-                        self._depth = depth
+                        self._depth = depth + base
                         out.append(self._fail("invalid-namespace", "xml-not-well-formed",
                                               f"expected a stream header, got {elem.tag!r}"))
                         return
+                    old = self._root
+                    if old is not None:  # a stream continued on the kept parser: drop it from the old one
+                        try:
+                            old.remove(elem)
+                        except ValueError:
+                            pass
                     self._root = elem
                     out.append(StreamOpened(elem.get("id"), elem.get("from"), elem.get("version")))
                 continue
@@ -472,18 +541,26 @@ class XmppCodec:
                 ev = self._stanza(elem)
                 out.append(ev)
                 cls = type(ev)
-                if cls is SaslSuccess or cls is TlsProceed:
+                if cls is SaslSuccess:
+                    self._depth = depth + base
+                    self._restarted = True  # feed() keeps the parser or resets it
+                    return
+                if cls is TlsProceed:
                     self.reset()
                     self._restarted = True
                     return
                 if cls is ParseError:
                     return
+            elif depth < 0:  # an end tag of a stream restarted over: a fresh parser would refuse it too
+                self._depth = 0
+                out.append(self._fail("xml-not-well-formed", "xml-not-well-formed", "end tag of a finished stream"))
+                return
             else:
                 self._depth = 0
                 self._done = True
                 out.append(StreamClosed())
                 return
-        self._depth = depth
+        self._depth = depth + base
 
     def _feed_frame(self, frame: bytes | str) -> list[Event]:
         if isinstance(frame, bytes):
@@ -542,8 +619,9 @@ class XmppCodec:
             self._done = True
         elif isinstance(ev, StreamClosed):
             self._done = True
-        elif isinstance(ev, (SaslSuccess, TlsProceed)):
+        elif isinstance(ev, TlsProceed):
             self.reset()
+        # SaslSuccess: the next <open/> is one more frame under the same wrapper, no new parser
         return out
 
     def _stanza(self, elem: Any) -> Event:

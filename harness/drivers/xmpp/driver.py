@@ -18,6 +18,18 @@ How the calls map onto XMPP
   produces the answer. ``Reply.session_id`` = ``<stream id>:<full JID>`` (stream id of the
   restarted stream).
 
+  - Pipelining (``pipeline=True``, the default; ejabberd and Prosody both accept it): right
+    after ``<success/>`` (SCRAM: once the server signature verified) the new stream header
+    and the bind request go out in one write, without waiting for the new features; the
+    initial presence rides along too when the last restarted stream of the same target
+    (host, port, transport, domain, TLS; a module-wide hint) offered bind with no required
+    ``<session/>``. The features that come back are still checked: no bind offered ->
+    ``fail 70500 bind-not-offered`` (as without pipelining); ``<session/>`` required -> the
+    session request follows the bind result and the presence follows the session result
+    (when the hint was stale the presence already went out: the session is still
+    established, and the hint is corrected for the next login). ``pipeline=False``: one
+    step per round trip (header, features, bind, result, [session], presence).
+
   - A JWT credential whose ``exp`` has passed is refused locally: ``fail 6206`` with nothing
     sent (the Tencent SDK's ERR_USER_SIG_EXPIRED).
   - XMPP cannot authenticate a stream twice: when this driver already holds a session (or
@@ -75,6 +87,7 @@ import gevent
 from gevent import socket as gsocket
 from gevent import ssl as gssl
 from gevent.event import AsyncResult, Event as GEvent
+from gevent.hub import Waiter
 from gevent.lock import Semaphore
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
@@ -98,6 +111,37 @@ _LOST = "connection lost"
 _NOT_CONNECTED = "not connected"
 
 
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EAGAIN})
+
+
+def _fast_connect(sock: Any, sockaddr: Any) -> bool:
+    """Try to finish a TCP connect without a trip through the event loop: True when connected.
+
+    A non-blocking connect answers EINPROGRESS; on loopback the handshake is done by the time
+    that call returns, so asking again answers 0 (connected) or the failure (ECONNREFUSED ...,
+    raised as the ``OSError`` gevent's connect would raise). Still in progress (a remote
+    host): False, and the caller lets gevent wait for it."""
+    raw = getattr(sock, "_sock", None)
+    if raw is None:  # pragma: no cover - another gevent socket layout
+        return False
+    err = raw.connect_ex(sockaddr)
+    if err in _IN_PROGRESS:
+        err = raw.connect_ex(sockaddr)
+    if err == 0 or err == errno.EISCONN:
+        return True
+    if err in _IN_PROGRESS:
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def _write(sock: Any, data: bytes) -> None:
+    """sendall for small writes: one send(2) is the common case (gevent's sendall asks the
+    socket's buffer size first and slices)."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
+
+
 def _errname(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     if isinstance(code, int) and code in errno.errorcode:
@@ -105,11 +149,52 @@ def _errname(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class _Answer:
+    """The login's answer for the one greenlet waiting on it: gevent's ``Waiter`` and one raw
+    loop timer (an ``AsyncResult`` wait makes a ``Timeout`` object per wait). ``set`` may be
+    called from any greenlet; the wake-up goes through the hub."""
+
+    __slots__ = ("value", "done", "_waiter")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.done = False
+        self._waiter: Waiter | None = None
+
+    def ready(self) -> bool:
+        return self.done
+
+    def set(self, value: Any) -> None:
+        if self.done:
+            return
+        self.value = value
+        self.done = True
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            w.hub.loop.run_callback(w.switch, None)
+
+    def wait(self, timeout: float) -> None:
+        """Return when set or after ``timeout`` s (check :meth:`ready`)."""
+        if self.done or timeout <= 0:
+            return
+        hub = gevent.get_hub()
+        w = Waiter(hub)
+        timer = hub.loop.timer(timeout)
+        timer.start(w.switch, None)
+        self._waiter = w
+        try:
+            w.get()
+        finally:
+            timer.close()
+            self._waiter = None
+
+
 class _Login:
     """One login in flight on one stream (state for the reader)."""
 
     __slots__ = ("user_id", "mechanism", "scram", "scram_stage", "resource", "result", "step", "iq_id",
-                 "exp", "jid")
+                 "exp", "jid", "presence_sent")
 
     def __init__(self, user_id: str, mechanism: str, scram: C.ScramClient | None, resource: str,
                  exp: int | None) -> None:
@@ -118,11 +203,19 @@ class _Login:
         self.scram = scram
         self.scram_stage = 0
         self.resource = resource
-        self.result: AsyncResult = AsyncResult()
+        self.result = _Answer()
         self.step = "auth"  # auth -> restart -> bind -> session -> done
         self.iq_id: str | None = None
         self.exp = exp
         self.jid: str | None = None
+        self.presence_sent = False  # the initial presence went out pipelined behind the bind
+
+
+#: What the last restarted stream of a target offered, keyed (host, port, transport, domain, tls):
+#: True when it offered bind with no required <session/>, so the initial presence may be
+#: pipelined behind the bind request. Bounded (a few targets per run).
+_POST_AUTH_HINTS: dict[tuple, bool] = {}
+_MAX_HINTS = 256
 
 
 class _Conn:
@@ -160,6 +253,8 @@ class XmppDriver:
     (Prosody); ``mechanism`` ``PLAIN`` | ``SCRAM-SHA-1`` | ``SCRAM-SHA-256`` | ``auto``; ``tls``
     ``auto`` (STARTTLS only when required) | ``never`` | ``always`` (WebSocket: TLS under the
     HTTP upgrade); ``connect_timeout`` seconds; ``max_stanza_bytes`` bounds one stanza / frame.
+    ``pipeline`` (default True): send the restarted stream header + bind [+ presence] in one write
+    right after ``<success/>`` (see the module docstring); False: one step per round trip.
     ``resource_shared``: set True when the caller logs several drivers in with the same
     resource, so a ``<conflict/>`` is reported as ``same_instance``.
     """
@@ -170,7 +265,7 @@ class XmppDriver:
     def __init__(self, *, host: str, port: int, domain: str, sink: Sink, transport: str = "tcp",
                  ws_path: str = "/ws", mechanism: str = "auto", tls: str = "auto",
                  source_address: str | None = None, connect_timeout: float = 10.0,
-                 max_stanza_bytes: int = C.DEFAULT_MAX_STANZA_BYTES) -> None:
+                 max_stanza_bytes: int = C.DEFAULT_MAX_STANZA_BYTES, pipeline: bool = True) -> None:
         if transport not in ("tcp", "ws"):
             raise ValueError(f"transport must be 'tcp' or 'ws' (got {transport!r})")
         if mechanism != "auto" and mechanism not in C.SCRAM_HASHES and mechanism != "PLAIN":
@@ -189,6 +284,7 @@ class XmppDriver:
         self.source_address = source_address
         self.connect_timeout = connect_timeout
         self.max_stanza_bytes = max_stanza_bytes
+        self.pipeline = pipeline
         self.resource_shared = False
         self._idle = GEvent()   # set while no login owns the stream
         self._idle.set()
@@ -232,7 +328,14 @@ class XmppDriver:
             return ("fail", "already connected")
         sock = None
         conn: _Conn | None = None
+        timer = None
         try:
+            # one timer bounds the whole connect (socket waits carry no Timeout of their own)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("connect timed out")
+            timer = gevent.get_hub().loop.timer(remaining)
+            timer.start(gevent.getcurrent().throw, TimeoutError("timed out"))
             sock = self._open_socket(deadline)
             conn = _Conn(sock, C.XmppCodec(ws=self.ws, max_stanza_bytes=self.max_stanza_bytes))
             if self.ws:
@@ -253,6 +356,9 @@ class XmppDriver:
         except BaseException:
             self._close_quietly(conn.sock if conn is not None else sock)
             raise
+        finally:
+            if timer is not None:
+                timer.close()
         if verdict is not None or conn is None:
             self._close_quietly(conn.sock if conn is not None else sock)
             return verdict or ("fail", _NOT_CONNECTED)
@@ -285,8 +391,10 @@ class XmppDriver:
                 sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
                 if self.source_address:
                     sock.bind((self.source_address, 0))
+                if _fast_connect(sock, sockaddr):
+                    return sock
                 sock.settimeout(remaining)
-                sock.connect(sockaddr)
+                sock.connect(sockaddr)  # still in progress: gevent waits for it within the deadline
                 return sock
             except OSError as exc:
                 sock.close()
@@ -315,11 +423,9 @@ class XmppDriver:
         conn.sock.sendall(upgrade_request(self.ws_path, f"{shown}:{self.port}", key, "xmpp"))
         buf = b""
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return ("info", "timeout: handshake")
-            conn.sock.settimeout(remaining)
-            data = conn.sock.recv(RECV_CHUNK)
+            data = conn.sock.recv(RECV_CHUNK)  # bounded by connect()'s timer
             if not data:
                 return ("fail", "handshake: connection closed by server")
             at = len(buf)
@@ -336,7 +442,7 @@ class XmppDriver:
     def _open_stream(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
         """Stream header -> features (-> STARTTLS -> header -> features), in the calling greenlet."""
         header = C.stream_header(self.domain, self.ws)
-        conn.sock.sendall(self._frame(conn, header))
+        _write(conn.sock, self._frame(conn, header))
         tls_asked = False
         events: list = []
         if conn.wsc is not None:  # frames that came with the 101 answer
@@ -371,11 +477,9 @@ class XmppDriver:
                     return ("fail", f"stream: {ev.reason}")
                 elif isinstance(ev, C.StreamClosed):
                     return ("fail", "stream closed by server")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if deadline - time.monotonic() <= 0:
                 return ("info", "timeout: stream features")
-            conn.sock.settimeout(remaining)
-            data = conn.sock.recv(RECV_CHUNK)
+            data = conn.sock.recv(RECV_CHUNK)  # bounded by connect()'s timer
             if not data:
                 return ("fail", "stream: connection closed by server")
             events = self._decode(conn, data)
@@ -401,7 +505,7 @@ class XmppDriver:
             except LocalProtocolError:
                 return ("fail", _NOT_CONNECTED)
             try:
-                conn.sock.sendall(data)
+                _write(conn.sock, data)
             except OSError as exc:
                 return ("info", f"send: {_errname(exc)}")
         return None
@@ -501,12 +605,14 @@ class XmppDriver:
                 conn.features = ev
                 login = conn.login
                 if login is not None and login.step == "restart":
+                    self._remember(conn, ev)
                     if not ev.bind:
                         self._login_done(conn, Reply("fail", protocol.ERR_SVR_ACCOUNT_INTERNAL_ERROR, "bind-not-offered"))
                         continue
                     login.step = "bind"
-                    login.iq_id = f"b{next(self._ids)}"
-                    self._send(conn, C.bind(login.iq_id, login.resource))
+                    if login.iq_id is None:  # not pipelined (pipeline=False)
+                        login.iq_id = f"b{next(self._ids)}"
+                        self._send(conn, C.bind(login.iq_id, login.resource))
             elif kind is C.IqRequest:
                 if ev.type in ("get", "set"):
                     self._send(conn, C.iq_error(ev.id, ev.from_))
@@ -520,6 +626,18 @@ class XmppDriver:
                 return f"error:{ev.reason}"
             # Other (message, presence, unknown nonza): ignored
         return None
+
+    def _hint_key(self, conn: _Conn) -> tuple:
+        return (self.host, self.port, self.transport, self.domain, conn.tls)
+
+    def _remember(self, conn: _Conn, feats: C.Features) -> None:
+        """Note whether this target's restarted stream lets the presence ride with the bind."""
+        ok = feats.bind and (not feats.session or feats.session_optional)
+        key = self._hint_key(conn)
+        if _POST_AUTH_HINTS.get(key) is not ok:
+            if len(_POST_AUTH_HINTS) >= _MAX_HINTS:
+                _POST_AUTH_HINTS.clear()
+            _POST_AUTH_HINTS[key] = ok
 
     def _on_sasl(self, conn: _Conn, ev: Any) -> None:
         login = conn.login
@@ -552,19 +670,32 @@ class XmppDriver:
             else:
                 self._send(conn, f"<abort xmlns='{C.NS_SASL}'/>")
             return
-        # success: restart the stream (the codec has reset itself)
+        # success: restart the stream (the codec has reset itself). Pipelined (one write): the new
+        # stream header, the bind request and, when this target's last restarted stream needed
+        # no <session/>, the initial presence; the features that come back are still checked.
         conn.authed = True
         login.step = "restart"
-        self._send(conn, C.stream_header(self.domain, self.ws))
+        header = C.stream_header(self.domain, self.ws)
+        if not self.pipeline:
+            self._send(conn, header)  # the bind waits for the new features
+            return
+        login.iq_id = f"b{next(self._ids)}"
+        bind = C.bind(login.iq_id, login.resource)
+        if _POST_AUTH_HINTS.get(self._hint_key(conn)):
+            login.presence_sent = True
+            self._send(conn, header, bind, C.presence())
+        else:
+            self._send(conn, header, bind)
 
     def _on_iq(self, conn: _Conn, ev: Any) -> None:
         login = conn.login
         if login is not None and ev.id is not None and ev.id == login.iq_id:
             if isinstance(ev, C.IqError):
-                code, desc = C.map_condition(login.step, ev.condition)
+                step = "bind" if login.step == "restart" else login.step
+                code, desc = C.map_condition(step, ev.condition)
                 self._login_done(conn, Reply("fail", code, desc, {"text": ev.text} if ev.text else None))
                 return
-            if login.step == "bind":
+            if login.step == "bind" or login.step == "restart":
                 login.jid = ev.jid
                 feats = conn.features
                 if feats is not None and feats.session and not feats.session_optional:
@@ -582,7 +713,8 @@ class XmppDriver:
         jid = login.jid or f"{login.user_id}@{self.domain}/{login.resource}"
         sid = f"{conn.stream_id}:{jid}"
         conn.session = sid
-        self._send(conn, C.presence())
+        if not login.presence_sent:
+            self._send(conn, C.presence())
         data = {"userID": login.user_id, "sessionID": sid, "jid": jid, "streamID": conn.stream_id,
                 "resource": jid.partition("/")[2] or login.resource, "sigExpireAt": login.exp}
         self._login_done(conn, Reply("ok", protocol.OK, "ok", data, sid))
