@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-QUICK = ("-u", "12", "-r", "12", "-t", "12s")
+QUICK = ("-u", "12", "-r", "12", "-t", "8s")
 
 
 def test_prosody_default_mix(locust_run):
@@ -35,7 +35,9 @@ def test_ejabberd_default_mix_reports_the_expiry_finding(locust_run):
     """ejabberd 23.01 keeps sessions online after their JWT expired (tests/integration/
     test_xmpp_conformance.py proves it with the server's admin view): the harness reports it as
     expiry_on_time violations, exit 4; every other check passes."""
-    run = locust_run("--set", "target.kind=ejabberd", *QUICK, timeout=240)
+    run = locust_run("--set", "target.kind=ejabberd", "--set", "target.leeway_s=0",   # expiry due 2 s after login
+                     "--set", "scenarios.relogin_expiry.sig_lifetime_s=2",
+                     "--set", "scenarios.relogin_expiry.sig_jitter_s=0", *QUICK, timeout=240)
     assert run.run_dir is not None, run.stderr[-2000:]
     s = run.summary
     assert set(s["scenarios"]) == {"mass_login", "relogin_expiry", "account_switch", "kick_race"}
@@ -85,7 +87,7 @@ def test_a_hostile_xmpp_server_never_breaks_the_run(locust_run, tmp_path):
                          "--set", "target.xmpp.password=pw", "--set", "client.connect_timeout_s=2",
                          "--set", "client.request_timeout_s=2", "--set", "client.reconnect=false",
                          "--set", "gates.error_ratio.overall=1", "--set", "gates.latency_ms={}",
-                         "--set", "scenarios.mass_login.hold_s=1", "-u", "14", "-r", "14", "-t", "10s",
+                         "--set", "scenarios.mass_login.hold_s=1", "-u", "14", "-r", "14", "-t", "7s",
                          timeout=120)
     finally:
         srv.kill()
@@ -109,7 +111,7 @@ def test_ejabberd_single_session_limit_finding_is_reported(locust_run):
     test_xmpp_conformance.py): kick races report race_survivors over the limit, the server view
     agrees, and the kicks that did happen are all explained (kick_exactly_once clean)."""
     run = locust_run("--set", "target.kind=ejabberd", "--set", "target.policy=single_platform",
-                     "--scenario", "kick_race", "-u", "12", "-r", "12", "-t", "15s", timeout=240)
+                     "--scenario", "kick_race", "-u", "12", "-r", "12", "-t", "8s", timeout=240)
     assert run.run_dir is not None, run.stderr[-2000:]
     s = run.summary
     pl = s["checks"]["policy_limit"]

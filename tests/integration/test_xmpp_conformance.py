@@ -132,7 +132,7 @@ def test_finding_ejabberd_max_user_sessions_is_exceeded_by_near_simultaneous_log
     The harness reports it as policy_limit ``race_survivors`` (e2e: test_xmpp_runs.py)."""
     t = EjabberdTarget(tmp_path, policy="single_platform")
     t.start(timeout=START_S)
-    races, over = 30, []
+    races, over = 20, []
     try:
         users = [f"mx{i}" for i in range(races)]
         t.create_accounts(users, pw)
