@@ -34,7 +34,7 @@ from _socket import socket as _rawsocket
 from typing import Any, ClassVar
 
 import gevent
-from gevent.event import AsyncResult
+from gevent.hub import Waiter
 from gevent.lock import Semaphore
 from gevent.socket import wait_read, wait_write
 
@@ -311,7 +311,14 @@ def _read_101(sock: Any, key: bytes, deadline: float) -> tuple[tuple[str, str] |
     else ``((outcome, desc), b"")`` (see ``check_upgrade_response``)."""
     buf = b""
     fd = sock.fileno()
+    waited = False
     while True:
+        if not waited:  # the request just left: the answer cannot be there yet
+            waited = True
+            try:
+                wait_read(fd, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return ("info", "timeout: handshake"), b""
         try:
             n = sock.recv_into(_RBUF)
         except BlockingIOError:
@@ -360,7 +367,7 @@ class TimDriver:
         self.close_timeout = close_timeout
         self.close_code: int | None = None
         self._link: _Link | None = None
-        self._pending: dict[int, tuple[str, AsyncResult, str]] = {}
+        self._pending: dict[int, tuple[str, Waiter, str]] = {}
         self._seq = 0
         self._req_head = b""
         self._login_head = ""
@@ -438,8 +445,8 @@ class TimDriver:
             return Reply("fail", CODE_TRANSPORT, NOT_CONNECTED)
         self._seq += 1
         seq = self._seq
-        ar: AsyncResult = AsyncResult()
-        self._pending[seq] = (op, ar, user_id)
+        waiter = Waiter()
+        self._pending[seq] = (op, waiter, user_id)
         frame = _text_frame_ascii(before_seq + str(seq) + after_seq)
         try:
             link.send(frame)
@@ -447,14 +454,25 @@ class TimDriver:
             # "info": part of the frame may have reached the wire
             self._pending.pop(seq, None)
             return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
-        ar.wait(timeout)
-        if not ar.ready():
-            self._pending.pop(seq, None)
+        # A raw loop timer, not a gevent Timeout: whoever pops the pending entry first (the
+        # reader, the timer, a teardown) is the only one that wakes the waiter, from the hub.
+        timer = gevent.get_hub().loop.timer(timeout)
+        timer.start(self._expire, seq, waiter)
+        try:
+            resp = waiter.get()
+        finally:
+            timer.close()
+        if resp is None:
             return Reply("info", CODE_TRANSPORT, f"timeout after {timeout:g} s")
-        resp = ar.value
         if isinstance(resp, str):  # connection lost / closed while waiting
             return Reply("info", CODE_TRANSPORT, resp)
         return resp
+
+    def _expire(self, seq: int, waiter: Waiter) -> None:
+        entry = self._pending.get(seq)
+        if entry is not None and entry[1] is waiter:
+            del self._pending[seq]
+            waiter.switch(None)
 
     # ----------------------------------------------------------------- reader
     def _on_frame(self, text: str) -> None:
@@ -464,7 +482,7 @@ class TimDriver:
             if entry is None:
                 log.debug("client %s: response for unknown seq %r", self.conn_id, msg.seq)
                 return
-            op, ar, user_id = entry
+            op, waiter, user_id = entry
             data = msg.data if isinstance(msg.data, dict) else None
             if op == "login" or op == "status":
                 session = data.get("sessionID") if data else None
@@ -474,7 +492,7 @@ class TimDriver:
             reply = Reply("ok" if msg.code == 0 else "fail", msg.code, msg.desc, data, session)
             if op == "login" and self.sink is not None:
                 self.sink.login_answered(reply, user_id)
-            ar.set(reply)
+            gevent.get_hub().loop.run_callback(waiter.switch, reply)  # after this batch of frames
         elif isinstance(msg, protocol.Event):
             sink = self.sink
             if sink is None:
@@ -523,8 +541,10 @@ class TimDriver:
             else:
                 link.finish()
         pending, self._pending = self._pending, {}
-        for _op, ar, _user in pending.values():
-            ar.set(desc)
+        if pending:
+            run = gevent.get_hub().loop.run_callback
+            for _op, waiter, _user in pending.values():
+                run(waiter.switch, desc)
 
 
 def _dumps_int(v: Any) -> str:
