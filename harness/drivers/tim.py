@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import errno
+import functools
+import json
 import logging
 import os
 import time
@@ -358,7 +360,8 @@ class TimDriver:
     def __init__(self, url: str, *, sdk_app_id: int, sink: Sink | None = None, source_address: str | None = None,
                  conn_id: str = "", addresses: Addresses | None = None, close_timeout: float = CLOSE_WAIT_S) -> None:
         self._host, self._port, self._target, self._host_header = parse_ws_url(url)
-        self._addrs: Addresses | None = list(addresses) if addresses else None
+        self._addrs: Addresses | None = (addresses if isinstance(addresses, tuple) else tuple(addresses)) if addresses \
+            else None
         self.url = url
         self.sdk_app_id = sdk_app_id
         self.sink = sink
@@ -393,8 +396,7 @@ class TimDriver:
         key = base64.b64encode(random_bytes(16))
         head = self._req_head
         if not head:  # the upgrade request up to the key (RFC 6455 4.1; see websocket.upgrade_request)
-            head = self._req_head = (f"GET {self._target} HTTP/1.1\r\nHost: {self._host_header}\r\n"
-                                     "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ").encode("ascii")
+            head = self._req_head = _request_head(self._target, self._host_header)
         try:
             addrs = self._addrs
             if addrs is None:
@@ -425,7 +427,7 @@ class TimDriver:
         # the same text as protocol.encode_login (json.dumps, compact, ASCII-escaped), without the dict
         head = self._login_head
         if not head:
-            head = self._login_head = ',"sdkAppID":' + _dumps_int(self.sdk_app_id)
+            head = self._login_head = _login_head(self.sdk_app_id)
         return self._call("login", '{"cmd":"login","seq":', head + ',"userID":' + _q(user_id) + ',"userSig":'
                           + _q(credential) + ',"platform":' + _q(platform) + ',"instanceID":' + _q(instance_id) + "}",
                           timeout, user_id)
@@ -478,7 +480,10 @@ class TimDriver:
     def _on_frame(self, text: str) -> None:
         msg = protocol.parse_server_frame(text)
         if isinstance(msg, protocol.Response):
-            entry = self._pending.pop(msg.seq, None) if isinstance(msg.seq, int) else None
+            pending = self._pending
+            entry = pending.pop(msg.seq, None) if isinstance(msg.seq, int) else None
+            if not pending:
+                self._pending = {}  # an emptied dict keeps its table (~200 B per held connection)
             if entry is None:
                 log.debug("client %s: response for unknown seq %r", self.conn_id, msg.seq)
                 return
@@ -547,8 +552,14 @@ class TimDriver:
                 run(waiter.switch, desc)
 
 
-def _dumps_int(v: Any) -> str:
-    """``json.dumps`` of the sdkAppID as the protocol encoder writes it."""
-    import json
+@functools.lru_cache(maxsize=64)
+def _login_head(sdk_app_id: Any) -> str:
+    """``,"sdkAppID":<json>`` as the protocol encoder writes it (one shared string per value)."""
+    return ',"sdkAppID":' + json.dumps(sdk_app_id)
 
-    return json.dumps(v)
+
+@functools.lru_cache(maxsize=64)
+def _request_head(target: str, host_header: str) -> bytes:
+    """The upgrade request up to the key (one shared bytes object per target)."""
+    return (f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ").encode("ascii")
