@@ -9,12 +9,17 @@ load generator pinned to CPU 0, same users (-u), same duration:
            event only (no harness, no journal, pre-made sigs); counted from its own ok times
   tsung    the same exchange in tsung's websocket plugin (when `tsung` is on PATH); counted from
            tsung.log's per-second `match` stats (answer has "code":0); failures from match.log
+  artillery Artillery 2 (npm, installed once into a temp cache dir; skipped without npm): ws engine,
+           payload CSV of pre-made sigs, one send with match $.code == 0, open model at saturation;
+           counted from the server's ledger (sessions opened)
+  floor    bench/_floor_client.c (built with cc): the same flow in C on epoll, what the kernel allows
 
 Each contender runs ``--warmup`` s, then a measuring window of ``--seconds`` s in which the
 bench samples the generator's and the server's CPU time (psutil); ``--rounds`` repeats all
 contenders in alternating order. Printed per contender: successful flows/s (wall), generator
 cores used, flows per generator CPU-second ("per core"); then the ratios harness/bare (target
->= 0.85) and harness/tsung (target >= 2) as medians of per-round ratios. With ``--profile
+>= 0.85), harness/artillery (>= 1), harness/tsung (>= 1.2), harness/floor (no target) and
+harness/baseline (>= 1, with --baseline REV) as medians of per-round ratios. With ``--profile
 auto`` (default) a missed target triggers one more, profiled harness run (py-spy when on PATH,
 else cProfile) and prints where the harness's CPU goes.
 
