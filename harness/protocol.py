@@ -247,24 +247,6 @@ class BadRequest:
     desc: str
 
 
-try:  # orjson parses ~3x faster; whatever it refuses, the (more lenient) stdlib decides
-    from orjson import JSONDecodeError as _FastJSONError
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - orjson is in requirements.txt
-    _fast_loads = None
-
-
-def _json_loads(text: str) -> Any:
-    """``json.loads(text)``, the same value, through orjson when it accepts the text (RFC 8259
-    JSON); NaN, ints beyond 64 bits, lone surrogates, deep nesting go to the stdlib."""
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(text)
-        except _FastJSONError:
-            pass
-    return json.loads(text)
-
-
 def _load_object(frame: str | bytes) -> dict[str, Any] | str:
     """JSON object of a text frame, or a one-sentence reason it is not one."""
     if isinstance(frame, (bytes, bytearray, memoryview)):
@@ -275,7 +257,7 @@ def _load_object(frame: str | bytes) -> dict[str, Any] | str:
     if not isinstance(frame, str):
         return "Frame is not text."
     try:
-        obj = _json_loads(frame)
+        obj = json.loads(frame)
     except (ValueError, RecursionError):
         return "Frame is not valid JSON."
     if not isinstance(obj, dict):
