@@ -146,8 +146,9 @@ class RefServer:
     """
 
     def __init__(self, workdir: Path, *, secret_key: str, policy: str = "multi_platform",
-                 cpu: int | None = None, startup_timeout_s: float = 20.0) -> None:
+                 cpu: int | None = None, startup_timeout_s: float = 20.0, ledger: Path | None = None) -> None:
         self.workdir = workdir
+        self.ledger = ledger  # the session ledger (JSONL, PROTOCOL.md section 7) when set
         self.secret_key = secret_key
         self.policy = policy
         self.cpu = cpu
@@ -171,6 +172,8 @@ class RefServer:
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [sys.executable, "-m", "harness.targets.server", "--host", LOOPBACK, "--port", "0",
                "--sdkappid", str(SDKAPPID), "--policy", self.policy]
+        if self.ledger is not None:
+            cmd += ["--ledger", str(self.ledger)]
         self.proc = spawn(cmd, log_path=self.log_path, cpu=self.cpu, env=env, cwd=REPO)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
@@ -197,6 +200,27 @@ class RefServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def ledger_logins(path: Path, prefix: str) -> list[int]:
+    """Times (unix ns) of the ledger's ``login`` rows (sessions the server opened) for user IDs
+    starting with ``prefix``."""
+    out: list[int] = []
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError:
+        return out
+    with fh:
+        for line in fh:
+            if '"event":"login"' not in line or prefix not in line:
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("event") == "login" and str(row.get("userID", "")).startswith(prefix):
+                out.append(int(row["ts"]))
+    return out
 
 
 def new_secret() -> str:

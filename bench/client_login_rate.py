@@ -9,12 +9,17 @@ load generator pinned to CPU 0, same users (-u), same duration:
            event only (no harness, no journal, pre-made sigs); counted from its own ok times
   tsung    the same exchange in tsung's websocket plugin (when `tsung` is on PATH); counted from
            tsung.log's per-second `match` stats (answer has "code":0); failures from match.log
+  artillery Artillery 2 (npm, installed once into a temp cache dir; skipped without npm): ws engine,
+           payload CSV of pre-made sigs, one send with match $.code == 0, open model at saturation;
+           counted from the server's ledger (sessions opened)
+  floor    bench/_floor_client.c (built with cc): the same flow in C on epoll, what the kernel allows
 
 Each contender runs ``--warmup`` s, then a measuring window of ``--seconds`` s in which the
 bench samples the generator's and the server's CPU time (psutil); ``--rounds`` repeats all
 contenders in alternating order. Printed per contender: successful flows/s (wall), generator
 cores used, flows per generator CPU-second ("per core"); then the ratios harness/bare (target
->= 0.85) and harness/tsung (target >= 2) as medians of per-round ratios. With ``--profile
+>= 0.85), harness/artillery (>= 1), harness/tsung (>= 1.2), harness/floor (no target) and
+harness/baseline (>= 1, with --baseline REV) as medians of per-round ratios. With ``--profile
 auto`` (default) a missed target triggers one more, profiled harness run (py-spy when on PATH,
 else cProfile) and prints where the harness's CPU goes.
 
@@ -51,6 +56,7 @@ from _common import (  # noqa: E402
     cpu_plan,
     fmt_table,
     journal_logins,
+    ledger_logins,
     log_tail,
     mass_login_args,
     measure_window,
@@ -65,7 +71,9 @@ from _common import (  # noqa: E402
 from harness.usersig import gen_usersig  # noqa: E402
 
 TARGET_BARE = 0.85
-TARGET_TSUNG = 2.0
+TARGET_TSUNG = 1.2
+TARGET_ARTILLERY = 1.0
+TARGET_FLOOR = 0.0  # no target: how far the harness is from what the kernel allows (printed on every run)
 TARGET_BASELINE = 1.0  # a refactor must not lower the per-core rate (--baseline REV)
 SIG_LIFETIME_S = 86400
 
@@ -291,6 +299,180 @@ def run_tsung(server: RefServer, work: Path, args: argparse.Namespace, cpu: int 
     return res
 
 
+# ----------------------------------------------------------------------------- floor (C, epoll)
+def _sig_lines(server: RefServer, work: Path, prefix: str, n: int, sep: str, bad_every: int = 0) -> Path:
+    """``n`` pre-made accounts ``<prefix><i><sep><sig>`` (every ``bad_every``-th sig broken)."""
+    path = work / f"{prefix}sigs{'-bad' if bad_every else ''}.txt"
+    if not path.exists():
+        rows = []
+        for i in range(n):
+            sig = gen_usersig(SDKAPPID, server.secret_key, f"{prefix}{i}", SIG_LIFETIME_S)
+            if bad_every and i % bad_every == 0:
+                sig = sig[:-6] + ("AAAAAA" if not sig.endswith("AAAAAA") else "BBBBBB")
+            rows.append(f"{prefix}{i}{sep}{sig}\n")
+        path.write_text("".join(rows), encoding="utf-8")
+    return path
+
+
+def _dumps_in_window(text: str, a_ns: int, b_ns: int) -> tuple[int, int, int, int, float] | None:
+    """From ``<unix ns> <ok> <fail>`` cumulative lines: (ok, failed, ok total, failed total,
+    seconds) between the first and last line inside ``[a_ns, b_ns]``."""
+    dumps = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            dumps.append(tuple(int(p) for p in parts))
+    inside = [d for d in dumps if a_ns <= d[0] <= b_ns]
+    if len(inside) < 2:
+        return None
+    (t0, o0, f0), (t1, o1, f1) = inside[0], inside[-1]
+    return o1 - o0, f1 - f0, dumps[-1][1], dumps[-1][2], (t1 - t0) / 1e9
+
+
+def run_floor(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str) -> Result:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return Result("floor", note="no C compiler (cc) on PATH")
+    exe = work / "floor"
+    if not exe.exists():
+        built = subprocess.run([cc, "-O2", "-o", str(exe), str(BENCH / "_floor_client.c")], capture_output=True,
+                               text=True, check=False)
+        if built.returncode != 0:
+            return Result("floor", note="cc failed: " + built.stderr.strip()[-300:])
+    sigs = _sig_lines(server, work, "floor_", args.users, " ")
+    run_s = args.warmup + args.seconds + 2
+    log_path = work / f"floor-{tag}.log"
+    proc = spawn([str(exe), LOOPBACK, str(server.port), str(args.users), f"{run_s:g}", str(sigs), str(SDKAPPID),
+                  str(min(args.users, 253))], cpu=cpu, log_path=log_path, cwd=work)
+    try:
+        win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=time.monotonic())
+        wait_exit(proc, run_s + 30)
+    finally:
+        stop_tree(proc)
+    got = _dumps_in_window(log_path.read_text(errors="replace"), win.a_ns, win.b_ns) if win else None
+    if win is None or got is None:
+        return Result("floor", note="no result: " + log_tail(log_path))
+    ok, bad, ok_total, bad_total, secs = got
+    return Result("floor", ok=ok, failed=bad, seconds=secs, gen_util=win.gen_util, server_util=win.server_util,
+                  gen_sys=win.gen_sys_s / win.gen_cpu_s if win.gen_cpu_s else 0.0,
+                  extra={"ok_total": ok_total, "failed_total": bad_total})
+
+
+# ----------------------------------------------------------------------------- artillery (Node.js)
+ARTILLERY_VERSION = "artillery@2"
+ARTILLERY_ACCOUNTS = 5000
+ARTILLERY_YML = """config:
+  target: "ws://{host}:{port}/ws"
+  phases:
+    - duration: {run_s}
+      arrivalRate: {rate}
+      maxVusers: {users}
+  payload:
+    path: "{csv}"
+    fields: ["uid", "sig"]
+    order: sequence
+    skipHeader: false
+scenarios:
+  - engine: ws
+    flow:
+      - send:
+          payload: '{{"cmd":"login","seq":1,"sdkAppID":{sdkappid},"userID":"{{{{ uid }}}}","userSig":"{{{{ sig }}}}","platform":"Android","instanceID":"art-{{{{ $uuid }}}}"}}'
+          match:
+            json: "$.code"
+            value: 0
+"""
+
+
+def artillery_bin(args: argparse.Namespace) -> Path | str:
+    """The artillery CLI, installed once with npm into a temp cache dir (bench-only; never a
+    project dependency); a string saying why not when npm is absent or the install fails."""
+    npm = shutil.which("npm")
+    if not npm:
+        return "npm not installed (apt-get install -y npm)"
+    home = Path(args.artillery_dir or Path(tempfile.gettempdir()) / "chat-login-harness-artillery")
+    exe = home / "node_modules" / ".bin" / "artillery"
+    if exe.exists():
+        return exe
+    home.mkdir(parents=True, exist_ok=True)
+    print(f"  installing {ARTILLERY_VERSION} with npm into {home} (once) ...", flush=True)
+    env = dict(os.environ, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1")
+    done = subprocess.run([npm, "install", "--no-audit", "--no-fund", ARTILLERY_VERSION], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0 or not exe.exists():
+        return "npm install artillery failed: " + (done.stderr or done.stdout).strip()[-300:]
+    return exe
+
+
+def run_artillery(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None, tag: str,
+                  bad_every: int = 0) -> Result:
+    exe = artillery_bin(args)
+    if isinstance(exe, str):
+        return Result("artillery", note=exe)
+    prefix = "artbad_" if bad_every else "art_"
+    csv = _sig_lines(server, work, prefix, ARTILLERY_ACCOUNTS, ",", bad_every)
+    run_s = int(args.warmup + args.seconds + 4)  # the phase; it starts once node is up (seconds, on a busy box)
+    yml = work / f"artillery-{tag}.yml"
+    yml.write_text(ARTILLERY_YML.format(host=LOOPBACK, port=server.port, run_s=run_s, rate=args.artillery_rate,
+                                        users=args.users, csv=csv, sdkappid=SDKAPPID), encoding="utf-8")
+    report = work / f"artillery-{tag}.json"
+    log_path = work / f"artillery-{tag}.log"
+    env = dict(os.environ, ARTILLERY_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", HOME=str(work))
+    ledger = server.ledger
+    assert ledger is not None
+    offset = ledger.stat().st_size if ledger.exists() else 0
+    proc = spawn([str(exe), "run", "--quiet", "--output", str(report), str(yml)], env=env, cwd=work, cpu=cpu,
+                 log_path=log_path)
+    win = None
+    try:
+        # the warm-up counts from the first session artillery opens (the server's ledger), not from launch
+        needle = f'"userID":"{prefix}'.encode()
+        deadline = time.monotonic() + 90
+        started = None
+        while started is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            with open(ledger, "rb") as fh:
+                fh.seek(offset)
+                if needle in fh.read():
+                    started = time.monotonic()
+        if started is not None:
+            win = measure_window(proc, server, warmup_s=args.warmup, measure_s=args.seconds, launched=started)
+        wait_exit(proc, run_s + 90)
+    finally:
+        stop_tree(proc)
+    if win is None:
+        return Result("artillery", note="no sessions or exited early: " + log_tail(log_path))
+    time.sleep(0.8)  # the server writes its ledger every 0.5 s
+    ok_times = ledger_logins(server.ledger, prefix) if server.ledger else []
+    counters: dict = {}
+    try:
+        counters = json.loads(report.read_text(encoding="utf-8"))["aggregate"]["counters"]
+    except (OSError, ValueError, KeyError):
+        pass
+    failed = int(counters.get("errors.Failed capture or match", 0))
+    res = Result("artillery", ok=count_between(ok_times, win.a_ns, win.b_ns), failed=0, seconds=win.seconds,
+                 gen_util=win.gen_util, server_util=win.server_util,
+                 gen_sys=win.gen_sys_s / win.gen_cpu_s if win.gen_cpu_s else 0.0,
+                 extra={"ok_total": len(ok_times), "failed_total": failed,
+                        "completed": int(counters.get("vusers.completed", 0)),
+                        "skipped": int(counters.get("vusers.skipped", 0))})
+    res.failed = failed  # whole run (Artillery reports totals only)
+    return res
+
+
+def check_artillery(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None) -> None:
+    """A run with every 2nd sig broken: the ledger's count of opened sessions must equal
+    Artillery's completed VUs (its match passed) and its match failures the rest."""
+    res = run_artillery(server, work, args, cpu, "check", bad_every=2)
+    if not res.seconds:
+        print(f"artillery check: {res.note}")
+        return
+    x = res.extra
+    print(f"artillery check (every 2nd sig bad): server ledger opened {x['ok_total']} sessions; artillery: "
+          f"{x['completed']} VUs completed (match ok), {x['failed_total']} 'Failed capture or match', "
+          f"{x['skipped']} skipped -> " + ("consistent" if abs(x["ok_total"] - x["completed"]) <= max(2, x["completed"] // 200)
+                                          and x["failed_total"] > 0 else "INCONSISTENT"))
+
+
 # ----------------------------------------------------------------------------- profiling
 def profile_harness(server: RefServer, work: Path, args: argparse.Namespace, cpu: int | None) -> str:
     """Where the harness's CPU goes in mass_login (same users): py-spy samples of a normal run when
@@ -340,8 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=50, help="concurrent users / tsung sessions (default 50)")
     p.add_argument("--rounds", type=int, default=3,
                    help="rounds of all contenders, order alternating; ratios are medians of per-round ratios (default 3)")
-    p.add_argument("--only", default="harness,bare,tsung", metavar="NAMES",
-                   help="comma-separated contenders to run (default harness,bare,tsung)")
+    p.add_argument("--only", default="harness,bare,tsung,artillery,floor", metavar="NAMES",
+                   help="comma-separated contenders to run (default harness,bare,tsung,artillery,floor)")
+    p.add_argument("--artillery-rate", type=int, default=6000,
+                   help="artillery arrivals/s (open model, capped at --users concurrent VUs; default 6000: saturated)")
+    p.add_argument("--artillery-dir", default="", help="where npm installs artillery (default: a temp cache dir)")
+    p.add_argument("--artillery-check", action="store_true",
+                   help="first a run with every 2nd sig bad: the ledger's count must match artillery's match counts")
     p.add_argument("--no-tsung", action="store_true", help="skip tsung even when installed")
     p.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                    help="cProfile the harness when a target is missed (auto), always or never")
@@ -353,9 +540,10 @@ def main(argv: list[str] | None = None) -> int:
             or not (1 <= args.rounds <= 10):
         p.error("use 1 <= --users <= 5000, 3 <= --seconds <= 600, 2 <= --warmup <= 60, 1 <= --rounds <= 10")
     wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-    runners = {"harness": run_harness, "bare": run_bare, "tsung": run_tsung}
+    runners = {"harness": run_harness, "bare": run_bare, "tsung": run_tsung, "artillery": run_artillery,
+               "floor": run_floor}
     if not wanted or any(n not in runners for n in wanted):
-        p.error(f"--only takes names from harness, bare, tsung (got {args.only!r})")
+        p.error(f"--only takes names from {', '.join(runners)} (got {args.only!r})")
     contenders = [(n, runners[n]) for n in runners if n in wanted and not (n == "tsung" and args.no_tsung)]
 
     gen_cpu, srv_cpu = cpu_plan()
@@ -369,9 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     if gen_cpu is None:
         print("note: fewer than 2 usable CPUs: no pinning; 'per core' is per generator CPU-second")
     rounds: list[dict[str, Result]] = []
-    server = RefServer(work, secret_key=new_secret(), policy="multi_platform", cpu=srv_cpu)
+    server = RefServer(work, secret_key=new_secret(), policy="multi_platform", cpu=srv_cpu,
+                       ledger=work / "ledger.jsonl")
     try:
         server.start()
+        if args.artillery_check:
+            check_artillery(server, work, args, gen_cpu)
         for rnd in range(args.rounds):
             order = contenders if rnd % 2 == 0 else contenders[::-1]
             done: dict[str, Result] = {}
@@ -379,14 +570,16 @@ def main(argv: list[str] | None = None) -> int:
                 res = fn(server, work, args, gen_cpu, f"r{rnd}")
                 done[name] = res
                 if res.seconds:
-                    print(f"  round {rnd + 1} {name:7}: {res.rate:8.1f} flows/s, generator {res.gen_util:.2f} cores "
+                    print(f"  round {rnd + 1} {name:9}: {res.rate:8.1f} flows/s, generator {res.gen_util:.2f} cores "
                           f"({res.gen_sys:.0%} kernel), {res.per_core:8.1f} flows per CPU-s, server "
                           f"{res.server_util:.2f} cores" + (f"  ({res.note})" if res.note else ""), flush=True)
                 else:
-                    print(f"  round {rnd + 1} {name:7}: {res.note}", flush=True)
+                    print(f"  round {rnd + 1} {name:9}: {res.note}", flush=True)
             rounds.append(done)
-            if done.get("tsung") is not None and done["tsung"].note == "tsung not installed":
-                contenders = [c for c in contenders if c[0] != "tsung"]
+            for skip in ("tsung", "artillery", "floor"):  # not installed: say so once, not every round
+                if done.get(skip) is not None and not done[skip].seconds and (
+                        "not installed" in done[skip].note or "no C compiler" in done[skip].note):
+                    contenders = [c for c in contenders if c[0] != skip]
         missed, per_flow = report(rounds, [n for n in runners if n in wanted])
         if args.profile == "always" or (args.profile == "auto" and missed):
             print("\nwhere the harness's CPU goes (a separate, profiled mass_login run, same users) ...", flush=True)
@@ -423,7 +616,8 @@ def report(rounds: list[dict[str, Result]], names: list[str]) -> tuple[bool, dic
                     rows))
     missed = False
     ratio_rows = []
-    for other, target in (("bare", TARGET_BARE), ("tsung", TARGET_TSUNG), ("baseline", TARGET_BASELINE)):
+    for other, target in (("bare", TARGET_BARE), ("artillery", TARGET_ARTILLERY), ("tsung", TARGET_TSUNG),
+                          ("floor", TARGET_FLOOR), ("baseline", TARGET_BASELINE)):
         label = f"harness/{other}"
         pairs = [(r["harness"], r[other]) for r in rounds
                  if "harness" in r and other in r and r["harness"].seconds and r[other].seconds]
@@ -432,13 +626,13 @@ def report(rounds: list[dict[str, Result]], names: list[str]) -> tuple[bool, dic
         core = [x for x in core if x is not None]
         wall = [x for x in wall if x is not None]
         if not core:
-            ratio_rows.append((label, "-", "-", f">= {target:g}", "n/a (not run)"))
+            ratio_rows.append((label, "-", "-", f">= {target:g}" if target else "-", "n/a (not run)"))
             continue
         c, w = median(core), median(wall) if wall else 0.0
-        verdict = _verdict(c, target)
+        verdict = _verdict(c, target) if target else "(the limit)"
         missed |= verdict == "MISSED"
         spread = f" [{min(core):.2f}..{max(core):.2f}]" if len(core) > 1 else ""
-        ratio_rows.append((label, f"{c:.2f}{spread}", f"{w:.2f}", f">= {target:g}", verdict))
+        ratio_rows.append((label, f"{c:.2f}{spread}", f"{w:.2f}", f">= {target:g}" if target else "-", verdict))
     print()
     print(fmt_table(["ratio", "per core", "wall flows/s", "target", "verdict (per core)"], ratio_rows))
     print("\nper core = successful flows per CPU-second of the generator's process tree (pinned to one CPU),"

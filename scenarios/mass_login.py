@@ -52,8 +52,9 @@ class MassLogin(ChatUser):
                 if res.code in FRESH_SIG_CODES:
                     self.forget_sig(account)
                 return False
-            del sig  # nothing but the device stays referenced while the session is held
-            d.disconnected.wait(sc.hold_s)
+            del sig, res  # nothing but the device stays referenced while the session is held
+            if sc.hold_s > 0:  # hold 0: straight on (an Event.wait(0) is a timer and a trip through the hub)
+                d.disconnected.wait(sc.hold_s)
             if sc.logout and d.logged_in:
                 d.logout()
             return True

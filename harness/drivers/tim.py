@@ -1,36 +1,50 @@
-"""The ``tim`` driver: PROTOCOL.md (JSON frames over WebSocket ``/ws``) on plain gevent sockets
-with wsproto's frame layer (sans-IO), one reader greenlet per connection, no threads.
+"""The ``tim`` driver: PROTOCOL.md (JSON frames over WebSocket ``/ws``) on non-blocking OS
+sockets driven by gevent's event loop, no reader greenlet, no threads.
 
-The hot path is kept lean (it is what a load generator spends its CPU on): an IP-literal
-target is connected to without a resolver call; the opening handshake is built and checked
-by hand (``harness.drivers.websocket``); close() sends the close frame and returns, the
-reader waits for the server's reply in the background (bounded).
+The hot path is kept lean (it is what a load generator spends its CPU on, and what a held
+session costs in memory):
+
+* an IP-literal target is connected to without a resolver call; the socket is a plain
+  non-blocking ``_socket.socket`` (no gevent socket wrapper); on loopback the TCP handshake
+  is usually done when ``connect`` returns, so the upgrade request goes out at once;
+* the opening handshake is built and checked by hand (``harness.drivers.websocket``), frames
+  by :mod:`harness.drivers.wsframe` (masked text/close/pong out, an RFC-checking decoder in);
+* the server's frames are read by an I/O watcher callback that runs in the hub when the
+  socket is readable (one ``recv_into`` into a process-wide buffer): a held connection costs a
+  socket, a watcher and a few small objects, not a greenlet with its saved stack;
+* close() sends the close frame and returns; the watcher reads the server's close reply in
+  the background (bounded by a timer), then closes the socket.
 
 Requests are pipelined by ``seq``: a call registers a waiter, sends its frame and waits; the
 reader resolves waiters in wire order and tells the SDK about a login's answer
 (``sink.login_answered``) before it handles the next frame, so an event that follows a
-response on the wire is always applied after it.
+response on the wire is always applied after it. Sink callbacks (events, ``lost``) run in the
+hub, so they must not block (the driver contract says so for every driver).
 """
 from __future__ import annotations
 
 import base64
+import errno
+import functools
+import json
 import logging
 import os
 import time
-from typing import Any, Callable, ClassVar
+from _json import encode_basestring_ascii as _q
+from _socket import IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_ERROR, TCP_NODELAY
+from _socket import socket as _rawsocket
+from typing import Any, ClassVar
 
 import gevent
-from gevent import socket as gsocket
-from gevent.event import AsyncResult
+from gevent.hub import Waiter
 from gevent.lock import Semaphore
-from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+from gevent.socket import wait_read, wait_write
 
 from harness import protocol
-from harness.drivers.websocket import (RECV_CHUNK, Addresses, open_socket, parse_ws_url, read_handshake,
-                                       upgrade_request)
+from harness.drivers.websocket import (MAX_HANDSHAKE_BYTES, RECV_CHUNK, Addresses, check_upgrade_response,
+                                       parse_ws_url, resolve_addresses)
+from harness.drivers.wsframe import (OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, OP_PONG, FrameError, FrameReader,
+                                     client_frame, close_frame, mask, random_bytes)
 from harness.sdk.driver import Reply, Sink
 
 __all__ = ["TimDriver", "MAX_MESSAGE_BYTES", "CLOSE_WAIT_S"]
@@ -43,6 +57,290 @@ CLOSE_WAIT_S = 2.0  # after close(): how long the reader waits (in the backgroun
 CODE_TRANSPORT: int = protocol.ERR_TRANSPORT  # -1
 LOST = "connection lost"
 NOT_CONNECTED = "not connected"
+
+#: One receive buffer for every connection of the process: watcher callbacks run one at a time
+#: in the hub and copy out what they read before they return.
+_RBUF = bytearray(RECV_CHUNK)
+_RVIEW = memoryview(_RBUF)
+_EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.ENOTCONN)
+
+
+def _text_frame_ascii(text: str) -> bytes:
+    """A masked text frame for an ASCII-only ``text`` (the request encoders escape to ASCII)."""
+    payload = text.encode("ascii")
+    n = len(payload)
+    key = random_bytes(4)
+    if n < 126:
+        head = bytes((0x81, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x81, 0xFE, n >> 8, n & 0xFF))
+    else:
+        return client_frame(OP_TEXT, payload)
+    return head + key + mask(payload, key)
+
+
+class _Link:
+    """One TCP connection: the socket, its read watcher, the frame decoder, the send lock.
+
+    ``driver`` is the TimDriver while this is its current connection; None once close() handed
+    it over (it then only waits for the server's close reply or EOF, bounded by ``timer``) or
+    it was torn down."""
+
+    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done")
+
+    def __init__(self, sock: Any, driver: "TimDriver") -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.io: Any = None
+        self.reader = FrameReader(MAX_MESSAGE_BYTES)
+        self.driver: TimDriver | None = driver
+        self.lock: Semaphore | None = None  # made when a send has to wait for the socket
+        self.timer: Any = None
+        self.done = False
+
+    def start(self, rest: bytes) -> None:
+        io = self.io = gevent.get_hub().loop.io(self.fd, 1)
+        io.start(self.on_readable)
+        if rest:  # frames that came glued to the 101: handled from the hub, like any others
+            gevent.get_hub().loop.run_callback(self.on_data, rest)
+
+    def on_readable(self) -> None:
+        if self.done:
+            return
+        try:
+            n = self.sock.recv_into(_RBUF)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.on_end(f"error:{type(exc).__name__}")
+            return
+        if not n:
+            self.on_end("closed_by_server", eof=True)
+            return
+        self.on_data(bytes(_RVIEW[:n]))
+
+    def on_data(self, data: bytes) -> None:
+        if self.done:
+            return
+        driver = self.driver
+        try:
+            frames = self.reader.feed(data)
+        except FrameError as exc:
+            if driver is None:
+                self.finish()
+                return
+            driver.close_code = exc.code
+            self.send_control(close_frame(exc.code, "message too big" if exc.code == 1009 else "protocol error"))
+            self.on_end("error:MessageTooBig" if exc.code == 1009 else "error:ProtocolError")
+            return
+        if driver is None:  # handed over by close(): only the server's close reply matters
+            for op, _payload in frames:
+                if op == OP_CLOSE:
+                    self.finish()
+                    return
+            return
+        try:
+            for op, payload in frames:
+                if self.driver is not driver:  # close()/abort() from a callback: ignore the rest
+                    if op == OP_CLOSE:
+                        self.finish()
+                    continue
+                if op == OP_TEXT:
+                    driver._on_frame(payload)  # type: ignore[arg-type]
+                elif op == OP_PING:
+                    self.send_control(client_frame(OP_PONG, payload))  # type: ignore[arg-type]
+                elif op == OP_CLOSE:
+                    code, reason = payload  # type: ignore[misc]
+                    driver.close_code = code
+                    self.send_control(close_frame(code, reason))  # answer the server's close
+                    self.on_end("closed_by_server")
+                    return
+                elif op == OP_BINARY:
+                    log.debug("client %s: ignored a binary message", driver.conn_id)
+        except Exception as exc:  # a bug here must still end the connection cleanly
+            log.exception("client %s: reader failed", driver.conn_id)
+            self.on_end(f"error:{type(exc).__name__}")
+
+    def on_end(self, reason: str, eof: bool = False) -> None:
+        """The transport ended (EOF, error, the server's close, a violation we answered)."""
+        driver = self.driver
+        if driver is not None and driver._link is self:
+            if eof:
+                driver.close_code = 1006
+            driver._teardown(f"{LOST} ({reason})")
+            sink = driver.sink
+            if sink is not None:
+                sink.lost(reason, time.time_ns())
+        self.finish()
+
+    def finish(self) -> None:
+        """Stop reading and close the socket (idempotent)."""
+        if self.done:
+            return
+        self.done = True
+        self.driver = None
+        io, self.io = self.io, None
+        if io is not None:
+            io.stop()
+            io.close()
+        timer, self.timer = self.timer, None
+        if timer is not None:
+            timer.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ sending
+    def send(self, data: bytes) -> None:
+        """Send all of ``data`` from a greenlet (waits for the socket when it has to); raises OSError."""
+        lock = self.lock
+        if lock is None or not lock.locked():
+            try:
+                n = self.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            if n == len(data):
+                return
+            data = data[n:]
+            if lock is None:
+                lock = self.lock = Semaphore(1)
+        with lock:
+            self._send_rest(data)
+
+    def send_control(self, data: bytes) -> None:
+        """Send a control frame from the hub (never waits: a rest that does not fit goes out from
+        a greenlet, after any send in progress); errors are ignored (the reader notices loss)."""
+        if self.done:
+            return
+        lock = self.lock
+        if lock is None or not lock.locked():
+            try:
+                n = self.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+            if lock is None:
+                lock = self.lock = Semaphore(1)
+            lock.acquire(blocking=False)  # free: nobody was sending; keeps later sends behind this rest
+            gevent.spawn(self._send_rest_release, lock, data)
+        else:
+            gevent.spawn(self._send_locked, lock, data)
+
+    def _send_rest(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self.done:
+                raise OSError(errno.EBADF, "connection closed")
+            try:
+                n = self.sock.send(view)
+            except BlockingIOError:
+                try:
+                    wait_write(self.fd, 1.0)  # re-checks ``done`` at least every second
+                except TimeoutError:
+                    pass
+                continue
+            view = view[n:]
+
+    def _send_rest_release(self, lock: Semaphore, data: bytes) -> None:
+        try:
+            self._send_rest(data)
+        except OSError:
+            pass
+        finally:
+            lock.release()
+
+    def _send_locked(self, lock: Semaphore, data: bytes) -> None:
+        with lock:
+            try:
+                self._send_rest(data)
+            except OSError:
+                pass
+
+
+def _open(addrs: Addresses, deadline: float, source_address: str | None, request: bytes) -> Any:
+    """A non-blocking TCP socket to the first of ``addrs`` that answers, ``request`` sent on it;
+    raises the last ``OSError`` (a ``TimeoutError`` when the deadline passes)."""
+    last: OSError | None = None
+    for family, sockaddr in addrs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("connect timed out")
+        sock = _rawsocket(family, SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+            if source_address:
+                sock.bind((source_address, 0))
+            err = sock.connect_ex(sockaddr)
+            if err and err not in _EAGAIN:
+                raise OSError(err, os.strerror(err))
+            # On loopback the TCP handshake is usually complete already: try the send first.
+            try:
+                n = sock.send(request)
+            except OSError as exc:
+                if exc.errno not in _EAGAIN:
+                    raise
+                wait_write(sock.fileno(), max(0.0, deadline - time.monotonic()))
+                err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err)) from None
+                n = 0
+            view = memoryview(request)[n:]
+            while view:
+                try:
+                    view = view[sock.send(view):]
+                except BlockingIOError:
+                    wait_write(sock.fileno(), max(0.0, deadline - time.monotonic()))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise
+            last = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise last if last is not None else OSError("no address to connect to")
+
+
+def _read_101(sock: Any, key: bytes, deadline: float) -> tuple[tuple[str, str] | None, bytes]:
+    """The server's answer to the upgrade request: ``(None, bytes after it)`` when it accepted,
+    else ``((outcome, desc), b"")`` (see ``check_upgrade_response``)."""
+    buf = b""
+    fd = sock.fileno()
+    waited = False
+    while True:
+        if not waited:  # the request just left: the answer cannot be there yet
+            waited = True
+            try:
+                wait_read(fd, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return ("info", "timeout: handshake"), b""
+        try:
+            n = sock.recv_into(_RBUF)
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ("info", "timeout: handshake"), b""
+            try:
+                wait_read(fd, remaining)
+            except TimeoutError:
+                return ("info", "timeout: handshake"), b""
+            continue
+        if not n:
+            return ("fail", "handshake: connection closed by server"), b""
+        at = len(buf)
+        buf += _RVIEW[:n]
+        end = buf.find(b"\r\n\r\n", max(0, at - 3))
+        if end >= 0:
+            return check_upgrade_response(buf[:end], key), buf[end + 4:]
+        if len(buf) > MAX_HANDSHAKE_BYTES:
+            return ("fail", f"handshake: the server's answer exceeds {MAX_HANDSHAKE_BYTES} bytes"), b""
 
 
 class TimDriver:
@@ -57,13 +355,14 @@ class TimDriver:
                                                         "heartbeat_logged_out"})
 
     __slots__ = ("url", "sdk_app_id", "sink", "source_address", "conn_id", "close_timeout", "close_code",
-                 "_host", "_port", "_target", "_host_header", "_addrs", "_sock", "_ws", "_send_lock",
-                 "_reader", "_linger", "_pending", "_seq", "_parts", "_parts_len")
+                 "_host", "_port", "_target", "_host_header", "_addrs", "_link", "_pending", "_seq", "_req_head",
+                 "_login_head")
 
     def __init__(self, url: str, *, sdk_app_id: int, sink: Sink | None = None, source_address: str | None = None,
                  conn_id: str = "", addresses: Addresses | None = None, close_timeout: float = CLOSE_WAIT_S) -> None:
         self._host, self._port, self._target, self._host_header = parse_ws_url(url)
-        self._addrs: Addresses | None = list(addresses) if addresses else None
+        self._addrs: Addresses | None = (addresses if isinstance(addresses, tuple) else tuple(addresses)) if addresses \
+            else None
         self.url = url
         self.sdk_app_id = sdk_app_id
         self.sink = sink
@@ -71,39 +370,41 @@ class TimDriver:
         self.conn_id = conn_id
         self.close_timeout = close_timeout
         self.close_code: int | None = None
-        self._sock: Any = None
-        self._ws: Connection | None = None
-        self._send_lock = Semaphore(1)
-        self._reader: gevent.Greenlet | None = None
-        self._linger: list = [None]  # this connection's reader's close timer (set by close())
-        self._pending: dict[int, tuple[str, AsyncResult, str]] = {}
+        self._link: _Link | None = None
+        self._pending: dict[int, tuple[str, Waiter, str]] = {}
         self._seq = 0
-        self._parts: list[str] | None = None
-        self._parts_len = 0
+        self._req_head = b""
+        self._login_head = ""
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._link is not None
 
     def retarget(self, host: str, port: int) -> None:
         """Point later connects at ``host:port`` (same path); the conformance suite's silent server."""
         self._host, self._port, self._addrs = host, port, None
         self._host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._req_head = b""
 
     def describe(self) -> dict[str, Any]:
         return {"protocol": self.protocol, "url": self.url, "transport": "ws"}
 
     # ---------------------------------------------------------------- connect
     def connect(self, deadline: float) -> tuple[str, str] | None:
-        """TCP connect + WebSocket handshake; starts the reader. None, or ``(outcome, desc)``:
+        """TCP connect + WebSocket handshake; starts reading. None, or ``(outcome, desc)``:
         ``fail`` when it certainly did not connect, ``info`` on a timeout."""
         sock = None
+        key = base64.b64encode(random_bytes(16))
+        head = self._req_head
+        if not head:  # the upgrade request up to the key (RFC 6455 4.1; see websocket.upgrade_request)
+            head = self._req_head = _request_head(self._target, self._host_header)
         try:
-            sock, self._addrs = open_socket(self._host, self._port, self._addrs, deadline, self.source_address)
-            key = base64.b64encode(os.urandom(16))
-            sock.sendall(upgrade_request(self._target, self._host_header, key))
-            outcome, rest = read_handshake(sock, key, deadline)
-        except (TimeoutError, gsocket.timeout) as exc:
+            addrs = self._addrs
+            if addrs is None:
+                addrs = self._addrs = resolve_addresses(self._host, self._port)
+            sock = _open(addrs, deadline, self.source_address, head + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            outcome, rest = _read_101(sock, key, deadline)
+        except TimeoutError as exc:
             outcome = ("info", f"timeout: {type(exc).__name__}")
         except OSError as exc:
             outcome = ("fail", f"{type(exc).__name__}: {exc.strerror or exc}")
@@ -115,186 +416,79 @@ class TimDriver:
             if sock is not None:
                 sock.close()
             return outcome
-        # wsproto's frame layer only (the handshake is done); bytes that came with the 101 are frames
-        ws = Connection(ConnectionType.CLIENT, trailing_data=rest)
-        sock.settimeout(None)
-        self._sock = sock
-        self._ws = ws
         self._seq = 0
         self._pending = {}
-        self._parts = None
-        self._parts_len = 0
         self.close_code = None
-        self._linger = [None]
-        self._reader = gevent.spawn(self._read_loop, sock, ws, self._linger)
+        link = self._link = _Link(sock, self)
+        link.start(rest)
         return None
 
     # --------------------------------------------------------------- requests
     def login(self, user_id: str, credential: str, platform: str, instance_id: str, timeout: float) -> Reply:
-        return self._call("login", lambda seq: protocol.encode_login(seq, self.sdk_app_id, user_id, credential,
-                                                                     platform, instance_id), timeout, user_id)
+        # the same text as protocol.encode_login (json.dumps, compact, ASCII-escaped), without the dict
+        head = self._login_head
+        if not head:
+            head = self._login_head = _login_head(self.sdk_app_id)
+        return self._call("login", '{"cmd":"login","seq":', head + ',"userID":' + _q(user_id) + ',"userSig":'
+                          + _q(credential) + ',"platform":' + _q(platform) + ',"instanceID":' + _q(instance_id) + "}",
+                          timeout, user_id)
 
     def logout(self, timeout: float) -> Reply:
-        return self._call("logout", lambda seq: protocol.encode_request("logout", seq), timeout)
+        return self._call("logout", '{"cmd":"logout","seq":', "}", timeout)
 
     def status(self, timeout: float) -> Reply:
-        return self._call("status", lambda seq: protocol.encode_request("status", seq), timeout)
+        return self._call("status", '{"cmd":"status","seq":', "}", timeout)
 
     def heartbeat(self, timeout: float) -> Reply:
-        return self._call("heartbeat", lambda seq: protocol.encode_request("heartbeat", seq), timeout)
+        return self._call("heartbeat", '{"cmd":"heartbeat","seq":', "}", timeout)
 
-    def _call(self, op: str, encode: Callable[[int], str], timeout: float, user_id: str = "") -> Reply:
-        if self._ws is None:
+    def _call(self, op: str, before_seq: str, after_seq: str, timeout: float, user_id: str = "") -> Reply:
+        link = self._link
+        if link is None:
             return Reply("fail", CODE_TRANSPORT, NOT_CONNECTED)
         self._seq += 1
         seq = self._seq
-        ar: AsyncResult = AsyncResult()
-        self._pending[seq] = (op, ar, user_id)
-        sent = self._send_text(encode(seq))
-        if sent is not None:
-            # "fail": nothing reached the wire; "info": maybe part of it did.
+        waiter = Waiter()
+        self._pending[seq] = (op, waiter, user_id)
+        frame = _text_frame_ascii(before_seq + str(seq) + after_seq)
+        try:
+            link.send(frame)
+        except OSError as exc:
+            # "info": part of the frame may have reached the wire
             self._pending.pop(seq, None)
-            return Reply(sent[0], CODE_TRANSPORT, sent[1])
-        ar.wait(timeout)
-        if not ar.ready():
-            self._pending.pop(seq, None)
+            return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
+        # A raw loop timer, not a gevent Timeout: whoever pops the pending entry first (the
+        # reader, the timer, a teardown) is the only one that wakes the waiter, from the hub.
+        timer = gevent.get_hub().loop.timer(timeout)
+        timer.start(self._expire, seq, waiter)
+        try:
+            resp = waiter.get()
+        finally:
+            timer.close()
+        if resp is None:
             return Reply("info", CODE_TRANSPORT, f"timeout after {timeout:g} s")
-        resp = ar.value
         if isinstance(resp, str):  # connection lost / closed while waiting
             return Reply("info", CODE_TRANSPORT, resp)
         return resp
 
-    def _send_text(self, text: str) -> tuple[str, str] | None:
-        """Send one text message (greenlet-safe). None on success, else (outcome, desc)."""
-        with self._send_lock:
-            ws, sock = self._ws, self._sock
-            if ws is None or sock is None:
-                return ("fail", NOT_CONNECTED)
-            try:
-                data = ws.send(TextMessage(data=text))
-            except LocalProtocolError:
-                return ("fail", NOT_CONNECTED)
-            try:
-                sock.sendall(data)
-            except OSError as exc:
-                return ("info", f"send: {type(exc).__name__}")
-        return None
-
-    def _send_event(self, event: Any) -> None:
-        """Send a control event (pong, close); errors are ignored (the reader notices loss)."""
-        with self._send_lock:
-            ws, sock = self._ws, self._sock
-            if ws is None or sock is None:
-                return
-            try:
-                sock.sendall(ws.send(event))
-            except (LocalProtocolError, OSError):
-                pass
+    def _expire(self, seq: int, waiter: Waiter) -> None:
+        entry = self._pending.get(seq)
+        if entry is not None and entry[1] is waiter:
+            del self._pending[seq]
+            waiter.switch(None)
 
     # ----------------------------------------------------------------- reader
-    def _read_loop(self, sock: Any, ws: Connection, linger: list) -> None:
-        """The connection's reader: handles the server's frames while ``ws`` is the current
-        connection. When close() hands the connection over (``self._ws`` no longer ``ws``), it
-        only reads on until the server's close reply or EOF, bounded by the timer close() put
-        in ``linger[0]``, then closes the socket: the caller does not wait for it."""
-        reason = "closed_by_server"
-        try:
-            while self._ws is ws:
-                stop = self._drain(ws)
-                if stop is not None:
-                    reason = stop
-                    break
-                data = sock.recv(RECV_CHUNK)
-                if not data:
-                    ws.receive_data(None)
-                    if self._ws is ws:
-                        self._drain(ws)
-                    break
-                ws.receive_data(data)
-            else:
-                self._finish_close(sock, ws)
-        except (OSError, RemoteProtocolError, LocalProtocolError) as exc:
-            reason = f"error:{type(exc).__name__}"
-        except Exception as exc:  # a bug here must still end the connection cleanly
-            log.exception("client %s: reader failed", self.conn_id)
-            reason = f"error:{type(exc).__name__}"
-        finally:
-            if self._ws is ws:
-                self._teardown(f"{LOST} ({reason})")
-                sink = self.sink
-                if sink is not None:
-                    sink.lost(reason, time.time_ns())
-            else:  # handed over by close(), or torn down: the socket is done (close() is idempotent)
-                timer = linger[0]
-                if timer is not None:
-                    linger[0] = None
-                    timer.close()
-                sock.close()
-
-    @staticmethod
-    def _finish_close(sock: Any, ws: Connection) -> None:
-        """After our close frame: read until the server's close reply or EOF (frames are ignored)."""
-        while True:
-            for event in ws.events():
-                if isinstance(event, CloseConnection):
-                    return
-            data = sock.recv(RECV_CHUNK)
-            if not data:
-                return
-            ws.receive_data(data)
-
-    def _drain(self, ws: Connection) -> str | None:
-        """Handle every pending wsproto event; a disconnect reason once the connection ends."""
-        for event in ws.events():
-            if self._ws is not ws:
-                return "closed_by_client"
-            if isinstance(event, TextMessage):
-                if not self._on_text(event):
-                    return "error:MessageTooBig"
-            elif isinstance(event, Ping):
-                self._send_event(event.response())
-            elif isinstance(event, CloseConnection):
-                self.close_code = event.code
-                if ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._send_event(event.response())  # answer the server's close
-                    return "closed_by_server"
-                if ws.state is ConnectionState.OPEN:
-                    # wsproto found a protocol violation in the server's frames
-                    self._send_event(CloseConnection(code=event.code, reason="protocol error"))
-                    return "error:ProtocolError"
-                return "closed_by_server"
-            elif isinstance(event, BytesMessage):
-                log.debug("client %s: ignored a binary message", self.conn_id)
-        return None
-
-    def _on_text(self, event: TextMessage) -> bool:
-        """Assemble (possibly fragmented) text; False when the message is too big (closed 1009)."""
-        if event.message_finished and self._parts is None:
-            text = event.data
-        else:
-            if self._parts is None:
-                self._parts, self._parts_len = [], 0
-            self._parts.append(event.data)
-            self._parts_len += len(event.data)
-            if self._parts_len > MAX_MESSAGE_BYTES:
-                self._parts = None
-                self._send_event(CloseConnection(code=1009, reason="message too big"))
-                return False
-            if not event.message_finished:
-                return True
-            text = "".join(self._parts)
-            self._parts = None
-        self._on_frame(text)
-        return True
-
     def _on_frame(self, text: str) -> None:
         msg = protocol.parse_server_frame(text)
         if isinstance(msg, protocol.Response):
-            entry = self._pending.pop(msg.seq, None) if isinstance(msg.seq, int) else None
+            pending = self._pending
+            entry = pending.pop(msg.seq, None) if isinstance(msg.seq, int) else None
+            if not pending:
+                self._pending = {}  # an emptied dict keeps its table (~200 B per held connection)
             if entry is None:
                 log.debug("client %s: response for unknown seq %r", self.conn_id, msg.seq)
                 return
-            op, ar, user_id = entry
+            op, waiter, user_id = entry
             data = msg.data if isinstance(msg.data, dict) else None
             if op == "login" or op == "status":
                 session = data.get("sessionID") if data else None
@@ -304,7 +498,7 @@ class TimDriver:
             reply = Reply("ok" if msg.code == 0 else "fail", msg.code, msg.desc, data, session)
             if op == "login" and self.sink is not None:
                 self.sink.login_answered(reply, user_id)
-            ar.set(reply)
+            gevent.get_hub().loop.run_callback(waiter.switch, reply)  # after this batch of frames
         elif isinstance(msg, protocol.Event):
             sink = self.sink
             if sink is None:
@@ -324,46 +518,49 @@ class TimDriver:
     def close(self) -> None:
         """Send the WS close and end the connection (idempotent); returns at once.
 
-        The reader reads the server's close reply in the background (at most
+        The watcher reads the server's close reply in the background (at most
         ``close_timeout`` s), then closes the socket. Pending calls end with info -1."""
-        if self._ws is None:
+        link = self._link
+        if link is None:
             return
-        self._send_event(CloseConnection(code=1000, reason="bye"))
-        reader = self._reader
-        if reader is not None and reader is not gevent.getcurrent() and not reader.dead and self._sock is not None:
-            timer = gevent.get_hub().loop.timer(self.close_timeout)
-            timer.start(reader.kill, gevent.GreenletExit, False)  # bounds the reader's wait for the reply
-            self._linger[0] = timer
-            self._teardown("connection closed by client", hand_over=True)
-        else:
-            self._teardown("connection closed by client")
+        link.send_control(close_frame(1000, "bye"))
+        if not link.done:
+            timer = link.timer = gevent.get_hub().loop.timer(self.close_timeout)
+            timer.start(link.finish)  # bounds the wait for the reply
+        self._teardown("connection closed by client", hand_over=True)
 
     def abort(self, reason: str) -> None:
         """End the connection at once, without a close frame and without ``sink.lost`` (the SDK
         gives up on a dead link itself, e.g. an unanswered heartbeat); pending calls end info."""
-        if self._ws is not None:
+        if self._link is not None:
             self._teardown(f"{LOST} ({reason})")
 
     def _teardown(self, desc: str, hand_over: bool = False) -> None:
-        """End the connection once: stop the reader, close the socket, fail pending calls.
+        """End the connection once: stop reading, close the socket, fail pending calls.
 
-        ``hand_over`` (close() only): the reader keeps running and closes the socket itself."""
-        current = gevent.getcurrent()
-        reader = self._reader
-        if reader is not None and reader is not current and not reader.dead and not hand_over:
-            reader.kill(block=False)
-        self._reader = None
-        sock = self._sock
-        # No lock here: a sender blocked in sendall() holds its own references and gets an
-        # OSError once the socket closes (greenlets do not preempt between these lines).
-        self._sock = None
-        self._ws = None
-        if sock is not None and not hand_over:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        ``hand_over`` (close() only): the link keeps reading until the server's close reply
+        (or EOF, or its timer) and closes the socket itself."""
+        link, self._link = self._link, None
+        if link is not None:
+            if hand_over:
+                link.driver = None
+            else:
+                link.finish()
         pending, self._pending = self._pending, {}
-        for _op, ar, _user in pending.values():
-            ar.set(desc)
-        self._parts = None
+        if pending:
+            run = gevent.get_hub().loop.run_callback
+            for _op, waiter, _user in pending.values():
+                run(waiter.switch, desc)
+
+
+@functools.lru_cache(maxsize=64)
+def _login_head(sdk_app_id: Any) -> str:
+    """``,"sdkAppID":<json>`` as the protocol encoder writes it (one shared string per value)."""
+    return ',"sdkAppID":' + json.dumps(sdk_app_id)
+
+
+@functools.lru_cache(maxsize=64)
+def _request_head(target: str, host_header: str) -> bytes:
+    """The upgrade request up to the key (one shared bytes object per target)."""
+    return (f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ").encode("ascii")

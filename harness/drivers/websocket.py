@@ -7,6 +7,7 @@ Pure functions are unit-tested without sockets."""
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import time
 from typing import Any, Sequence
@@ -27,6 +28,7 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 Addresses = Sequence[tuple[int, tuple]]
 
 
+@functools.lru_cache(maxsize=64)
 def parse_ws_url(url: str) -> tuple[str, int, str, str]:
     """Split ``ws://host:port/path?query`` into ``(host, port, target, host_header)``.
 

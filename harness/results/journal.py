@@ -41,6 +41,26 @@ def judged(outcome: str, code: int, expect: int | None) -> str:
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
+try:  # orjson writes the same compact UTF-8 JSON ~5x faster; the stdlib encoder takes what it refuses
+    from orjson import dumps as _fast_dumps
+except ImportError:  # pragma: no cover - orjson is in requirements.txt
+    _fast_dumps = None
+
+
+def _line(row: dict) -> bytes:
+    """One journal line (without the newline): compact JSON, UTF-8, ``str()`` of odd values.
+
+    orjson when it takes the row (the same bytes as the stdlib encoder for the str / int /
+    None / list / dict rows the harness writes); the stdlib encoder otherwise (ints beyond 64
+    bits, non-str keys). One difference: a NaN/Infinity float is ``null`` from orjson (valid
+    JSON) where the stdlib writes ``NaN``."""
+    if _fast_dumps is not None:
+        try:
+            return _fast_dumps(row, default=str)
+        except TypeError:
+            pass
+    return _dumps(row).encode("utf-8")
+
 
 class Journal:
     """Append-only journal of one process; ``w`` is this process's worker id."""
@@ -70,7 +90,7 @@ class Journal:
 
     def open(self) -> "Journal":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "ab")
         atexit.register(self.close)
         return self
 
@@ -100,8 +120,8 @@ class Journal:
         self.counts[op] = self.counts.get(op, 0) + 1
         if self._closed:
             # a straggler after close (e.g. a greenlet finishing during shutdown): never lose it
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(_dumps(row) + "\n")
+            with open(self.path, "ab") as fh:
+                fh.write(_line(row) + b"\n")
             self.rows_written += 1
             self.late_rows += 1
             return n
@@ -126,7 +146,7 @@ class Journal:
             buf, self._buf = self._buf, []
             if not buf:
                 return
-            self._fh.write("\n".join(map(_dumps, buf)) + "\n")
+            self._fh.write(b"\n".join(map(_line, buf)) + b"\n")
             self._fh.flush()
             self.rows_written += len(buf)
         for cb in list(self.listeners):

@@ -42,6 +42,10 @@ REQUEST_TYPES = {"connect": "WS", "login": "WS", "logout": "WS", "status": "WS",
 RECONNECT_SCENARIOS = frozenset({"mass_login", "relogin_expiry"})
 
 
+#: ws_url -> resolved addresses (a tuple shared by every connection of this process)
+_ADDRESSES: dict[str, tuple] = {}
+
+
 class OpFailure(Exception):
     """What Locust shows in its failures table: the code label (low cardinality)."""
 
@@ -91,8 +95,8 @@ class Device(ClientListener):
         self.account = ""  # the account currently logged in (or last tried)
         self.kicks: list[tuple[str, str, Any, int]] = []     # (session, reason, by, at_ns)
         self.expiries: list[tuple[str, int]] = []            # (session, at_ns)
-        self.kicked = Event()
-        self.expired = Event()
+        self._kicked: Event | None = None   # made on first use (kicked / expired): most devices never need them
+        self._expired: Event | None = None
         self.disconnected = Event()
         cc = self.rt.cfg.client
         if reconnect is None:
@@ -112,6 +116,22 @@ class Device(ClientListener):
             self.rt.ws_url, platform=platform, instance_id=instance, listener=self,
             connect_timeout=cc.connect_timeout_s, request_timeout=cc.request_timeout_s,
             heartbeat_interval=heartbeat_s, lost_on_heartbeat_timeout=self.backoff is not None, driver=driver)
+
+    @property
+    def kicked(self) -> Event:
+        """Set when a ``kickedOffline`` arrived for this device."""
+        e = self._kicked
+        if e is None:
+            e = self._kicked = Event()
+        return e
+
+    @property
+    def expired(self) -> Event:
+        """Set when a ``userSigExpired`` arrived for this device."""
+        e = self._expired
+        if e is None:
+            e = self._expired = Event()
+        return e
 
     # ---------------------------------------------------------------- journaling
     def _fields(self) -> dict:
@@ -330,7 +350,6 @@ class ChatUser(User):
         self.devices: list[Device] = []
         self._rng: random.Random | None = None
         self._backoff: Backoff | None = None
-        self._addrs: tuple[str, list | None] | None = None  # (ws_url, resolved addresses or None)
 
     @property
     def rng(self) -> random.Random:
@@ -349,20 +368,20 @@ class ChatUser(User):
             b = self._backoff = Backoff(cc.reconnect_base_s, cc.reconnect_cap_s, cc.reconnect_max_attempts)
         return b
 
-    def addresses(self) -> list | None:
-        """The target's resolved addresses (``harness.sdk.client.resolve_addresses``), once per user and
-        URL; None when the name does not resolve now (the client then resolves, and reports the
-        failure, at connect)."""
+    def addresses(self) -> tuple | None:
+        """The target's resolved addresses (``harness.sdk.client.resolve_addresses``), once per
+        process and URL (one shared tuple: a held connection does not carry its own copy); None
+        when the name does not resolve now (the client then resolves, and reports the failure, at
+        connect; the next user tries again)."""
         url = self.rt.ws_url
-        cached = self._addrs
-        if cached is None or cached[0] != url:
+        addrs = _ADDRESSES.get(url)
+        if addrs is None:
             try:
                 host, port, _target, _hh = parse_ws_url(url)
-                addrs: list | None = resolve_addresses(host, port)
+                addrs = _ADDRESSES[url] = tuple(resolve_addresses(host, port))
             except (OSError, ValueError):
-                addrs = None
-            cached = self._addrs = (url, addrs)
-        return cached[1]
+                return None
+        return addrs
 
     # ---------------------------------------------------------------- emit
     def emit(self, op: str, *, outcome: str, code: int, start: int, end: int, intended: int | None = None,

@@ -280,7 +280,7 @@ class ChatClient:
         self.lost_on_heartbeat_timeout = lost_on_heartbeat_timeout
         self.last_kick: Kick | None = None
         self.last_expiry: Expiry | None = None
-        self._heartbeater: gevent.Greenlet | None = None
+        self._heartbeater: Any = None  # the next beat's loop timer, or the greenlet of the beat in progress
         self._hb_sleeping = False
         self._status = STATUS_LOGOUT
         self._user = ""
@@ -400,9 +400,7 @@ class ChatClient:
         self._in_flight = 0
         if self.heartbeat_interval:
             # first beat after a random offset in [0, interval): heartbeats are staggered
-            self._hb_sleeping = True
-            self._heartbeater = gevent.spawn_later(random.uniform(0, self.heartbeat_interval), self._heartbeat_loop,
-                                                   self.heartbeat_interval)
+            self._schedule_heartbeat(random.uniform(0, self.heartbeat_interval), self.heartbeat_interval)
         end = time.time_ns()
         self._emit("on_connect_success")
         return OpResult("connect", "ok", 0, "ok", start, end)
@@ -469,11 +467,25 @@ class ChatClient:
         return call(self.request_timeout)
 
     # -------------------------------------------------------------- heartbeat
+    def _schedule_heartbeat(self, delay: float, interval: float) -> None:
+        """The next beat in ``delay`` s. Between beats a connection holds only a raw loop timer
+        (~0.2 KiB), not a sleeping greenlet's saved stack (~9 KiB) nor an unstarted greenlet
+        (~1-2 KiB); the timer spawns the beat's greenlet when it fires."""
+        timer = gevent.get_hub().loop.timer(delay)
+        self._hb_sleeping = True
+        self._heartbeater = timer
+        timer.start(self._heartbeat_due, timer, interval)
+
+    def _heartbeat_due(self, timer: Any, interval: float) -> None:
+        """(hub) The timer fired: run the beat in its own greenlet (it waits for the answer)."""
+        timer.close()
+        if self._heartbeater is not timer:
+            return
+        self._heartbeater = gevent.spawn(self._heartbeat_loop, interval)  # still "sleeping" until it starts
+
     def _heartbeat_loop(self, interval: float) -> None:
         """One heartbeat, then the next one ``interval`` seconds later (the first one is
-        scheduled by connect() after a random offset in [0, interval)). Between beats a
-        connection holds a timer and an unstarted greenlet, not a sleeping greenlet's saved
-        stack: about 7 KiB less per held connection."""
+        scheduled by connect() after a random offset in [0, interval))."""
         self._hb_sleeping = False
         if not self._connected or self._closing:
             return
@@ -493,8 +505,7 @@ class ChatClient:
             self.driver.abort("error:HeartbeatTimeout")
             self._teardown(False, "error:HeartbeatTimeout", time.time_ns())
             return
-        self._hb_sleeping = True
-        self._heartbeater = gevent.spawn_later(interval, self._heartbeat_loop, interval)
+        self._schedule_heartbeat(interval, interval)
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
@@ -522,8 +533,12 @@ class ChatClient:
         hb = self._heartbeater
         # A heartbeat waiting for its answer is woken by the driver's pending failure and
         # reports it (info); only a sleeping heartbeater is killed.
-        if hb is not None and hb is not current and not hb.dead and self._hb_sleeping:
-            hb.kill(block=False)
+        if hb is not None and self._hb_sleeping:
+            if isinstance(hb, gevent.Greenlet):
+                if hb is not current and not hb.dead:
+                    hb.kill(block=False)
+            else:  # a loop timer
+                hb.close()
         self._heartbeater = None
         session = self._session
         self._apply("disconnect")

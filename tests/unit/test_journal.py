@@ -124,3 +124,21 @@ def test_judged_verdicts():
     assert judged("ok", 0, 70001) == "fail"
     assert judged("info", -1, 70001) == "fail"
     assert judged("fail", 70001, None) == "fail" and judged("ok", 0, None) == "ok" and judged("info", -1, None) == "info"
+
+def test_journal_lines_are_the_stdlib_encoders_bytes_whichever_encoder_writes_them(tmp_path) -> None:
+    import json
+
+    from harness.results.journal import Journal, _line
+
+    stdlib = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+    rows = [{"op": "login", "user": "ü-é", "n": 1, "session": None, "kicked": ["S1"], "data": {"a": [1, 2]}},
+            {"op": "x", "big": 99999999999999999999, "neg": -(2 ** 70)},   # beyond 64 bits: the stdlib writes it
+            {"op": "y", "data": {1: "int key"}},                           # non-str key: the stdlib writes it
+            {"op": "z", "odd": object.__new__(type("Odd", (), {"__str__": lambda self: "odd!"}))}]
+    for row in rows:
+        assert _line(row) == stdlib(row).encode("utf-8")
+    j = Journal(tmp_path / "j.jsonl", "w0").open()
+    j.record(scenario="s", op="login", outcome="ok", code=0, start=1, end=2, extra_big=99999999999999999999)
+    j.close()
+    (row,) = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["extra_big"] == 99999999999999999999 and row["op"] == "login"
