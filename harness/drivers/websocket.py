@@ -1,22 +1,21 @@
 """WebSocket client plumbing shared by drivers (RFC 6455) on plain gevent sockets: URL parsing,
 address resolution (IP literals without a resolver call), the hand-built opening handshake
 (:func:`upgrade_request`, :func:`check_upgrade_response`: status 101, ``Upgrade``,
-``Connection``, ``Sec-WebSocket-Accept``, optional subprotocol), and :func:`open_socket` /
-:func:`read_handshake`. After the handshake only wsproto's frame layer runs.
+``Connection``, ``Sec-WebSocket-Accept``, optional subprotocol). Each driver opens its own
+sockets (the tim driver raw and non-blocking, the xmpp driver with a fast loopback connect).
 Pure functions are unit-tested without sockets."""
 from __future__ import annotations
 
 import base64
 import functools
 import hashlib
-import time
-from typing import Any, Sequence
+from typing import Sequence
 from urllib.parse import urlsplit
 
 from gevent import socket as gsocket
 
 __all__ = ["Addresses", "MAX_HANDSHAKE_BYTES", "RECV_CHUNK", "WS_GUID", "accept_token", "check_upgrade_response",
-           "open_socket", "parse_ws_url", "read_handshake", "resolve_addresses", "upgrade_request"]
+           "parse_ws_url", "resolve_addresses", "upgrade_request"]
 
 RECV_CHUNK = 65536  # bytes per recv(); no per-connection receive buffer beyond wsproto's
 MAX_HANDSHAKE_BYTES = 16384  # the server's HTTP 101 answer (status line + headers) must fit in this
@@ -128,56 +127,3 @@ def check_upgrade_response(head: bytes, key: bytes, subprotocol: str | None = No
     elif chosen != subprotocol.encode("ascii"):
         return ("fail", f"handshake: the server did not accept subprotocol {subprotocol!r}")
     return None
-
-
-def open_socket(host: str, port: int, addrs: Addresses | None, deadline: float,
-                source_address: str | None = None) -> tuple[Any, Addresses]:
-    """``(socket, addresses)``: a TCP connection to the first of ``addrs`` (resolved from
-    ``host``/``port`` when None; the caller keeps the list for reconnects) that answers (from
-    ``source_address`` when set), TCP_NODELAY on; raises the last ``OSError`` when none does (a timeout when the deadline,
-    monotonic seconds, passes)."""
-    if addrs is None:
-        addrs = resolve_addresses(host, port)
-    last: OSError | None = None
-    for family, sockaddr in addrs:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("connect timed out")
-        sock = gsocket.socket(family, gsocket.SOCK_STREAM)
-        try:
-            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-            if source_address:
-                sock.bind((source_address, 0))
-            sock.settimeout(remaining)
-            sock.connect(sockaddr)
-            return sock, addrs
-        except OSError as exc:
-            sock.close()
-            if isinstance(exc, TimeoutError):
-                raise
-            last = exc
-        except BaseException:
-            sock.close()
-            raise
-    raise last if last is not None else OSError("no address to connect to")
-
-
-def read_handshake(sock: Any, key: bytes, deadline: float, subprotocol: str | None = None) -> tuple[tuple[str, str] | None, bytes]:
-    """Read the server's answer to the upgrade request: ``(None, bytes after it)`` when it
-    accepted, else ``((outcome, desc), b"")`` (see :func:`check_upgrade_response`)."""
-    buf = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return ("info", "timeout: handshake"), b""
-        sock.settimeout(remaining)
-        data = sock.recv(RECV_CHUNK)
-        if not data:
-            return ("fail", "handshake: connection closed by server"), b""
-        at = len(buf)
-        buf += data
-        end = buf.find(b"\r\n\r\n", max(0, at - 3))
-        if end >= 0:
-            return check_upgrade_response(buf[:end], key, subprotocol), buf[end + 4:]
-        if len(buf) > MAX_HANDSHAKE_BYTES:
-            return ("fail", f"handshake: the server's answer exceeds {MAX_HANDSHAKE_BYTES} bytes"), b""
