@@ -267,7 +267,7 @@ def _headline_html(h: Mapping[str, Any]) -> str:
         ("started", _when_text(h.get("started"))), ("finished", _when_text(h.get("finished"))),
     ]
     if h.get("host"):
-        facts.insert(1, ("target URL", h["host"])  # summary.json host: the URL the load went to (docs/JOURNAL.md))
+        facts.insert(1, ("target URL", h["host"]))  # summary.json host: the URL the load went to
     load = h.get("load") if isinstance(h.get("load"), Mapping) else {}
     facts += _load_text(load)
     if "scenarios" not in load and h.get("scenarios_ran"):
