@@ -36,10 +36,14 @@ class Run:
         return json.loads((self.run_dir / "summary.json").read_text())
 
 
-def run_locust(results: Path, *args: str, timeout: float = 120, env: dict | None = None) -> Run:
-    """Run ``locust -f locustfile.py --headless ARGS`` with results under ``results``."""
+def run_locust(results: Path, *args: str, timeout: float = 120, env: dict | None = None,
+               report: bool = False) -> Run:
+    """Run ``locust -f locustfile.py --headless ARGS`` with results under ``results``. The charts
+    and HTML report (~5 s of CPU a run) are made only for tests that look at them (``report=True``)."""
     cmd = [LOCUST, "-f", "locustfile.py", "--headless", "--only-summary", "--stop-timeout", "3",
            "--set", f"run.results_dir={results}", *args]
+    if not report and "--no-report" not in args:
+        cmd.append("--no-report")
     full_env = dict(os.environ, **(env or {}))
     full_env.pop("CHAT_SECRET_KEY", None) if env is None or "CHAT_SECRET_KEY" not in env else None
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env,

@@ -124,7 +124,7 @@ def test_the_secret_key_never_leaves_the_process(locust_run):
     run = locust_run("-u", "8", "-r", "8", "-t", "4s",
                      "--set", "faults=[{kind: server_restart, at_s: 1, down_s: 0.2},"
                               " {kind: latency, at_s: 0.5, duration_s: 1, latency_ms: 5}]",
-                     *RELAXED, "--stop-timeout", "0", env={"CHAT_SECRET_KEY": key})
+                     *RELAXED, "--stop-timeout", "0", env={"CHAT_SECRET_KEY": key}, report=True)  # the report too must not leak it
     assert run.run_dir is not None, run.stderr
     assert run.rows("login") and run.rows("fault")               # it really ran, with the key
     files = [p for p in run.run_dir.rglob("*") if p.is_file()]

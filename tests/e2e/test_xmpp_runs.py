@@ -11,7 +11,7 @@ QUICK = ("-u", "12", "-r", "12", "-t", "8s")
 
 
 def test_prosody_default_mix(locust_run):
-    run = locust_run("--set", "target.kind=prosody", *QUICK, timeout=240)
+    run = locust_run("--set", "target.kind=prosody", *QUICK, timeout=240, report=True)
     assert run.run_dir is not None, run.stderr[-2000:]
     s = run.summary
     # Prosody has no expiring tickets: relogin_expiry is left out with a line, never a silent zero
@@ -37,7 +37,7 @@ def test_ejabberd_default_mix_reports_the_expiry_finding(locust_run):
     expiry_on_time violations, exit 4; every other check passes."""
     run = locust_run("--set", "target.kind=ejabberd", "--set", "target.leeway_s=0",   # expiry due 2 s after login
                      "--set", "scenarios.relogin_expiry.sig_lifetime_s=2",
-                     "--set", "scenarios.relogin_expiry.sig_jitter_s=0", *QUICK, timeout=240)
+                     "--set", "scenarios.relogin_expiry.sig_jitter_s=0", *QUICK, timeout=240, report=True)
     assert run.run_dir is not None, run.stderr[-2000:]
     s = run.summary
     assert set(s["scenarios"]) == {"mass_login", "relogin_expiry", "account_switch", "kick_race"}
