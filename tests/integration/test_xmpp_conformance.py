@@ -144,7 +144,7 @@ def test_finding_ejabberd_max_user_sessions_is_exceeded_by_near_simultaneous_log
             gs = [gevent.spawn(d.login, u, pw(u), "Android", f"dev{i}", 15) for i, d in enumerate(drivers)]
             gevent.joinall(gs, timeout=20)
             assert all(g.value is not None and g.value.outcome == "ok" for g in gs), [g.value for g in gs]
-            gevent.sleep(1.0)
+            gevent.sleep(0.5)
             online = t.online_resources(u)
             alive = [d for d, s in zip(drivers, sinks) if not s.named("kicked") and not s.named("lost")]
             if len(online) > 1:
