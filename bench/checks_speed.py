@@ -144,12 +144,21 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--mix", choices=("mixed", "race"), default="mixed")
-    ap.add_argument("--keep", type=Path, default=None, help="write the run here and keep it")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="write the run here and keep it (a folder already holding a run of --rows is reused)")
+    ap.add_argument("--e2e", action="store_true",
+                    help="also the whole end of a run in a fresh process: journals read once, checks + summary + "
+                         "report (targets at 10^7 rows: <= 90 s CPU, <= 1.5 GiB peak RSS)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp) / "run"
         t = time.perf_counter()
-        total = synthesize(root, args.rows, args.workers, args.mix)
+        mark = root / ".rows"
+        if mark.is_file() and mark.read_text().split() == [str(args.rows), args.mix]:
+            total = sum(1 for p in (root / "journal").glob("*.jsonl") for _ in open(p, "rb"))
+        else:
+            total = synthesize(root, args.rows, args.workers, args.mix)
+            mark.write_text(f"{args.rows} {args.mix}")
         gen = time.perf_counter() - t
         size = sum(p.stat().st_size for p in (root / "journal").glob("*.jsonl"))
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -157,6 +166,7 @@ def main() -> int:
         results = run_checks(root)
         took, cpu = time.perf_counter() - t, time.process_time() - c
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        e2e = _e2e(root) if args.e2e else None
     print(f"synthesized {total:,} rows ({size / 1e6:.0f} MB, mix {args.mix}) in {gen:.1f} s")
     for name, res in results.items():
         print(f"  {name:<20} violations={res.violations}")
@@ -164,7 +174,25 @@ def main() -> int:
           f"peak RSS +{(rss1 - rss0) / 1024:.0f} MB")
     print(f"ratio to the {BUDGET_S:.0f} s budget for 10^6 rows (CPU time, one core): "
           f"{cpu * (1_000_000 / total) / BUDGET_S:.2f} (<= 1.00 meets it)")
+    if e2e is not None:
+        print(f"end of run (fresh process): scan {e2e['scan_cpu_s']:.1f} s + checks {e2e['checks_cpu_s']:.1f} s + "
+              f"summary {e2e['summary_cpu_s']:.1f} s + report {e2e['report_cpu_s']:.1f} s = {e2e['cpu_s']:.1f} s CPU "
+              f"({e2e['cpu_s'] / total * 1e6:.1f} us/row), {e2e['seconds']:.1f} s wall, peak RSS {e2e['rss_mib']:.0f} MiB, "
+              f"violations {e2e['violations']}")
+        print(f"  scaled to 10^7 rows: {e2e['cpu_s'] * 1e7 / total:.0f} s CPU (target <= 90); "
+              f"peak RSS target <= 1536 MiB at 10^7")
     return 0
+
+
+def _e2e(root: Path) -> dict:
+    """bench/report_scale.py's end-to-end child on this run folder."""
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).with_name("report_scale.py")), "--child", str(root), "--e2e"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=7200)
+    if proc.returncode != 0:
+        raise SystemExit(f"end-to-end child failed: {proc.stderr.strip().splitlines()[-3:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -166,12 +166,47 @@ def synthesize(run: Path, rows: int, seed: int = 7) -> None:
     (run / ".rows").write_text(str(total))
 
 
-def _child(run: Path, charts: bool, load_only: bool) -> None:
+def end_to_end(run: Path, charts: bool = True) -> dict:
+    """What the end of a run does (harness.runner.plugin ``_finish``): read the journals once,
+    run every check, build summary.json's content and the report. Returns step timings (CPU s)."""
+    sys.path.insert(0, str(ROOT))
+    from harness.results.checks import run_checks
+    from harness.results.report import build_report
+    from harness.results.scan import scan_run
+    from harness.results.summary import build_summary
+
+    def cpu() -> float:
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime + u.ru_stime
+
+    out = {}
+    c = cpu()
+    scan = scan_run(run)
+    out["scan_cpu_s"] = cpu() - c
+    c = cpu()
+    checks = run_checks(run, history=scan.history)
+    out["checks_cpu_s"] = cpu() - c
+    out["violations"] = sum(r.violations for r in checks.values())
+    scan.history = None
+    c = cpu()
+    build_summary(run, meta={}, checks=checks, gates_cfg={}, digest=scan.digest)
+    out["summary_cpu_s"] = cpu() - c
+    c = cpu()
+    build_report(run, charts=charts, digest=scan.digest)
+    out["report_cpu_s"] = cpu() - c
+    out["rows"] = scan.rows
+    return out
+
+
+def _child(run: Path, charts: bool, load_only: bool, e2e: bool = False) -> None:
     sys.path.insert(0, str(ROOT))
     use0 = resource.getrusage(resource.RUSAGE_SELF)
     cpu0 = use0.ru_utime + use0.ru_stime
     t = time.perf_counter()
-    if load_only:
+    steps: dict = {}
+    if e2e:
+        steps = end_to_end(run, charts)
+    elif load_only:
         from harness.results.report.load import load_journal
 
         load_journal(run)
@@ -182,11 +217,11 @@ def _child(run: Path, charts: bool, load_only: bool) -> None:
     sec = time.perf_counter() - t
     use = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": sec, "cpu_s": use.ru_utime + use.ru_stime - cpu0,
-                      "rss_mib": use.ru_maxrss / 1024}))
+                      "rss_mib": use.ru_maxrss / 1024, **steps}))
 
 
-def _measure(run: Path, charts: bool, load_only: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(run)]
+def _measure(run: Path, charts: bool, load_only: bool, e2e: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--child", str(run)] + (["--e2e"] if e2e else [])
     if not charts:
         cmd.append("--no-charts")
     if load_only:
@@ -206,9 +241,15 @@ def main() -> None:
     ap.add_argument("--regen", action="store_true", help="rebuild the cached synthetic runs")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--e2e", action="store_true",
+                    help="the end of a run: journals read once, checks + summary + report (targets at "
+                         "1e7 rows: <= 90 s CPU, <= 1.5 GiB peak RSS; flat memory beyond)")
     args = ap.parse_args()
     if args.child:
-        _child(args.child, not args.no_charts, args.load_only)
+        _child(args.child, not args.no_charts, args.load_only, args.e2e)
+        return
+    if args.e2e:
+        _e2e_main(args)
         return
     sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     if any(s > HUGE for s in sizes) and not args.allow_huge:
@@ -241,6 +282,33 @@ def main() -> None:
           "no worse than linear (charts are a fixed ~3 s, so small runs cost more per row). "
           "Wall times are noisy when other processes share the CPUs; CPU s is steadier. "
           "'load' = load_journal with every column; the report loads only the columns it needs.")
+
+
+def _e2e_main(args: argparse.Namespace) -> None:
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    if any(s > HUGE for s in sizes) and not args.allow_huge:
+        raise SystemExit(f"sizes above {HUGE:,} rows need --allow-huge")
+    print(f"{'rows':>12} {'file MB':>8} {'scan':>6} {'checks':>7} {'summary':>8} {'report':>7} "
+          f"{'total CPU s':>12} {'wall s':>7} {'peak RSS MiB':>13} {'CPU us/row':>11} {'RSS vs first':>13}")
+    first = None
+    for n in sizes:
+        run = OUT / f"scale-{n}"
+        if args.regen or not (run / ".rows").exists():
+            import shutil
+
+            shutil.rmtree(run, ignore_errors=True)
+            t = time.perf_counter()
+            synthesize(run, n)
+            print(f"  (synthesized {n:,} rows in {time.perf_counter() - t:.1f} s)", flush=True)
+        mb = sum(p.stat().st_size for p in (run / "journal").glob("*.jsonl")) / 1e6
+        r = _measure(run, not args.no_charts, False, e2e=True)
+        first = first or r["rss_mib"]
+        print(f"{n:>12,} {mb:>8.0f} {r['scan_cpu_s']:>6.1f} {r['checks_cpu_s']:>7.1f} {r['summary_cpu_s']:>8.1f} "
+              f"{r['report_cpu_s']:>7.1f} {r['cpu_s']:>12.1f} {r['seconds']:>7.1f} {r['rss_mib']:>13.0f} "
+              f"{r['cpu_s'] / n * 1e6:>11.2f} {r['rss_mib'] / first:>13.2f}", flush=True)
+    print("targets at 1e7 rows: total <= 90 s CPU, peak RSS <= 1536 MiB; RSS must not grow with rows "
+          "like the rows do (10x rows must not need 10x memory). scan = the one read of the journals "
+          "(History for the checks + Digest for summary and report).")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def _num(v: Any) -> float | None:
 
 
 def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, Any], gates_cfg: Mapping,
-                  extra: Mapping | None = None) -> dict:
+                  extra: Mapping | None = None, digest: Any = None) -> dict:
     """The summary.json dict of a run folder (nothing is written).
 
     ``meta`` (all optional): ``run_id`` (default: folder name), ``started`` / ``finished``
@@ -97,27 +97,27 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
     ``checks``: name -> CheckResult (or ``{"violations", "examples"}``) for every enabled
     check; ``gates_cfg``: config ``gates:``. ``extra`` entries are merged in last (new keys
     extend the summary; contract keys given there override the computed value).
+    ``digest``: the run's :class:`harness.results.digest.Digest` when the caller has read the
+    journals already (:func:`harness.results.scan.scan_run`); else they are read here.
     """
-    import numpy as np
-
-    from harness.results.report.aggregate import code_counts, journal_span_s, op_summary
-    from harness.results.report.load import load_journal, load_users_history
+    from harness.results.digest import _V_EXPECTED
+    from harness.results.report.load import load_users_history
 
     root = Path(run_dir)
     meta = meta or {}
     cfg = _config(root)
-    df = load_journal(root, columns=["op", "outcome", "code", "expect"])
-    first = last = None
-    if len(df):
-        first = int(min(df["intended"].min(), df["start"].min()))
-        last = int(df["end"].max())
-    started = meta.get("started") or (_iso(first) if first is not None else None)
-    finished = meta.get("finished") or (_iso(last) if last is not None else None)
+    if digest is None:
+        from harness.results.scan import scan_run
+
+        digest = scan_run(root, history=False).digest
+    d = digest
+    started = meta.get("started") or (_iso(d.first_ns) if d.first_ns is not None else None)
+    finished = meta.get("finished") or (_iso(d.last_ns) if d.last_ns is not None else None)
     duration = _num(meta.get("duration_s"))
     if duration is None and _num(meta.get("started")) is not None and _num(meta.get("finished")) is not None:
         duration = max(0.0, float(meta["finished"]) - float(meta["started"]))
     if duration is None:
-        duration = journal_span_s(df)
+        duration = d.span_s()
     target_cfg = cfg.get("target") if isinstance(cfg.get("target"), Mapping) else {}
     target = meta.get("target") or (target_cfg.get("host") or "embedded")
     policy = meta.get("policy") or target_cfg.get("policy")
@@ -127,12 +127,10 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
         users_peak = int(hist["users"].max()) if len(hist) else None
 
     from harness.results.journal import op_kind
-    from harness.results.report.load import apply_expect
 
-    judged_df = apply_expect(df)
-    table = op_summary(judged_df, duration if duration > 0 else None)
-    svc = _service_percentiles(judged_df)
-    expected = _codes_by_op(judged_df, only="expected") if judged_df is not df else {}
+    table = d.op_table(duration if duration > 0 else None)
+    svc = d.service_quantiles(_SVC_QUANTILES)
+    expected = d.codes_by_op(only=_V_EXPECTED) if (d.expected_rows or d.unexpected_rows) else {}
     ops: dict[str, dict] = {}
     for op, row in table.iterrows():
         op = str(op)
@@ -147,16 +145,11 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
     for op, n in (meta.get("stopped") or {}).items():  # cut short by the harness's own stop
         if str(op) in ops and n:
             ops[str(op)]["stopped"] = int(n)
-    codes = {str(int(r.code)): int(r.count) for r in code_counts(df).itertuples(index=False)}
-    codes_by_op = _codes_by_op(df)
+    codes = {str(int(r.code)): int(r.count) for r in d.code_table(with_expected=False).itertuples(index=False)}
+    codes_by_op = d.codes_by_op()
     events = {op: {"count": e["count"], "rate_per_s": e["rate_per_s"]} for op, e in ops.items()
               if e["kind"] == "event"}
-    lag = None
-    if len(df):
-        lag_ns = df["start"].to_numpy(dtype="int64") - df["intended"].to_numpy(dtype="int64")
-        lag = float(np.quantile(lag_ns, 0.99, method="inverted_cdf")) / 1e6
-    del judged_df
-    del df
+    lag = d.lag_p99_ms()
 
     check_dicts = {str(name): _check_dict(res) for name, res in checks.items()}
     summary: dict[str, Any] = {
@@ -186,41 +179,6 @@ def build_summary(run_dir: str | Path, *, meta: Mapping, checks: Mapping[str, An
         summary.update(extra)
     summary.update(verdict(summary))
     return json_safe(summary)
-
-
-def _service_percentiles(df: Any) -> dict[str, dict[str, float | None]]:
-    """op -> ``svc_pNN_ms``: nearest-rank percentiles of service time (end - start, ms) over the
-    op's ok rows (as the latency percentiles); None when the op has no ok row."""
-    import numpy as np
-
-    out: dict[str, dict[str, float | None]] = {}
-    if df.empty:
-        return out
-    ok = (df["outcome"] == "ok").to_numpy(dtype=bool)
-    ops = df["op"].astype("object").to_numpy()[ok]
-    svc = df["service_ms"].to_numpy(dtype="float64")[ok]
-    for op in {str(o) for o in ops if o is not None}:
-        v = np.sort(svc[ops == op])
-        v = v[~np.isnan(v)]
-        if not len(v):
-            continue
-        out[op] = {k: float(v[max(int(math.ceil(q * len(v) - 1e-9)), 1) - 1]) for k, q in _SVC_QUANTILES.items()}
-    return out
-
-
-def _codes_by_op(df: Any, only: str | None = None) -> dict[str, dict[str, int]]:
-    """op -> code -> rows (only rows whose outcome is ``only`` when given); ops and codes sorted."""
-    if df.empty:
-        return {}
-    sub = df if only is None else df[(df["outcome"] == only).to_numpy(dtype=bool)]
-    if sub.empty:
-        return {}
-    counts = sub.groupby([sub["op"].astype("object"), sub["code"]], observed=True).size()
-    out: dict[str, dict[str, int]] = {}
-    for (op, code), n in sorted(counts.items(), key=lambda kv: (str(kv[0][0]), int(kv[0][1]))):
-        if n:
-            out.setdefault(str(op), {})[str(int(code))] = int(n)
-    return out
 
 
 def versions() -> dict[str, str | None]:

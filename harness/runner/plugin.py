@@ -1188,8 +1188,12 @@ class HarnessPlugin:
         stats = self.runner.stats
         locust_total = stats.total.num_requests + run.locust_offset  # + what a Reset in the web UI zeroed
         all_on_disk = all(w["journal_on_master"] and w["finished"] for w in workers.values())
+        from harness.results.scan import scan_run
+
+        scan = scan_run(run.run_dir)  # the journals are read once: checks, summary and report
         checks = run_checks(run.run_dir, config=config_mod.masked(cfg), enabled=cfg.checks.enabled,
-                            locust_total=locust_total if all_on_disk else None)
+                            locust_total=locust_total if all_on_disk else None, history=scan.history)
+        scan.history = None  # the checks are done with it: its memory goes before the report
         if run.live is not None:
             run.live.set_final(checks)
         users_peak = max(getattr(self.runner, "user_count", 0) or 0, run.users_peak,
@@ -1215,7 +1219,7 @@ class HarnessPlugin:
         if recovery is not None:
             extra["recovery"] = recovery
         summary = build_summary(run.run_dir, meta=meta, checks=checks, gates_cfg=config_mod.masked(cfg)["gates"],
-                                extra=extra)
+                                extra=extra, digest=scan.digest)
         summary = self._distributed_summary(summary, workers)
         write_summary(run.run_dir, summary)
         write_junit(run.run_dir, checks, summary.get("gates", {}))
@@ -1229,7 +1233,7 @@ class HarnessPlugin:
             try:
                 from harness.results.report import build_report
 
-                report_path = build_report(run.run_dir, charts=cfg.report.charts)
+                report_path = build_report(run.run_dir, charts=cfg.report.charts, digest=scan.digest)
             except Exception as exc:
                 log.exception("report failed")
                 sys.stderr.write(f"warning: report failed: {exc!r}\n")

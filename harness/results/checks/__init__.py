@@ -11,8 +11,9 @@ Pure core, thin shell:
   :func:`kick_exactly_once`, :func:`policy_limit`, :func:`last_login_wins`,
   :func:`switch_consistency`, :func:`relogin_recovers`, :func:`expiry_on_time`,
   :func:`journal_integrity`, :func:`expected_rejections`.
-* :func:`run_checks` is the shell: it streams ``journal/*.jsonl`` (and ``ledger.jsonl``)
-  of a run folder once and runs the enabled checks. ``python -m harness.checks RUN_DIR``
+* :func:`run_checks` is the shell: it reads ``journal/*.jsonl`` once
+  (:mod:`harness.results.scan`, or takes the History the end of a run already built) and
+  ``ledger.jsonl``, and runs the enabled checks. ``python -m harness.checks RUN_DIR``
   prints one line per check; exit 4 on any violation, 0 when clean, 2 on a bad path/config.
 
 Times are unix ns everywhere (ints); config durations are seconds. Every violation example
@@ -27,9 +28,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from harness.errors import ConfigError, HarnessError
 from harness.results.checks.history import (CHECK_NAMES, EXPIRY_CODES, CheckParams, CheckResult, ChecksInputError, History, Ledger)
@@ -108,52 +108,16 @@ def _load_run_config(root: Path) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
-def _journal_rows(path: Path, h: History) -> Iterator[Any]:
-    """Decoded rows of one JSONL file; undecodable lines are reported to ``h`` and skipped.
-
-    Uses the C scanner of the standard ``json`` module directly (about twice as fast as
-    ``json.loads`` per line, the dominant cost on big journals)."""
-    scan = json.JSONDecoder().scan_once
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                row, end = scan(line, 0)
-                if end != len(line) and line[end:].strip():
-                    raise ValueError("trailing data")
-            except StopIteration:  # no value at position 0: blank line or leading space
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except (ValueError, RecursionError):
-                    h.add_bad_line(f"{path.name}:{lineno}", "undecodable JSON line")
-                    continue
-            except (ValueError, RecursionError):
-                h.add_bad_line(f"{path.name}:{lineno}", "undecodable JSON line")
-                continue
-            if type(row) is dict:
-                yield row
-            else:
-                h.add_bad_line(f"{path.name}:{lineno}", "not a JSON object")
-
-
-def _stream_journals(root: Path, h: History) -> int:
-    """Feed every ``journal/*.jsonl`` into ``h``; returns the number of files."""
-    jdir = root / "journal"
-    files = sorted(jdir.glob("*.jsonl")) if jdir.is_dir() else []
-    for path in files:
-        h.feed(_journal_rows(path, h), where=path.name)
-    return len(files)
-
-
 def run_checks(run_dir: str | Path, *, config: Mapping | None = None, enabled: Sequence[str] | None = None,
-               locust_total: int | None = None) -> dict[str, CheckResult]:
+               locust_total: int | None = None, history: History | None = None) -> dict[str, CheckResult]:
     """Run the enabled checks on a run folder; name -> :class:`CheckResult` (in check order).
 
     ``config``: the effective config (default: the folder's ``config.yaml``); ``enabled``:
     check names (default ``checks.enabled``, else all); ``locust_total``: Locust's total
-    request count for journal_integrity (see :func:`read_locust_total`). Journals are
-    streamed once; ``ledger.jsonl`` is used when present. Raises :class:`ChecksInputError`
+    request count for journal_integrity (see :func:`read_locust_total`); ``history``: the
+    journals already folded by :func:`harness.results.scan.scan_run` (the end of a run reads
+    them once for checks, summary and report); else they are read here, once.
+    ``ledger.jsonl`` is used when present. Raises :class:`ChecksInputError`
     for a missing folder and :class:`ConfigError` for a bad config value.
     """
     root = Path(run_dir)
@@ -162,8 +126,11 @@ def run_checks(run_dir: str | Path, *, config: Mapping | None = None, enabled: S
     cfg = _load_run_config(root) if config is None else config
     names = _enabled(enabled, cfg)
     params = CheckParams.from_config(cfg)
-    h = History()
-    _stream_journals(root, h)
+    if history is None:
+        from harness.results.scan import scan_run
+
+        history = scan_run(root, digest=False).history
+    h = history
     ledger = Ledger.read(root / "ledger.jsonl") if (root / "ledger.jsonl").is_file() else None
     return {name: _CHECKS[name](h, params, ledger, locust_total) for name in names}
 

@@ -198,10 +198,12 @@ def _int(value: Any) -> int | None:
 class _Sess:
     """One session the journal saw succeed (ok login / relogin / switch row)."""
 
-    __slots__ = ("sid", "user", "platform", "conn", "sent", "done", "expire_at", "kicked", "instance")
+    __slots__ = ("sid", "user", "platform", "conn", "sent", "done", "expire_at", "kicked", "instance", "via")
 
     def __init__(self, sid: str, user: str | None, platform: str | None, conn: Any, sent: int, done: int,
-                 expire_at: int | None, kicked: tuple | None, instance: str | None = None) -> None:
+                 expire_at: int | None, kicked: tuple | None, instance: str | None = None,
+                 via: str | None = None) -> None:
+        self.via = via  # the op of the row that made it (login / relogin / switch)
         self.sid = sid
         self.user = user
         self.platform = platform
@@ -404,6 +406,149 @@ class History:
             self.last_t = last_t
             self.rows = count
 
+    def feed_table(self, table: Any, nested: Mapping[int, dict] | None = None, where: str | None = None) -> None:
+        """Fold a block of journal rows given as a pyarrow Table (the scan's schema:
+        :mod:`harness.results.scan`); the same result as :meth:`feed` of the same rows as dicts.
+
+        ``nested`` maps row index -> the fully decoded row for rows whose nested ``data`` the
+        checks read (race, switch). A block with any row the fast path cannot vouch for (a
+        missing or inconsistent time, sequence number, worker or outcome) goes through
+        :meth:`feed` row by row, so damage is reported exactly as there. Otherwise integrity
+        bookkeeping is done on whole columns and only the rows an index keeps become dicts.
+        """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        nested = nested or {}
+        rows_n = table.num_rows
+        if not rows_n:
+            return
+        n_col, it, st, en = table["n"], table["intended"], table["start"], table["end"]
+        clean = pc.and_kleene(pc.is_valid(table["w"]), pc.is_in(table["outcome"], value_set=pa.array(sorted(_OUTCOMES))))
+        clean = pc.and_kleene(clean, pc.and_kleene(pc.less_equal(it, st), pc.less_equal(st, en)))
+        clean = pc.and_kleene(clean, pc.and_kleene(pc.greater_equal(n_col, 0), pc.less_equal(n_col, _MAX_N)))
+        if pc.sum(pc.fill_null(clean, False)).as_py() != rows_n:
+            rows = table.to_pylist()
+            for i, row in nested.items():
+                rows[i] = row
+            self.feed(rows, where)
+            return
+        self._starts = None
+        self.rows += rows_n
+        end = en.to_numpy()
+        top_t = int(end.max())
+        if top_t > self.last_t:
+            self.last_t = top_t
+        ns = n_col.to_numpy()
+        wenc = pc.dictionary_encode(table["w"].combine_chunks())
+        wcodes = wenc.indices.to_numpy(zero_copy_only=False)
+        dup_rows: list[int] = []
+        for j, wname in enumerate(wenc.dictionary.to_pylist()):
+            idx = np.flatnonzero(wcodes == j) if len(wenc.dictionary) > 1 else np.arange(rows_n)
+            wn = ns[idx]
+            wname = _intern(wname)
+            seen = self._seen.get(wname)
+            if seen is None:
+                seen = self._seen[wname] = bytearray(1024)
+                self._max_n[wname] = -1
+            top = int(wn.max())
+            if top >= len(seen):
+                seen.extend(bytes(max(top + 1 - len(seen), len(seen))))
+            view = np.frombuffer(seen, dtype=np.uint8)
+            dup = view[wn] != 0
+            order = np.argsort(wn, kind="stable")
+            srt = wn[order]
+            again = np.flatnonzero(srt[1:] == srt[:-1]) + 1
+            if len(again):
+                dup[order[again]] = True
+            view[wn] = 1
+            del view
+            if top > self._max_n[wname]:
+                self._max_n[wname] = top
+            if dup.any():
+                dup_rows.extend(idx[dup].tolist())
+        if dup_rows:
+            dup_rows.sort()
+            wl = table["w"].take(pa.array(dup_rows)).to_pylist()
+            for i, wname in zip(dup_rows, wl):
+                self.dup_count += 1
+                if len(self.dup_n) < _MAX_EXAMPLES:
+                    self.dup_n.append((_intern(wname), int(ns[i]), int(end[i])))
+        op = table["op"]
+        self.event_rows += pc.sum(pc.fill_null(pc.is_in(op, value_set=pa.array(sorted(EVENT_OPS))), False)).as_py() or 0
+        self._fold_columns(table, nested)
+
+    def _fold_columns(self, table: Any, nested: Mapping[int, dict]) -> None:
+        """The index part of :meth:`feed_table`: the bulk ops (login / relogin / switch,
+        disconnect, logout) from column lists, the rare ones and rows with ``expect`` as dicts."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        op = table["op"]
+
+        def rows_of(ops: tuple[str, ...]) -> Any:
+            mask = pc.fill_null(pc.is_in(op, value_set=pa.array(ops)), False)
+            return pc.indices_nonzero(mask)
+
+        def columns(idx: Any, names: tuple[str, ...]) -> list[list]:
+            sub = table.select(list(names)).take(idx)
+            return [_pylist(sub[c], c in _LOW_CARD) for c in names]
+
+        idx = rows_of(("login", "relogin", "switch"))
+        if len(idx):
+            names = ("op", "w", "n", "start", "end", "outcome", "session", "user", "code", "conn", "scenario",
+                     "detail", "kicked", "platform", "expire_at", "instance")
+            cols = columns(idx, names)
+            login = self._login
+            data: list = [None] * len(idx)
+            if nested:
+                for k, i in enumerate(idx.to_pylist()):
+                    row = nested.get(i)
+                    if row is not None:
+                        data[k] = row.get("data")
+            for (o, w, n, st, en, out, sid, user, code, conn, scen, det, kicked, plat, exp_at, inst), dat in zip(
+                    zip(*cols), data):
+                login(o, _intern(w), n, st, en, out, sid, user, code, conn, scen, det, dat, kicked, plat, exp_at,
+                      inst)
+        idx = rows_of(("disconnect",))
+        if len(idx):
+            disc = self.conn_disc
+            for conn, w, user, en, out, det in zip(*columns(idx, ("conn", "w", "user", "end", "outcome", "detail"))):
+                key = _intern(conn) if type(conn) is str and conn else ("user", str(w), str(user))
+                lst = disc.get(key)
+                if lst is None:
+                    lst = disc[key] = []
+                lst.append((en, _si(out), _si(det)))
+        idx = rows_of(("logout",))
+        if len(idx):
+            logouts = self.logouts
+            for sid, st, en, out in zip(*columns(idx, ("session", "start", "end", "outcome"))):
+                if out == "ok" and type(sid) is str and sid not in logouts:
+                    logouts[_intern(sid)] = (st, en)
+        handlers = self._handlers()
+        for bulk in ("login", "relogin", "switch", "disconnect", "logout"):
+            handlers.pop(bulk)
+        want = pc.fill_null(pc.is_in(op, value_set=pa.array(sorted(handlers))), False)
+        idx = pc.indices_nonzero(pc.or_(want, pc.is_valid(table["expect"]))).to_numpy()
+        if not len(idx):
+            return
+        names = table.column_names
+        sub = table.take(pa.array(idx))
+        cols = [sub[c].to_pylist() for c in names]
+        get_handler = handlers.get
+        for k, i in enumerate(idx.tolist()):
+            row = nested.get(i)
+            if row is None:
+                row = {c: col[k] for c, col in zip(names, cols)}
+            w, n, s_, e_, outcome, opv = (row["w"], row["n"], row["start"], row["end"], row["outcome"], row["op"])
+            exp = row.get("expect")
+            if exp is not None:
+                self._add_expect(row, opv, _intern(w), n, e_, outcome, exp)
+            add = get_handler(opv) if type(opv) is str else None
+            if add is not None:
+                add(row, opv, _intern(w), n, s_, e_, outcome)
+
     def _add_expect(self, row: Mapping, op: Any, w: Any, n: Any, en: int, outcome: str, exp: Any) -> None:
         """A row that provoked ``expect`` on purpose: count it, or keep it as a violation
         example when the answer was anything else (docs/JOURNAL.md ``expect``)."""
@@ -459,44 +604,45 @@ class History:
 
     def _add_login(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         get = row.get
-        sid = get("session")
+        self._login(op, w, n, st, en, outcome, get("session"), get("user"), get("code"), get("conn"),
+                    get("scenario"), get("detail"), get("data"), get("kicked"), get("platform"),
+                    get("expire_at"), get("instance"))
+
+    def _login(self, op: str, w: Any, n: Any, st: int, en: int, outcome: str, sid: Any, user: Any, code: Any,
+               key: Any, scenario: Any, detail: Any, data: Any, kicked: Any, platform: Any, expire_at: Any,
+               instance: Any) -> None:
+        """One login / relogin / switch row, as values (both feeding paths end here)."""
         sid = _intern(sid) if type(sid) is str else None
-        user = get("user")
+        key = _intern(key) if type(key) is str and key else ("user", str(w), str(user))
         user = _intern(user) if type(user) is str else None
-        code = get("code")
         if type(code) is not int:
             code = _int(code)
-        key = get("conn")
-        key = _intern(key) if type(key) is str and key else _ckey(row)
         op = _intern(op)
         outcome = _intern(outcome)
-        scenario = get("scenario")
         lst = self.conn_logins.get(key)
         if lst is None:
             lst = self.conn_logins[key] = []
         lst.append((st, en, op, sid, outcome, code, user, _intern(scenario) if type(scenario) is str else None))
         if op == "switch":
-            self.switches.append((w, n, user, sid, en, outcome, code, _s(get("detail")), _switch_data(get("data"))))
+            self.switches.append((w, n, user, sid, en, outcome, code, _s(detail), _switch_data(data)))
         if not isinstance(sid, str) or not sid:
             return
         # an ok row made a session; so did a switch whose login worked (fail 0 = checks disagreed)
         if outcome != "ok" and not (op == "switch" and outcome == "fail" and code == 0):
             return
         if op == "login":
-            kicked = get("kicked")
             if type(kicked) is not list:
                 kicked_t = None
             elif not kicked:
                 kicked_t = ()
             else:
                 kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
-            sess = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), kicked_t,
-                         _si(get("instance")))
+            sess = _Sess(sid, user, _si(platform), key, st, en, _int(expire_at), kicked_t, _si(instance), op)
             self.sessions[sid] = sess  # a login row is the authoritative record
         elif sid not in self.sessions:
             # relogin / switch rows without a login row of their own: kicked list unknown
-            self.sessions[sid] = _Sess(sid, user, _si(get("platform")), key, st, en, _int(get("expire_at")), None,
-                                       _si(get("instance")))
+            self.sessions[sid] = _Sess(sid, user, _si(platform), key, st, en, _int(expire_at), None,
+                                       _si(instance), op)
 
     def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
         """Validate a row that failed the fast path; returns (w, n, start, end), each
@@ -626,6 +772,23 @@ class History:
 
 
 _intern = sys.intern
+#: journal columns with a handful of distinct values: decoded once per block, interned once
+_LOW_CARD = frozenset({"w", "op", "outcome", "scenario", "platform", "detail"})
+
+
+def _pylist(col: Any, low_card: bool) -> list:
+    """A pyarrow column as a list of Python values; a low-cardinality string column through its
+    dictionary (each distinct text decoded and interned once, the rows share those objects)."""
+    if not low_card or not len(col):
+        return col.to_pylist()
+    import numpy as np
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col.combine_chunks() if hasattr(col, "combine_chunks") else col)
+    values = np.asarray([None if v is None else _intern(v) for v in enc.dictionary.to_pylist()] + [None],
+                        dtype=object)
+    idx = enc.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
+    return values[idx].tolist()
 
 
 def _s(value: Any) -> str | None:

@@ -19,17 +19,15 @@ from harness.results.report import aggregate as agg
 from harness.results.report.compare import compare_ops, gate_flips
 from harness.results.report.html import (Chart, CompareContent, ReportContent, render_compare,
                                  render_report)
-from harness.results.report.load import (ReportInputError, check_run_dir, load_config, load_journal,
-                                 load_rows, load_summary, load_users_history)
+from harness.results.digest import _V_EXPECTED, _V_FAIL, _V_INFO, EXACT_VALUES, SLACK_S
+from harness.results.report.load import (ReportInputError, check_run_dir, load_config, load_summary,
+                                 load_users_history)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["build_report", "ReportInputError"]
 
-# Journal columns the report needs (user/platform/instance/race/w/n are not charted).
-_REPORT_COLUMNS = ("op", "outcome", "code", "detail", "conn", "session", "by", "expect",
-                   "scenario")
 
 
 @dataclass
@@ -64,44 +62,58 @@ def _cfg(config: dict[str, Any], *keys: str) -> Any:
     return node
 
 
-def _analyse(root: Path, *, full: bool = True) -> _Run:
-    """Load and aggregate one run; ``full=False`` computes only what a comparison needs."""
+def _analyse(root: Path, *, full: bool = True, digest: Any = None) -> _Run:
+    """Aggregate one run from its :class:`~harness.results.digest.Digest` (the journals read
+    once, here unless the caller passes the digest); ``full=False`` computes only what a
+    comparison needs."""
     summary = load_summary(root)
     config = load_config(root)
-    df = load_journal(root, columns=_REPORT_COLUMNS)
+    if digest is None:
+        from harness.results.scan import scan_run
+
+        digest = scan_run(root).digest
+    d = digest
     notes: list[str] = []
-    if df.attrs.get("files", 0) == 0:
+    if d.files == 0:
         notes.append("no journal files (journal/*.jsonl) in this run folder"
                      + (": the tables come from summary.json" if summary.get("ops") else ""))
-    elif df.empty:
+    elif d.empty:
         notes.append("the journal has no rows: no operation finished in this run")
-    if df.attrs.get("bad_lines", 0):
-        notes.append(f"{df.attrs['bad_lines']:,} undecodable journal line(s) were skipped")
+    if d.bad_lines:
+        notes.append(f"{d.bad_lines:,} undecodable journal line(s) were skipped")
     if not summary:
         notes.append("no summary.json: verdict, gates and checks are unknown; "
                      "everything else is computed from the journal")
-    df, judged = agg.apply_expect(df)
-    if judged["unexpected"]:
-        notes.append(f"{judged['unexpected']:,} operation(s) did not end with the code their "
+    if d.unexpected_rows:
+        notes.append(f"{d.unexpected_rows:,} operation(s) did not end with the code their "
                      "scenario expected (e.g. a stale sig accepted): counted as failures")
+    if d.late_rows:
+        notes.append(f"{d.late_rows:,} journal row(s) were written more than {SLACK_S} s out of "
+                     "time order: counted everywhere, but not in their second's percentiles")
     events = agg.event_ops(summary)
-    origin = agg.time_origin_ns(df)
+    origin = d.origin_ns()
     duration = summary.get("duration_s")
     duration = float(duration) if isinstance(duration, (int, float)) and not isinstance(
         duration, bool) and duration > 0 else None
-    if df.empty and summary.get("ops"):
+    if d.empty and summary.get("ops"):
         ops = agg.ops_from_summary(summary)
         codes = agg.codes_from_summary(summary)
     else:
-        ops = agg.op_summary(df, duration, events)
-        codes = agg.code_counts(df)
+        ops = d.op_table(duration, events)
+        codes = d.code_table()
+    big = [op for op in d.present_ops() if d.latency.get(d._op_index[op]) is not None
+           and not d.latency[d._op_index[op]].exact]
+    if big:
+        notes.append(f"percentiles of {', '.join(big)} come from a histogram (more than "
+                     f"{EXACT_VALUES:,} successful operations each): at most 0.07 % above the "
+                     "exact value, never below; max is exact")
     limit = _cfg(config, "gates", "violations")
     limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
-    timed = agg.timed_ops(df, events)
-    cdf = agg.latency_cdf(df, timed)
-    per_sec = agg.per_second(df, origin) if full else agg.per_second(df.iloc[:0])
+    timed = d.timed_ops(events)
+    cdf = d.latency_cdf(timed)
+    per_sec = d.per_second() if full else agg.per_second(pd.DataFrame())
     extra: dict[str, Any] = {"events": events}
-    expected = agg.expected_table(df) if not df.empty else agg.expected_from_summary(summary)
+    expected = d.expected_table() if not d.empty else agg.expected_from_summary(summary)
     users_peak: int | None = None
     if full:
         history = load_users_history(root)
@@ -109,34 +121,35 @@ def _analyse(root: Path, *, full: bool = True) -> _Run:
             users = agg.users_per_second(history, origin)
             extra["users_label"] = "users (Locust)"
         else:
-            users = agg.connections_per_second(df, origin)
+            users = d.connections_per_second()
             extra["users_label"] = "open connections (journal)"
         extra["users"] = users
         if not users.empty:
             users_peak = int(users.iloc[:, 1].max())
-        extra["faults"] = agg.fault_windows(df, origin)
-        extra["codes_ps"] = agg.codes_per_second(df, origin)
-        extra["err_codes"] = agg.error_code_counts(df)
-        extra["exp_codes"] = agg.expected_code_counts(df)
+        extra["faults"] = d.fault_windows()
+        extra["codes_ps"] = d.codes_per_second()
+        extra["err_codes"] = d.code_table((_V_FAIL, _V_INFO), with_expected=False, skip_fault=True)
+        extra["exp_codes"] = d.code_table((_V_EXPECTED,), with_expected=False)
         sparse = agg.sparse_ops(per_sec, timed)
-        extra["points"] = agg.latency_points(df, sparse, origin)
+        extra["points"] = d.latency_points(sparse)
         extra["gates"] = agg.latency_gates(config)
-        extra["ran"] = agg.scenarios_run(df, summary) or None
+        extra["ran"] = d.scenario_names() - {"faults"} or agg.scenarios_run(pd.DataFrame(), summary) or None
         extra["excluded"] = {str(op): int(r["fail"] + r["info"]) for op, r in ops.iterrows()}
-        extra["kicks"] = agg.kick_delays(df)
-        extra["relogin_ms"] = agg.ok_latencies(df, "relogin")
-        extra["switch_ms"] = agg.ok_latencies(df, "switch")
-        has_races = bool(agg.eq(df["op"], "race").any())
-        race_rows = load_rows(root, "race") if has_races else []
-        extra["races"] = agg.race_survivors(race_rows)
-        settle = agg.race_settle_note(race_rows)
+        extra["kicks"] = d.kick_delays()
+        extra["relogin_ms"] = d.ok_latencies("relogin")
+        extra["switch_ms"] = d.ok_latencies("switch")
+        extra["races"] = d.race_survivors()
+        settle = agg.race_settle_note(d.race_rows())
         if settle:
             notes.append(settle)
         extra["violation_times"] = agg.check_violation_times(summary, origin)
         bound = _cfg(config, "scenarios", "relogin_expiry", "relogin_bound_s")
         ok_bound = isinstance(bound, (int, float)) and not isinstance(bound, bool)
         extra["relogin_bound_ms"] = float(bound) * 1000 if ok_bound else None
-    head = agg.headline(summary, config, df, users_peak, root.resolve().name)
+    head = agg.headline(summary, config, pd.DataFrame(), users_peak, root.resolve().name)
+    if agg._num(summary.get("duration_s")) is None:
+        head["duration_s"] = d.span_s()
+    head["scenarios_ran"] = sorted((d.scenario_names() - {"faults"}) or agg.scenarios_run(pd.DataFrame(), summary))
     return _Run(root=root, name=head["run_id"], summary=summary, config=config,
                 origin_ns=origin, ops=ops, codes=codes, per_second=per_sec,
                 gates=agg.gates_table(summary), checks=agg.checks_table(summary, limit),
@@ -280,17 +293,19 @@ def _present_files(root: Path) -> list[str]:
 
 
 def build_report(run_dir: str | Path, *, charts: bool = True,
-                 compare_to: str | Path | None = None) -> Path:
+                 compare_to: str | Path | None = None, digest: Any = None) -> Path:
     """Write tables/, charts/ and report.html into a run folder; return report.html's path.
 
     ``compare_to`` (a base run folder) adds a comparison: tables/compare_ops.csv,
     tables/compare_gates.csv, charts/compare_cdf.png, compare.html and a section in
     report.html. Raises :class:`ReportInputError` (exit code 2) only when a folder does not
-    exist; empty, partial or odd runs still get a report.
+    exist; empty, partial or odd runs still get a report. ``digest``: the run's journals
+    already read by :func:`harness.results.scan.scan_run` (the end of a run passes it, so
+    the journals are read once for checks, summary and report); else they are read here.
     """
     root = check_run_dir(run_dir)
     base_root = check_run_dir(compare_to) if compare_to is not None else None
-    run = _analyse(root)
+    run = _analyse(root, digest=digest)
     notes = list(run.notes)
     _write_tables(run)
     chart_list = _charts(run, notes) if charts else []

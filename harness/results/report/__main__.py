@@ -24,14 +24,14 @@ from harness.errors import HarnessError
 def _compare_summary(root: Path) -> dict[str, Any]:
     """summary.json of a run; its ``ops`` computed from the journal when it has none."""
     from harness.results.journal import op_kind
-    from harness.results.report.aggregate import op_summary
-    from harness.results.report.load import apply_expect, load_journal, load_summary
+    from harness.results.report.load import load_summary
+    from harness.results.scan import scan_run
 
     summary = load_summary(root)
     if not summary.get("ops"):
-        df = apply_expect(load_journal(root, columns=["op", "outcome", "code", "expect"]))
+        digest = scan_run(root, history=False).digest
         ops = {}
-        for op, row in op_summary(df).iterrows():
+        for op, row in digest.op_table().iterrows():
             rec = {k: (None if v != v else v) for k, v in row.to_dict().items()}  # NaN -> None
             rec["kind"] = op_kind(str(op))
             ops[str(op)] = rec

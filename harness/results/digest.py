@@ -1,0 +1,765 @@
+"""A run's journal folded once into everything the summary and the report need, in memory
+that does not grow with the number of rows (issue "long runs").
+
+:class:`Digest` is fed Arrow tables of journal rows (the flat columns of
+:data:`harness.results.report.load.JOURNAL_COLUMNS`, times already filled) by
+:func:`harness.results.scan.scan_run`, which reads every worker's journal once, block by block,
+in approximate time order. It keeps:
+
+* counts per (op, verdict, code) and per (code, protocol condition): exact, tiny;
+* per op, latency and service time of the ok rows in a :class:`Sketch`: every value while an
+  op has at most :data:`EXACT_VALUES` of them (percentiles then equal the nearest-rank
+  percentiles of :mod:`harness.results.report.aggregate` exactly), beyond that a log
+  histogram of 1024 buckets per octave: a percentile is then the upper edge of the bucket the
+  nearest-rank value lies in (never below the true value, at most 0.07 % above it; ``max`` stays
+  exact);
+* per (second, op): row counts by verdict (exact) and the ok rows' latencies until that second
+  can no longer receive rows (all journals read past it + :data:`SLACK_S`), when its exact
+  nearest-rank p50/p95/p99 are computed and the values dropped. Rows that arrive later than
+  that (a journal out of order by more than SLACK_S) still count, but not in that second's
+  percentiles (``late_rows``);
+* per second: failed / expected rows by code, connections opened / closed;
+* fault windows, races (compact), and per op an evenly thinned sample of (end, latency) of
+  ok rows (every row while an op has at most :data:`POINTS` of them) for the charts that
+  draw single operations.
+
+What grows with the run is its length (seconds x ops in the per-second table), never its
+row count. The outputs are the same DataFrames :mod:`harness.results.report.aggregate` computes
+from a loaded journal (same columns, same order, same rules): tests compare the two.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["Digest", "Sketch", "EXACT_VALUES", "POINTS", "SLACK_S"]
+
+#: Values a :class:`Sketch` keeps exactly before it turns into a histogram.
+EXACT_VALUES = 1 << 18
+#: Histogram resolution: buckets per octave (relative width 2**(1/1024) - 1 = 0.068 %).
+_SUB = 1024
+_LO_EXP = -24          # 2**-24 ms ~ 0.06 ns: below that, the first bucket
+_HI_EXP = 34           # 2**34 ms ~ 200 days: above that, the last bucket
+_NBUCKETS = (_HI_EXP - _LO_EXP) * _SUB
+#: (end, latency) points kept per op for point charts (thinned evenly beyond).
+POINTS = 40_000
+#: A second's percentiles are computed once every journal has been read this far past it.
+SLACK_S = 30
+_NS = 1_000_000_000
+_NO_OP = "(no op)"
+#: verdict indexes: the outcomes, ``expected`` (a provoked code that came back), anything else
+_VERDICTS = ("ok", "fail", "info", "expected", "other")
+_V_OK, _V_FAIL, _V_INFO, _V_EXPECTED, _V_OTHER = range(5)
+_CONDITION_RE = re.compile(r"^(?:connection lost \()?(?:error:)?([a-z]+(?:-[a-z]+)+)\)?$")
+_MAX_DETAILS = 20_000  # distinct detail texts whose condition is remembered
+
+
+class Sketch:
+    """Nearest-rank quantiles of a stream of non-negative-ish floats (ms), in bounded memory.
+
+    Exact (every value kept) up to :data:`EXACT_VALUES` values; then a fixed log histogram
+    (1024 buckets per octave) plus exact min, max and the count of values <= 0."""
+
+    __slots__ = ("n", "_chunks", "_hist", "_low", "min", "max")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._chunks: list[np.ndarray] | None = []
+        self._hist: np.ndarray | None = None
+        self._low = 0  # values <= 0 (or below the first bucket) in histogram mode
+        self.min = math.inf
+        self.max = -math.inf
+
+    @property
+    def exact(self) -> bool:
+        return self._chunks is not None
+
+    def add(self, values: np.ndarray) -> None:
+        values = values[~np.isnan(values)]
+        if not len(values):
+            return
+        self.n += len(values)
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+        if self._chunks is not None:
+            self._chunks.append(values.astype("float64", copy=True))
+            if self.n > EXACT_VALUES:
+                allv = np.concatenate(self._chunks)
+                self._chunks = None
+                self._hist = np.zeros(_NBUCKETS, dtype="int64")
+                self._bin(allv)
+            return
+        self._bin(values)
+
+    def _bin(self, values: np.ndarray) -> None:
+        pos = values > 0
+        self._low += int((~pos).sum())
+        v = values[pos]
+        if not len(v):
+            return
+        # bucket k holds (2**((k-1)/SUB), 2**(k/SUB)] (relative to 2**LO): upper edges are exact powers
+        k = np.ceil((np.log2(v) - _LO_EXP) * _SUB).astype("int64")
+        np.clip(k, 0, _NBUCKETS - 1, out=k)
+        self._hist += np.bincount(k, minlength=_NBUCKETS)  # type: ignore[operator]
+
+    def values(self) -> np.ndarray:
+        """Every value, sorted (exact mode only)."""
+        if self._chunks is None:
+            raise ValueError("sketch is a histogram")
+        if len(self._chunks) != 1:
+            self._chunks = [np.concatenate(self._chunks)] if self._chunks else [np.empty(0)]
+        v = self._chunks[0]
+        v.sort()
+        return v
+
+    def quantiles(self, qs: Sequence[float]) -> list[float]:
+        """Nearest-rank quantiles (NaN when empty): the ceil(q*n)-th smallest value."""
+        if self.n == 0:
+            return [math.nan] * len(qs)
+        ranks = [max(int(math.ceil(q * self.n - 1e-9)), 1) for q in qs]
+        if self._chunks is not None:
+            v = self.values()
+            return [float(v[r - 1]) for r in ranks]
+        cum = np.cumsum(self._hist)
+        out = []
+        for r in ranks:
+            if r <= self._low:
+                out.append(self.min)
+                continue
+            k = int(np.searchsorted(cum, r - self._low))
+            edge = 2.0 ** (k / _SUB + _LO_EXP)
+            out.append(float(min(max(edge, self.min), self.max)))
+        return out
+
+    def cdf(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x ms, fraction) points of the empirical CDF, about ``max_points`` of them, tails kept
+        (as ``aggregate._cdf_points``; from the histogram: bucket upper edges)."""
+        n = self.n
+        if self._chunks is not None:
+            v = self.values()
+            if n <= max_points:
+                return v, np.arange(1, n + 1) / n
+            half = max_points // 2
+            frac = np.concatenate([np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1.0, 1.0 / n, half)])
+            ranks = np.unique(np.clip(np.ceil(frac * n).astype("int64"), 1, n))
+            return v[ranks - 1], ranks / n
+        half = max_points // 2
+        frac = np.concatenate([np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1.0, 1.0 / n, half)])
+        ranks = np.unique(np.clip(np.ceil(frac * n).astype("int64"), 1, n))
+        xs = np.asarray(self.quantiles([r / n for r in ranks]))
+        return xs, ranks / n
+
+
+class _Points:
+    """An evenly thinned sample of (end ns, value) pairs in arrival order: all of them up to
+    ``cap``; beyond, every 2nd, 4th, ... (the stride doubles each time the buffer fills)."""
+
+    __slots__ = ("cap", "stride", "seen", "t", "v")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.stride = 1
+        self.seen = 0
+        self.t: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+
+    def add(self, t: np.ndarray, v: np.ndarray) -> None:
+        if not len(t):
+            return
+        first = (-self.seen) % self.stride
+        self.seen += len(t)
+        self.t.append(t[first::self.stride])
+        self.v.append(v[first::self.stride])
+        if sum(len(x) for x in self.t) > self.cap:
+            tt, vv = np.concatenate(self.t), np.concatenate(self.v)
+            self.t, self.v = [tt[::2]], [vv[::2]]
+            self.stride *= 2
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.t:
+            return np.empty(0, dtype="int64"), np.empty(0)
+        return np.concatenate(self.t), np.concatenate(self.v)
+
+    @property
+    def thinned(self) -> bool:
+        return self.stride > 1
+
+
+def _codes(arr: pa.ChunkedArray | pa.Array, names: list[str], index: dict[str, int],
+           null: str | None) -> np.ndarray:
+    """A string column as int indexes into the growing ``names`` list (nulls -> ``null``'s
+    index, or -1 when ``null`` is None)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = pc.dictionary_encode(arr)
+    local = enc.dictionary.to_pylist()
+    remap = np.empty(len(local) + 1, dtype="int64")
+    for i, name in enumerate(local):
+        j = index.get(name)
+        if j is None:
+            j = index[name] = len(names)
+            names.append(name)
+        remap[i] = j
+    if null is None:
+        remap[-1] = -1
+    else:
+        j = index.get(null)
+        if j is None:
+            j = index[null] = len(names)
+            names.append(null)
+        remap[-1] = j
+    idx = enc.indices.fill_null(len(local)).to_numpy(zero_copy_only=False).astype("int64")
+    return remap[idx]
+
+
+def _add_counts(acc: dict, keys: np.ndarray) -> None:
+    if not len(keys):
+        return
+    uniq, cnt = np.unique(keys, return_counts=True)
+    get = acc.get
+    for k, c in zip(uniq.tolist(), cnt.tolist()):
+        acc[k] = get(k, 0) + c
+
+
+class Digest:
+    """The streaming fold of a run's journal (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.bad_lines = 0
+        self.files = 0
+        self.late_rows = 0
+        self.ops: list[str] = []
+        self._op_index: dict[str, int] = {}
+        self.scenarios: list[str] = []
+        self._scen_index: dict[str, int] = {}
+        self.first_ns: int | None = None     # min(intended, start)
+        self.last_ns: int | None = None      # max(end)
+        self.expected_rows = 0
+        self.unexpected_rows = 0
+        self._counts: dict[int, int] = {}    # (op, verdict, code index) -> rows
+        self._code_list: list[int] = []
+        self._code_index: dict[int, int] = {}
+        self._cond: dict[tuple[int, int, str], int] = {}  # (code, verdict*2+fault, condition) -> rows (code != 0)
+        self._cond_total: dict[tuple[int, int], int] = {}  # (code, verdict*2+fault) -> rows (code != 0)
+        self._detail_cond: dict[str, str | None] = {}
+        self.latency: dict[int, Sketch] = {}
+        self.service: dict[int, Sketch] = {}
+        self.lag = Sketch()                  # start - intended, ms, every row
+        self.points: dict[int, _Points] = {}
+        self._sec_counts: dict[int, int] = {}          # sec << 23 | op << 3 | verdict -> rows
+        self._open: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # sec -> [(op, latency ms)]
+        self._closed_through: int | None = None         # seconds <= this are final
+        self._sec_quant: dict[tuple[int, int], tuple[float, float, float]] = {}
+        self._err_ps: dict[int, int] = {}               # ((sec * 2 + expected) * ncode_slots + code idx)
+        self._conn_open: dict[int, int] = {}            # sec -> connect rows starting then
+        self._conn_close: dict[int, int] = {}           # sec -> disconnect rows ending then
+        self.faults: list[tuple[int, int, str]] = []
+        self.races: list[dict[str, Any]] = []
+        self.kicks: list[tuple[int, str, str | None]] = []  # (start, by, detail) of kicked_offline rows with by
+        self.kick_login: dict[str, int] = {}  # by session -> start of its ok login row (set by the scan)
+
+    # ------------------------------------------------------------------ feeding
+    def _code_idx(self, codes: np.ndarray) -> np.ndarray:
+        uniq, inv = np.unique(codes, return_inverse=True)
+        remap = np.empty(len(uniq), dtype="int64")
+        for i, c in enumerate(uniq.tolist()):
+            j = self._code_index.get(c)
+            if j is None:
+                j = self._code_index[c] = len(self._code_list)
+                self._code_list.append(c)
+            remap[i] = j
+        return remap[inv]
+
+    def feed(self, table: pa.Table) -> None:
+        """Fold one block of rows (columns of JOURNAL_COLUMNS; intended/start/end/code filled,
+        rows without times already dropped)."""
+        n = table.num_rows
+        if not n:
+            return
+        self.rows += n
+        names = table.column_names
+        op = _codes(table["op"], self.ops, self._op_index, _NO_OP)
+        if len(self.ops) >= 1 << 20 or len(self._code_list) >= 1 << 24:
+            raise ValueError("more than 2**20 distinct ops or 2**24 distinct codes: not a journal")
+        intended = table["intended"].to_numpy()
+        start = table["start"].to_numpy()
+        end = table["end"].to_numpy()
+        code = table["code"].to_numpy()
+        first = int(min(intended.min(), start.min()))
+        last = int(end.max())
+        self.first_ns = first if self.first_ns is None else min(self.first_ns, first)
+        self.last_ns = last if self.last_ns is None else max(self.last_ns, last)
+        outcome = table["outcome"]
+        verdict = np.full(n, _V_OTHER, dtype="int64")
+        for i, name in enumerate(("ok", "fail", "info")):
+            verdict[pc.fill_null(pc.equal(outcome, name), False).to_numpy(zero_copy_only=False)] = i
+        if "expect" in names and table["expect"].null_count < n:
+            exp = table["expect"].to_numpy(zero_copy_only=False)
+            has = ~np.isnan(exp.astype("float64"))
+            match = has & (code.astype("float64") == exp)
+            verdict[match] = _V_EXPECTED
+            verdict[has & ~match] = _V_FAIL
+            self.expected_rows += int(match.sum())
+            self.unexpected_rows += int((has & ~match).sum())
+        cidx = self._code_idx(code)
+        _add_counts(self._counts, ((op * 8 + verdict) << 40) + cidx)
+        if "scenario" in names:
+            _codes(table["scenario"], self.scenarios, self._scen_index, None)
+        if "detail" in names:
+            self._conditions(code, cidx, verdict * 2 + (op == self._op_index.get("fault", -1)), table["detail"])
+        lat = (end - intended) / 1e6
+        svc = (end - start) / 1e6
+        self.lag.add((start - intended) / 1e6)
+        ok = verdict == _V_OK
+        ok_ops = op[ok]
+        if ok.any():
+            for o in np.unique(ok_ops).tolist():
+                sel = ok_ops == o
+                self.latency.setdefault(o, Sketch()).add(lat[ok][sel])
+                self.service.setdefault(o, Sketch()).add(svc[ok][sel])
+                self.points.setdefault(o, _Points(POINTS)).add(end[ok][sel], lat[ok][sel])
+        sec = end // _NS
+        _add_counts(self._sec_counts, (sec << 23) + op * 8 + verdict)
+        self._buffer_seconds(sec[ok], ok_ops, lat[ok])
+        fault = self._op_index.get("fault", -1)
+        err = ((verdict == _V_FAIL) | (verdict == _V_INFO) | (verdict == _V_EXPECTED)) & (op != fault)
+        if err.any():
+            _add_counts(self._err_ps, ((sec[err] * 2 + (verdict[err] == _V_EXPECTED)) << 24) + cidx[err])
+        for opname, store, t in (("connect", self._conn_open, start), ("disconnect", self._conn_close, end)):
+            j = self._op_index.get(opname)
+            if j is not None:
+                sel = op == j
+                if sel.any():
+                    _add_counts(store, t[sel] // _NS)
+        if fault >= 0 and (op == fault).any():
+            sel = np.flatnonzero(op == fault)
+            det = table["detail"].take(pa.array(sel)).to_pylist() if "detail" in names else [None] * len(sel)
+            for i, d in zip(sel.tolist(), det):
+                self.faults.append((int(start[i]), int(end[i]), d if isinstance(d, str) and d else "fault"))
+        kick = self._op_index.get("kicked_offline")
+        if kick is not None and "by" in names:
+            sel = np.flatnonzero((op == kick) & table["by"].is_valid().to_numpy(zero_copy_only=False))
+            if len(sel):
+                idx = pa.array(sel)
+                by = table["by"].take(idx).to_pylist()
+                det = table["detail"].take(idx).to_pylist() if "detail" in names else [None] * len(sel)
+                for i, b, d in zip(sel.tolist(), by, det):
+                    self.kicks.append((int(start[i]), b, d))
+
+    def _conditions(self, code: np.ndarray, cidx: np.ndarray, group: np.ndarray, detail: Any) -> None:
+        nz = code != 0
+        if not nz.any():
+            return
+        sel = np.flatnonzero(nz)
+        key = (cidx[sel] << 4) + group[sel]  # code index, verdict*2 + is_fault
+        codes = self._code_list
+        for k, cnt in zip(*np.unique(key, return_counts=True)):
+            kk = (codes[int(k) >> 4], int(k) & 15)
+            self._cond_total[kk] = self._cond_total.get(kk, 0) + int(cnt)
+        det = detail.take(pa.array(sel))
+        enc = pc.dictionary_encode(det.combine_chunks() if isinstance(det, pa.ChunkedArray) else det)
+        local = enc.dictionary.to_pylist()
+        idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        for j, d in enumerate(local):
+            c = self._detail_cond.get(d, False)
+            if c is False:
+                m = _CONDITION_RE.match(str(d))
+                c = m.group(1) if m else None
+                if len(self._detail_cond) < _MAX_DETAILS:
+                    self._detail_cond[d] = c
+            if c is None:
+                continue
+            hit = idx == j
+            for k, cnt in zip(*np.unique(key[hit], return_counts=True)):
+                kk = (codes[int(k) >> 4], int(k) & 15, c)
+                self._cond[kk] = self._cond.get(kk, 0) + int(cnt)
+
+    def _buffer_seconds(self, sec: np.ndarray, ops: np.ndarray, lat: np.ndarray) -> None:
+        if not len(sec):
+            return
+        closed = self._closed_through
+        if closed is not None:
+            late = sec <= closed
+            if late.any():
+                self.late_rows += int(late.sum())
+                keep = ~late
+                sec, ops, lat = sec[keep], ops[keep], lat[keep]
+                if not len(sec):
+                    return
+        order = np.argsort(sec, kind="stable")
+        sec, ops, lat = sec[order], ops[order], lat[order]
+        cuts = np.flatnonzero(np.r_[True, sec[1:] != sec[:-1], True])
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            self._open.setdefault(int(sec[a]), []).append((ops[a:b], lat[a:b]))
+
+    def add_race(self, row: Mapping[str, Any]) -> None:
+        """A full ``race`` row (nested data kept): the compact facts the charts use."""
+        data = row.get("data")
+        data = data if isinstance(data, Mapping) else {}
+        surv = data.get("survivors")
+        devices = data.get("devices")
+        self.races.append({
+            "race": str(row.get("race") or row.get("detail") or ""),
+            "survivors": len(surv) if isinstance(surv, list) else None,
+            "devices": len(devices) if isinstance(devices, list) else 0,
+            "outcome": str(row.get("outcome") or ""),
+            "policy": str(data.get("policy") or ""),
+            "settle_ms": row.get("settle_ms"),
+            "data_settle_ms": data.get("settle_ms"),
+        })
+
+    def advance(self, watermark_ns: int | None) -> None:
+        """Every journal has been read up to ``watermark_ns`` (None: to its end): compute and
+        drop the per-second latencies of the seconds that can no longer change."""
+        if not self._open:
+            return
+        if watermark_ns is None:
+            limit = max(self._open)
+        else:
+            limit = watermark_ns // _NS - SLACK_S - 1
+        done = [s for s in self._open if s <= limit]
+        if not done:
+            return
+        for s in sorted(done):
+            chunks = self._open.pop(s)
+            ops = np.concatenate([c[0] for c in chunks])
+            lat = np.concatenate([c[1] for c in chunks])
+            order = np.lexsort((lat, ops))
+            g, v = ops[order], lat[order]
+            starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+            counts = np.diff(np.r_[starts, len(g)])
+            qs = []
+            for q in (0.50, 0.95, 0.99):
+                rank = np.maximum(np.ceil(q * counts - 1e-9).astype("int64"), 1)
+                qs.append(v[starts + rank - 1])
+            for i, o in enumerate(g[starts].tolist()):
+                self._sec_quant[(s, o)] = (float(qs[0][i]), float(qs[1][i]), float(qs[2][i]))
+        self._closed_through = max(limit if self._closed_through is None else max(self._closed_through, limit),
+                                   max(done))
+
+    # ------------------------------------------------------------------ results
+    def origin_ns(self) -> int:
+        """As ``aggregate.time_origin_ns``: the earliest intended/start, floored to a second."""
+        return 0 if self.first_ns is None else (self.first_ns // _NS) * _NS
+
+    def span_s(self) -> float:
+        if self.first_ns is None or self.last_ns is None:
+            return 0.0
+        return max(0.0, (self.last_ns - self.first_ns) / 1e9)
+
+    @property
+    def empty(self) -> bool:
+        return self.rows == 0
+
+    def _count_items(self) -> Iterable[tuple[int, int, int, int]]:
+        """(op, verdict, code, rows)."""
+        for key, cnt in self._counts.items():
+            ov, ci = key >> 40, key & ((1 << 40) - 1)
+            o, v = divmod(ov, 8)
+            yield o, v, self._code_list[ci], cnt
+
+    def present_ops(self) -> list[str]:
+        seen = {o for o, _, _, c in self._count_items() if c}
+        return [self.ops[o] for o in sorted(seen)]
+
+    def op_table(self, duration_s: float | None = None, events: frozenset[str] = frozenset()) -> pd.DataFrame:
+        """``aggregate.op_summary`` of the judged rows."""
+        from harness.results.report import aggregate as agg
+
+        if self.empty:
+            return agg.op_summary(pd.DataFrame(), duration_s, events)
+        nops = len(self.ops)
+        counts = np.zeros((nops, 5), dtype="int64")
+        for o, v, _, c in self._count_items():
+            counts[o, v] += c
+        total = counts.sum(axis=1)
+        span = self.span_s() if duration_s is None else float(duration_s)
+        res: dict[str, Any] = {"count": total, "ok": counts[:, 0], "fail": counts[:, 1], "info": counts[:, 2],
+                               "expected": counts[:, 3]}
+        res["rate_per_s"] = total / span if span > 0 else np.full(nops, np.nan)
+        qs = list(agg.PERCENTILES.values())
+        for c in (*agg.PERCENTILES, "max_ms", "service_p50_ms", "service_p99_ms"):
+            res[c] = np.full(nops, np.nan)
+        for o, sk in self.latency.items():
+            vals = sk.quantiles(qs)
+            for i, c in enumerate(agg.PERCENTILES):
+                res[c][o] = vals[i]
+            res["max_ms"][o] = sk.max
+        for o, sk in self.service.items():
+            p50, p99 = sk.quantiles([0.50, 0.99])
+            res["service_p50_ms"][o] = p50
+            res["service_p99_ms"][o] = p99
+        out = pd.DataFrame(res, index=pd.Index(self.ops, name="op", dtype="str"))
+        out = out.loc[out["count"] > 0, list(agg._OP_SUMMARY_COLUMNS)]
+        out = out.loc[agg.ordered_ops(out.index)]
+        return agg._mark_events(out, events)
+
+    def service_quantiles(self, qs: Mapping[str, float]) -> dict[str, dict[str, float]]:
+        """op -> {key: nearest-rank service-time quantile of its ok rows}."""
+        out = {}
+        for o, sk in self.service.items():
+            if sk.n:
+                vals = sk.quantiles(list(qs.values()))
+                out[self.ops[o]] = dict(zip(qs, vals))
+        return out
+
+    def _conditions_map(self, verdicts: Sequence[int] | None, skip_fault: bool, share: float = 0.8) -> dict[int, str]:
+        """``aggregate.protocol_conditions`` of the same rows ``code_table`` counts."""
+
+        def take(g: int) -> bool:
+            return (verdicts is None or g // 2 in verdicts) and not (skip_fault and g % 2)
+
+        per: dict[tuple[int, str], int] = {}
+        for (code, g, cond), cnt in self._cond.items():
+            if take(g):
+                per[(code, cond)] = per.get((code, cond), 0) + cnt
+        total: dict[int, int] = {}
+        for (code, g), cnt in self._cond_total.items():
+            if take(g):
+                total[code] = total.get(code, 0) + cnt
+        best: dict[int, tuple[int, str]] = {}
+        for (code, cond), cnt in per.items():
+            if code not in best or cnt > best[code][0] or (cnt == best[code][0] and cond < best[code][1]):
+                best[code] = (cnt, cond)
+        return {c: cond for c, (cnt, cond) in best.items() if cnt >= share * total.get(c, 0)}
+
+    def code_table(self, verdicts: Sequence[int] | None = None, with_expected: bool = True,
+                   skip_fault: bool = False) -> pd.DataFrame:
+        """``aggregate.code_counts`` of the rows whose verdict is in ``verdicts`` (all rows when None)."""
+        from harness.results.report.aggregate import code_name_short
+
+        fault = self._op_index.get("fault", -1)
+        cnt: dict[int, int] = {}
+        exp: dict[int, int] = {}
+        for o, v, c, n in self._count_items():
+            if verdicts is not None and v not in verdicts:
+                continue
+            if skip_fault and o == fault:
+                continue
+            cnt[c] = cnt.get(c, 0) + n
+            if v == _V_EXPECTED:
+                exp[c] = exp.get(c, 0) + n
+        cnt = {c: n for c, n in cnt.items() if n}
+        out = pd.DataFrame({"code": np.asarray(list(cnt), dtype="int64"),
+                            "count": np.asarray(list(cnt.values()), dtype="int64")})
+        out = out.sort_values(["count", "code"], ascending=[False, True], kind="stable")
+        conditions = self._conditions_map(verdicts, skip_fault)
+        out.insert(1, "name", [code_name_short(c) + (f" ({conditions[c]})" if c in conditions else "")
+                               for c in out["code"]])
+        out["name"] = out["name"].astype("str")
+        if with_expected:
+            out["expected"] = out["code"].map(exp).fillna(0).astype("int64")
+        return out.reset_index(drop=True)
+
+    def codes_by_op(self, only: int | None = None) -> dict[str, dict[str, int]]:
+        """op -> code -> rows (rows of verdict ``only`` when given), sorted."""
+        acc: dict[tuple[str, int], int] = {}
+        for o, v, c, n in self._count_items():
+            if only is not None and v != only:
+                continue
+            key = (self.ops[o], c)
+            acc[key] = acc.get(key, 0) + n
+        out: dict[str, dict[str, int]] = {}
+        for (op, code), n in sorted(acc.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            if n:
+                out.setdefault(op, {})[str(int(code))] = int(n)
+        return out
+
+    def expected_table(self) -> pd.DataFrame:
+        from harness.results.report import aggregate as agg
+
+        recs: dict[tuple[str, int], int] = {}
+        for o, v, c, n in self._count_items():
+            if v == _V_EXPECTED and n:
+                recs[(self.ops[o], c)] = recs.get((self.ops[o], c), 0) + n
+        cols = {"op": pd.Series([], dtype="str"), "code": pd.Series([], dtype="int64"),
+                "name": pd.Series([], dtype="str"), "count": pd.Series([], dtype="int64")}
+        if not recs:
+            return pd.DataFrame(cols)
+        rank = {o: i for i, o in enumerate(agg.ordered_ops({k[0] for k in recs}))}
+        items = sorted(recs.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1]))
+        return pd.DataFrame({"op": pd.Series([k[0] for k, _ in items], dtype="str"),
+                             "code": pd.Series([k[1] for k, _ in items], dtype="int64"),
+                             "name": pd.Series([agg.code_name_short(k[1]) for k, _ in items], dtype="str"),
+                             "count": pd.Series([n for _, n in items], dtype="int64")})
+
+    def per_second(self) -> pd.DataFrame:
+        """``aggregate.per_second`` (seconds since :meth:`origin_ns`)."""
+        from harness.results.report import aggregate as agg
+
+        self.advance(None)
+        cols = ["second", "unix_s", "op", "count", "ok", "fail", "info", "expected", "p50_ms", "p95_ms", "p99_ms"]
+        if self.empty:
+            return agg.per_second(pd.DataFrame())
+        cells: dict[tuple[int, int], list[int]] = {}
+        for key, cnt in self._sec_counts.items():
+            s, rest = key >> 23, key & ((1 << 23) - 1)
+            o, v = divmod(rest, 8)
+            cell = cells.get((s, o))
+            if cell is None:
+                cell = cells[(s, o)] = [0, 0, 0, 0, 0]
+            cell[v] += cnt
+        origin_s = self.origin_ns() // _NS
+        rank = {name: i for i, name in enumerate(agg.ordered_ops(self.ops))}
+        keys = sorted(cells, key=lambda k: (k[0], rank[self.ops[k[1]]]))
+        nan3 = (math.nan, math.nan, math.nan)
+        q = [self._sec_quant.get(k, nan3) for k in keys]
+        out = pd.DataFrame({
+            "second": np.asarray([k[0] - origin_s for k in keys], dtype="int64"),
+            "unix_s": np.asarray([k[0] for k in keys], dtype="int64"),
+            "op": pd.Series([self.ops[k[1]] for k in keys], dtype="str"),
+            "count": np.asarray([sum(cells[k]) for k in keys], dtype="int64"),
+            "ok": np.asarray([cells[k][0] for k in keys], dtype="int64"),
+            "fail": np.asarray([cells[k][1] for k in keys], dtype="int64"),
+            "info": np.asarray([cells[k][2] for k in keys], dtype="int64"),
+            "expected": np.asarray([cells[k][3] for k in keys], dtype="int64"),
+            "p50_ms": np.asarray([x[0] for x in q], dtype="float64"),
+            "p95_ms": np.asarray([x[1] for x in q], dtype="float64"),
+            "p99_ms": np.asarray([x[2] for x in q], dtype="float64"),
+        })
+        return out[cols]
+
+    def codes_per_second(self) -> pd.DataFrame:
+        from harness.results.report.aggregate import code_name_short
+
+        if not self._err_ps:
+            return pd.DataFrame({"second": pd.Series([], dtype="int64"), "code": pd.Series([], dtype="int64"),
+                                 "name": pd.Series([], dtype="str"), "expected": pd.Series([], dtype="bool"),
+                                 "count": pd.Series([], dtype="int64")})
+        origin_s = self.origin_ns() // _NS
+        recs = []
+        for key, cnt in self._err_ps.items():
+            se, ci = key >> 24, key & 0xFFFFFF
+            s, e = divmod(se, 2)
+            recs.append((s - origin_s, self._code_list[ci], bool(e), cnt))
+        recs.sort(key=lambda r: (r[0], r[1], r[2]))
+        out = pd.DataFrame({"second": np.asarray([r[0] for r in recs], dtype="int64"),
+                            "code": np.asarray([r[1] for r in recs], dtype="int64"),
+                            "expected": np.asarray([r[2] for r in recs], dtype="bool"),
+                            "count": np.asarray([r[3] for r in recs], dtype="int64")})
+        out.insert(2, "name", out["code"].map({c: code_name_short(c) for c in out["code"].unique()}).astype("str"))
+        return out
+
+    def connections_per_second(self) -> pd.DataFrame:
+        """Connections open per second: from each ``connect`` row's start to its connection's
+        ``disconnect`` row's end (connections that never closed: to the last second)."""
+        empty = pd.DataFrame({"second": pd.Series([], dtype="int64"), "connections": pd.Series([], dtype="int64")})
+        if not self._conn_open:
+            return empty
+        origin_s = self.origin_ns() // _NS
+        lo = min(self._conn_open)
+        hi = max([*self._conn_open, *self._conn_close, (self.last_ns or 0) // _NS])
+        diff = np.zeros(hi - lo + 2, dtype="int64")
+        for s, c in self._conn_open.items():
+            diff[s - lo] += c
+        for s, c in self._conn_close.items():
+            if s >= lo:
+                diff[s - lo + 1] -= c
+        open_ = np.maximum(np.cumsum(diff)[:-1], 0)
+        return pd.DataFrame({"second": np.arange(lo, hi + 1, dtype="int64") - origin_s, "connections": open_})
+
+    def fault_windows(self) -> pd.DataFrame:
+        if not self.faults:
+            return pd.DataFrame({"start_s": pd.Series([], dtype="float64"), "end_s": pd.Series([], dtype="float64"),
+                                 "label": pd.Series([], dtype="str")})
+        origin = self.origin_ns()
+        faults = sorted(self.faults)
+        return pd.DataFrame({"start_s": [(a - origin) / 1e9 for a, _, _ in faults],
+                             "end_s": [(b - origin) / 1e9 for _, b, _ in faults],
+                             "label": pd.Series([lab for _, _, lab in faults], dtype="str")})
+
+    def timed_ops(self, events: frozenset[str]) -> list[str]:
+        from harness.results.report import aggregate as agg
+
+        skip = events | agg.MARKER_OPS
+        return [o for o in agg.ordered_ops(self.present_ops()) if o not in skip and o != _NO_OP]
+
+    def latency_cdf(self, ops: Sequence[str], max_points: int = 600) -> pd.DataFrame:
+        frames = []
+        for name in ops:
+            o = self._op_index.get(name)
+            lat = self.latency.get(o) if o is not None else None
+            if lat is None or not lat.n:
+                continue
+            x, y = lat.cdf(max_points)
+            frames.append(pd.DataFrame({"op": name, "kind": "latency", "ms": x, "fraction": y, "n": lat.n}))
+            svc = self.service.get(o)
+            if svc is not None and svc.n:
+                x, y = svc.cdf(max_points)
+                frames.append(pd.DataFrame({"op": name, "kind": "service", "ms": x, "fraction": y, "n": svc.n}))
+        if not frames:
+            return pd.DataFrame({"op": pd.Series([], dtype="str"), "kind": pd.Series([], dtype="str"),
+                                 "ms": pd.Series([], dtype="float64"), "fraction": pd.Series([], dtype="float64"),
+                                 "n": pd.Series([], dtype="int64")})
+        out = pd.concat(frames, ignore_index=True)
+        out["op"] = out["op"].astype("str")
+        out["kind"] = out["kind"].astype("str")
+        return out
+
+    def ok_latencies(self, name: str) -> np.ndarray:
+        """The ok rows' latencies (ms) of one op: all of them, or an even sample beyond POINTS."""
+        o = self._op_index.get(name)
+        if o is None or o not in self.points:
+            return np.empty(0)
+        return self.points[o].arrays()[1]
+
+    def latency_points(self, ops: Sequence[str], max_points: int = 20_000) -> pd.DataFrame:
+        origin = self.origin_ns()
+        frames = []
+        for name in ops:
+            o = self._op_index.get(name)
+            if o is None or o not in self.points:
+                continue
+            t, lat = self.points[o].arrays()
+            if not len(t):
+                continue
+            sec = (t - origin) / 1e9
+            if len(lat) > max_points:
+                keep = np.unique(np.r_[np.linspace(0, len(lat) - 1, max_points).astype("int64"),
+                                       np.argmax(lat), np.argmin(lat)])
+                sec, lat = sec[keep], lat[keep]
+            frames.append(pd.DataFrame({"op": name, "second": sec, "latency_ms": lat}))
+        if not frames:
+            return pd.DataFrame({"op": pd.Series([], dtype="str"), "second": pd.Series([], dtype="float64"),
+                                 "latency_ms": pd.Series([], dtype="float64")})
+        out = pd.concat(frames, ignore_index=True)
+        out["op"] = out["op"].astype("str")
+        return out
+
+    def scenario_names(self) -> set[str]:
+        return {s for s in self.scenarios if s}
+
+    def has_op(self, name: str) -> bool:
+        return name in self.present_ops()
+
+    def race_survivors(self) -> pd.DataFrame:
+        recs = [{k: r[k] for k in ("race", "survivors", "devices", "outcome", "policy")}
+                for r in self.races if r["survivors"] is not None]
+        if not recs:
+            return pd.DataFrame({"race": pd.Series([], dtype="str"), "survivors": pd.Series([], dtype="int64"),
+                                 "devices": pd.Series([], dtype="int64"), "outcome": pd.Series([], dtype="str"),
+                                 "policy": pd.Series([], dtype="str")})
+        return pd.DataFrame(recs).astype({"race": "str", "outcome": "str", "policy": "str"})
+
+    def race_rows(self) -> list[dict[str, Any]]:
+        """Race rows as ``aggregate.race_settle_note`` reads them."""
+        return [{"settle_ms": r["settle_ms"], "data": {"settle_ms": r["data_settle_ms"]}} for r in self.races]
+
+    def kick_delays(self) -> pd.DataFrame:
+        """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row."""
+        login_start = self.kick_login
+        recs = [((t - login_start[by]) / 1e6, d if isinstance(d, str) and d else "kick")
+                for t, by, d in self.kicks if by in login_start]
+        return pd.DataFrame({"reason": pd.Series([r for _, r in recs], dtype="str"),
+                             "delay_ms": np.asarray([d for d, _ in recs], dtype="float64")})
+
+    def lag_p99_ms(self) -> float | None:
+        return None if not self.lag.n else float(self.lag.quantiles([0.99])[0])
