@@ -34,7 +34,7 @@ __all__ = ["Scan", "scan_run", "BLOCK_BYTES"]
 #: Text read per block and file.
 BLOCK_BYTES = 4 << 20
 #: Ops whose nested ``data`` the consumers read (decoded from the raw line).
-_NESTED_OPS = ("race", "switch")
+_NESTED_OPS = ("race", "switch", "reconnect")
 _SCAN_SCHEMA = pa.schema(list(_SCHEMA) + [pa.field("kicked", pa.list_(pa.string())),
                                          pa.field("expire_at", pa.int64())])
 _DIGEST_COLUMNS = [f.name for f in _SCHEMA]
@@ -49,6 +49,9 @@ class Scan:
     digest: Digest | None
     files: int
     rows: int
+    #: with ``recovery=True``: the rows :func:`harness.runner.faults.recovery_stats` reads
+    #: (fault, disconnect, reconnect, ok login and every fail / info row), as dicts
+    recovery: list[dict] | None = None
 
 
 def _blocks(path: Path, size: int = BLOCK_BYTES) -> Iterator[tuple[bytes, int]]:
@@ -176,18 +179,33 @@ def _feed_digest(d: Digest, table: pa.Table) -> None:
     d.feed(table)
 
 
-def scan_run(run_dir: str | Path, *, history: bool = True, digest: bool = True) -> Scan:
+def scan_run(run_dir: str | Path, *, history: bool = True, digest: bool = True, recovery: bool = False) -> Scan:
     """One pass over ``run_dir/journal/*.jsonl`` (see the module docstring)."""
     gc_on = gc.isenabled()
     gc.disable()  # the indexes are millions of acyclic objects: collection passes would only rescan them
     try:
-        return _scan(Path(run_dir), history, digest)
+        return _scan(Path(run_dir), history, digest, recovery)
     finally:
         if gc_on:
             gc.enable()
 
 
-def _scan(root: Path, history: bool, digest: bool) -> Scan:
+_RECOVERY_OPS = ("fault", "disconnect", "reconnect")
+
+
+def _recovery_rows(table: pa.Table, nested: dict[int, dict], out: list[dict]) -> None:
+    op, outcome = table["op"], table["outcome"]
+    mask = pc.or_kleene(pc.is_in(op, value_set=pa.array(_RECOVERY_OPS)),
+                        pc.is_in(outcome, value_set=pa.array(["fail", "info"])))
+    mask = pc.or_kleene(mask, pc.and_kleene(pc.equal(op, "login"), pc.equal(outcome, "ok")))
+    idx = pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
+    if not idx:
+        return
+    flat = table.take(pa.array(idx)).to_pylist()
+    out.extend(nested.get(i, row) for i, row in zip(idx, flat))
+
+
+def _scan(root: Path, history: bool, digest: bool, recovery: bool = False) -> Scan:
     jdir = root / "journal"
     files = sorted(jdir.glob("*.jsonl")) if jdir.is_dir() else []
     h = History() if history else None
@@ -196,6 +214,7 @@ def _scan(root: Path, history: bool, digest: bool) -> Scan:
         d.files = len(files)
     active = [_Source(p) for p in files]
     rows = 0
+    rec: list[dict] | None = [] if recovery else None
     while active:
         src = min(active, key=lambda s: s.last_end)
         try:
@@ -223,6 +242,8 @@ def _scan(root: Path, history: bool, digest: bool) -> Scan:
                 for i, row in nested.items():
                     if row.get("op") == "race":
                         d.add_race(row)
+            if rec is not None:
+                _recovery_rows(table, nested, rec)
             end = table["end"]
         else:
             dicts, bad = _decode_lines(data, lineno, src.path.name, h)
@@ -237,6 +258,8 @@ def _scan(root: Path, history: bool, digest: bool) -> Scan:
                 for row in dicts:
                     if row.get("op") == "race":
                         d.add_race(row)
+            if rec is not None:
+                rec.extend(dicts)  # recovery_stats skips what it does not read
             end = pa.array([r.get("end") if type(r.get("end")) is int else None for r in dicts], type=pa.int64())
         top = pc.max(end).as_py() if len(end) else None
         if top is not None and top > src.last_end:
@@ -246,4 +269,4 @@ def _scan(root: Path, history: bool, digest: bool) -> Scan:
     if d is not None and h is not None:
         d.kick_login = {by: h.sessions[by].sent for _, by, _ in d.kicks
                         if by in h.sessions and h.sessions[by].via == "login"}
-    return Scan(history=h, digest=d, files=len(files), rows=rows)
+    return Scan(history=h, digest=d, files=len(files), rows=rows, recovery=rec)

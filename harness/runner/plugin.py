@@ -1190,7 +1190,7 @@ class HarnessPlugin:
         all_on_disk = all(w["journal_on_master"] and w["finished"] for w in workers.values())
         from harness.results.scan import scan_run
 
-        scan = scan_run(run.run_dir)  # the journals are read once: checks, summary and report
+        scan = scan_run(run.run_dir, recovery=bool(cfg.faults.specs()))  # the journals are read once
         checks = run_checks(run.run_dir, config=config_mod.masked(cfg), enabled=cfg.checks.enabled,
                             locust_total=locust_total if all_on_disk else None, history=scan.history)
         scan.history = None  # the checks are done with it: its memory goes before the report
@@ -1215,7 +1215,8 @@ class HarnessPlugin:
                  "scenarios": self.scenarios, "locust_total": locust_total,
                  "locust_failures": stats.total.num_failures, "workers": workers,
                  "missing_workers": [n for n, w in workers.items() if not w["finished"]], "cpu": cpu}
-        recovery = _recovery(run.run_dir) if cfg.faults.specs() else None
+        recovery = _recovery(scan.recovery) if scan.recovery is not None else None
+        scan.recovery = None
         if recovery is not None:
             extra["recovery"] = recovery
         summary = build_summary(run.run_dir, meta=meta, checks=checks, gates_cfg=config_mod.masked(cfg)["gates"],
@@ -1324,23 +1325,12 @@ def _warn_unreachable_loopback(ws_url: str, master_host: str) -> None:
                   "cannot reach: run with --host ws://<reachable address> or set target.host", ws_url, master_host)
 
 
-def _recovery(run_dir: Path) -> dict | None:
-    """Reconnect-storm figures (harness.runner.faults.recovery_stats) when the run injected faults."""
-    import json as _json
-
-    files = sorted((run_dir / "journal").glob("*.jsonl"))
+def _recovery(rows: list) -> dict | None:
+    """Reconnect-storm figures (harness.runner.faults.recovery_stats) of a run that injected
+    faults, from the rows the end-of-run scan kept for it."""
     from harness.runner.faults import recovery_stats
 
-    def rows():
-        for p in files:
-            with open(p, "rb") as fh:
-                for line in fh:
-                    try:
-                        yield _json.loads(line)
-                    except ValueError:
-                        continue
-
-    return recovery_stats(rows())
+    return recovery_stats(rows)
 
 
 def install(events: Any) -> None:

@@ -380,3 +380,27 @@ def test_the_end_of_a_run_reads_the_journals_once(tmp_path):
     assert summary == summary2 and summary["ops"]["login"]["count"] > 100
     for name in ("ops.csv", "codes.csv", "per_second.csv", "expected.csv"):
         assert (tmp_path / "tables" / name).read_text() == (other / "tables" / name).read_text(), name
+
+
+def test_recovery_figures_come_from_the_same_read(tmp_path):
+    """A fault run's reconnect-storm figures from the rows the scan keeps == from every row."""
+    from harness.runner.faults import recovery_stats
+
+    (tmp_path / "journal").mkdir()
+    wr = _W("w0", random.Random(2))
+    wr.row("faults", "fault", T0 + 10 * NS, T0 + 12 * NS, outcome="info", detail="server_restart")
+    for i in range(60):
+        t = T0 + 10 * NS + i * 20_000_000
+        wr.row("mass_login", "heartbeat", t - NS, t - NS + 1_000_000, conn=f"w0/{i}")
+        wr.row("mass_login", "disconnect", t, t, conn=f"w0/{i}", session=f"S{i}", outcome="info",
+               detail="connection lost")
+        back = t + (2 + i % 5) * NS
+        wr.row("mass_login", "reconnect", t + 1_000_000, back, conn=f"w0/r{i}", outcome="ok" if i % 7 else "fail",
+               code=0 if i % 7 else 70500, data={"old_conn": f"w0/{i}", "attempts": 1 + i % 3})
+        wr.row("mass_login", "login", back - 5_000_000, back, conn=f"w0/r{i}", session=f"T{i}")
+    with open(tmp_path / "journal" / "w0.jsonl", "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in sorted(wr.rows, key=lambda r: r["end"]))
+    scan = scan_run(tmp_path, recovery=True)
+    want = recovery_stats(wr.rows)
+    assert recovery_stats(scan.recovery) == want
+    assert want["faults"][0]["lost"] == 60 and want["faults"][0]["failed"] > 0
