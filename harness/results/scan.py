@@ -34,7 +34,7 @@ __all__ = ["Scan", "scan_run", "BLOCK_BYTES"]
 #: Text read per block and file.
 BLOCK_BYTES = 4 << 20
 #: Ops whose nested ``data`` the consumers read (decoded from the raw line).
-_NESTED_OPS = ("race", "switch", "reconnect")
+_NESTED_OPS = ("race", "switch", "reconnect", "fault")
 _SCAN_SCHEMA = pa.schema(list(_SCHEMA) + [pa.field("kicked", pa.list_(pa.string())),
                                          pa.field("expire_at", pa.int64())])
 _DIGEST_COLUMNS = [f.name for f in _SCHEMA]

@@ -388,7 +388,8 @@ def test_recovery_figures_come_from_the_same_read(tmp_path):
 
     (tmp_path / "journal").mkdir()
     wr = _W("w0", random.Random(2))
-    wr.row("faults", "fault", T0 + 10 * NS, T0 + 12 * NS, outcome="info", detail="server_restart")
+    wr.row("faults", "fault", T0 + 10 * NS, T0 + 12 * NS, outcome="info", detail="server_restart",
+           data={"kind": "server_restart", "pid_before": 1, "pid_after": 2})
     for i in range(60):
         t = T0 + 10 * NS + i * 20_000_000
         wr.row("mass_login", "heartbeat", t - NS, t - NS + 1_000_000, conn=f"w0/{i}")
@@ -404,3 +405,4 @@ def test_recovery_figures_come_from_the_same_read(tmp_path):
     want = recovery_stats(wr.rows)
     assert recovery_stats(scan.recovery) == want
     assert want["faults"][0]["lost"] == 60 and want["faults"][0]["failed"] > 0
+    assert want["faults"][0]["kind"] == "server_restart"
