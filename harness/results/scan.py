@@ -181,11 +181,16 @@ def _feed_digest(d: Digest, table: pa.Table) -> None:
 
 def scan_run(run_dir: str | Path, *, history: bool = True, digest: bool = True, recovery: bool = False) -> Scan:
     """One pass over ``run_dir/journal/*.jsonl`` (see the module docstring)."""
+    # The indexes are millions of long-lived acyclic objects: automatic collections would
+    # rescan them again and again. Instead, after each block the young generation (that
+    # block's temporaries, whose cycles would otherwise pin its buffers) is collected and the
+    # survivors frozen out of later passes; unfrozen at the end (refcounting frees them).
     gc_on = gc.isenabled()
-    gc.disable()  # the indexes are millions of acyclic objects: collection passes would only rescan them
+    gc.disable()
     try:
         return _scan(Path(run_dir), history, digest, recovery)
     finally:
+        gc.unfreeze()
         if gc_on:
             gc.enable()
 
@@ -266,6 +271,8 @@ def _scan(root: Path, history: bool, digest: bool, recovery: bool = False) -> Sc
             src.last_end = top
         if d is not None:
             d.advance(min(s.last_end for s in active))
+        gc.collect(0)
+        gc.freeze()
     if d is not None and h is not None:
         d.kick_login = {by: h.sessions[by].sent for _, by, _ in d.kicks
                         if by in h.sessions and h.sessions[by].via == "login"}
