@@ -33,6 +33,13 @@ Parsing rules
   old one (its XML declaration, when it is a plain ``version='1.x'`` [UTF-8] one, is checked
   and taken off first; anything else gets a fresh parser, as before). WebSocket mode keeps its
   parser across ``<success/>`` anyway (each frame is one element under the wrapper).
+* TCP streams start in *fast mode* (``fast=True``, the default): complete stanzas made only of a
+  strict subset of XML (plain ASCII tags, attributes and text, no references, comments, PIs,
+  CDATA or ``<!``) are read without expat into the same elements, and what repeats verbatim
+  (headers but their id, features, ``<success/>``) is memoised; the first byte outside the
+  subset hands the stream to expat (stream header replayed), which then reads it as before.
+  Same events, same verdicts, same limits (see "The fast path" below; the tests compare both
+  modes on transcripts, at every byte boundary and under fuzzing). ``fast=False``: expat only.
 * :meth:`XmppCodec.feed` never raises on input: malformed XML is a :class:`ParseError` event
   (``condition`` is the stream error to send back, ``reason`` the short detail for the journal:
   ``xml-not-well-formed``, ``restricted-xml``, ``stanza-too-big``, ``too-deep``). After a

@@ -1,8 +1,12 @@
-"""XmppDriver: the :class:`harness.sdk.driver.Driver` protocol over XMPP (gevent sockets).
+"""XmppDriver: the :class:`harness.sdk.driver.Driver` protocol over XMPP (gevent event loop).
 
 One driver = one XMPP stream at a time (TCP port 5222, or RFC 7395 WebSocket with subprotocol
-``xmpp``) and one reader greenlet for it. The codec (``codec.py``) is sans-IO; this module only
-moves bytes and runs the login exchange.
+``xmpp``). Without TLS the socket is a plain non-blocking OS socket read by a hub I/O watcher
+(as the ``tim`` driver does): no reader greenlet, no gevent socket wrapper, and no ``recv``
+before the hub said the socket is readable; the watcher's callback decodes and handles what
+arrived, in the hub. With TLS (STARTTLS, ``wss``) the socket goes to gevent's SSL layer and one
+reader greenlet reads it. The codec (``codec.py``) is sans-IO; this module only moves bytes
+and runs the login exchange.
 
 How the calls map onto XMPP
 ---------------------------
@@ -10,11 +14,11 @@ How the calls map onto XMPP
 * ``connect(deadline)``: TCP (from ``source_address``), the WebSocket handshake in ``ws`` mode,
   the stream header, ``<stream:features>``; STARTTLS + a new stream when ``tls`` is ``always``
   or (``auto``) when the server marks it ``<required/>``. Runs in the calling greenlet; the
-  reader starts once the first features arrived.
+  reader (watcher or greenlet) starts once the first features arrived.
 * ``login``: SASL (PLAIN / SCRAM-SHA-1 / SCRAM-SHA-256, ``auto`` = best offered; a JWT always
   goes as PLAIN) -> ``<success/>`` (SCRAM: the server signature is verified) -> stream restart
   -> features -> bind (resource = ``instance_id``) -> [session when not optional] -> initial
-  ``<presence/>``. The caller sends ``<auth/>``; the reader greenlet runs every later step and
+  ``<presence/>``. The caller sends ``<auth/>``; the reader runs every later step and
   produces the answer. ``Reply.session_id`` = ``<stream id>:<full JID>`` (stream id of the
   restarted stream).
 
@@ -55,8 +59,8 @@ How the calls map onto XMPP
   ``data={"serverTime": None}``. ``status`` -> None (no server-side view).
 * Server pings are answered; other server iq get/set get ``service-unavailable``.
 
-Events (reader greenlet, never blocking)
-----------------------------------------
+Events (from the reader: the hub, or the TLS reader greenlet; never blocking)
+------------------------------------------------------------------------------
 
 * ``<stream:error><conflict/>`` while a session is held -> ``sink.kicked(session, reason,
   {"condition": "conflict", "text": text}, at_ns)``: ejabberd (same resource or
