@@ -277,6 +277,24 @@ def test_doctype_split_across_reads_is_refused():
     assert isinstance(events[-1], C.ParseError) and codec.done
 
 
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "expat"])
+def test_declaration_split_anywhere_in_the_prolog_is_refused(fast):
+    """Every split of the prolog into 2 and 3 reads (1-byte reads around the boundary too) refuses
+    the DOCTYPE / ENTITY before anything is parsed."""
+    prolog = b"<?xml version='1.0'?>  <!DOCTYPE x [<!ENTITY e 'boom'>]><stream:stream>"
+    refused = [C.ParseError("restricted-xml", "restricted-xml", "DOCTYPE / ENTITY declarations are refused")]
+    for i in range(1, len(prolog)):
+        for j in range(i, min(len(prolog), i + 12)):
+            codec = C.XmppCodec(fast=fast)
+            events = codec.feed(prolog[:i]) + codec.feed(prolog[i:j]) + codec.feed(prolog[j:])
+            assert events == refused, (i, j)
+    codec = C.XmppCodec(fast=fast)
+    events = []
+    for k in range(len(prolog)):
+        events += codec.feed(prolog[k:k + 1])
+    assert events == refused
+
 def test_entity_in_stream_body_is_not_expanded():
     ev = C.XmppCodec().feed(b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"
                             b"<message xmlns='jabber:client'><body>&xxe;</body></message>")
