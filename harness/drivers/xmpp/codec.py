@@ -359,7 +359,8 @@ _F_RESERVED = frozenset({_NS_XML, _NS_XMLNS})
 # an entry names it.
 _F_SCOPES: dict = {}  # sorted bindings -> the canonical context dict
 _F_TAGS: dict = {}  # (id(context), start tag bytes) -> (tag, attrib, inner context, context)
-_F_ITEMS: dict = {}  # (id(context), limits, item bytes) -> (context, event), items that repeat
+_F_ITEMS: dict = {}  # (id(context) + limits, first bytes) -> [(item bytes, event)], items that repeat
+_F_ITEM_HEAD = 24  # the first bytes of an item that key its memo entries
 _F_HEADS: dict = {}  # stream header bytes with the id's value taken out -> (context, raw name, attrib but id)
 _F_MAX_SCOPES = 256
 _F_MAX_TAGS = 2048
@@ -677,20 +678,25 @@ class XmppCodec:
                     self._done = True
                     out.append(StreamClosed())
                     return b""
-                key = data if start == 0 else data[start:]
-                hit = _F_ITEMS.get((self._fkey, key)) if n - start <= _F_MAX_ITEM_BYTES else None
-                if hit is not None:
-                    ev = hit[1]
-                    pos = n
-                else:
+                ev = None
+                known = _F_ITEMS.get((self._fkey, data[start:start + _F_ITEM_HEAD]))
+                if known is not None:
+                    for item, item_ev, _ctx in known:  # a memoised item is a whole element: if the bytes
+                        if data.startswith(item, start):  # here start with it, it is the next one
+                            ev = item_ev
+                            pos = start + len(item)
+                            break
+                if ev is None:
                     elem, pos = _f_element(data, start, ctx, self.max_depth)
                     if pos - start > self.max_stanza_bytes:
                         raise _NotFast
                     ev = self._stanza(elem)
-                    if pos == n and type(ev) in _F_CACHED and n - start <= _F_MAX_ITEM_BYTES:
+                    if type(ev) in _F_CACHED and _F_ITEM_HEAD <= pos - start <= _F_MAX_ITEM_BYTES:
                         if len(_F_ITEMS) >= _F_MAX_ITEMS:
                             _F_ITEMS.clear()
-                        _F_ITEMS[(self._fkey, key)] = (ctx, ev)
+                        same = _F_ITEMS.setdefault((self._fkey, data[start:start + _F_ITEM_HEAD]), [])
+                        if len(same) < 8:  # (the entry keeps its context alive: its id is in the key)
+                            same.append((data[start:pos], ev, ctx))
                 completed = True
                 out.append(ev)
                 cls = type(ev)
