@@ -277,6 +277,24 @@ def test_doctype_split_across_reads_is_refused():
     assert isinstance(events[-1], C.ParseError) and codec.done
 
 
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "expat"])
+def test_declaration_split_anywhere_in_the_prolog_is_refused(fast):
+    """Every split of the prolog into 2 and 3 reads (1-byte reads around the boundary too) refuses
+    the DOCTYPE / ENTITY before anything is parsed."""
+    prolog = b"<?xml version='1.0'?>  <!DOCTYPE x [<!ENTITY e 'boom'>]><stream:stream>"
+    refused = [C.ParseError("restricted-xml", "restricted-xml", "DOCTYPE / ENTITY declarations are refused")]
+    for i in range(1, len(prolog)):
+        for j in range(i, min(len(prolog), i + 12)):
+            codec = C.XmppCodec(fast=fast)
+            events = codec.feed(prolog[:i]) + codec.feed(prolog[i:j]) + codec.feed(prolog[j:])
+            assert events == refused, (i, j)
+    codec = C.XmppCodec(fast=fast)
+    events = []
+    for k in range(len(prolog)):
+        events += codec.feed(prolog[k:k + 1])
+    assert events == refused
+
 def test_entity_in_stream_body_is_not_expanded():
     ev = C.XmppCodec().feed(b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>"
                             b"<message xmlns='jabber:client'><body>&xxe;</body></message>")
@@ -555,13 +573,14 @@ def test_fuzz_mutated_transcripts(case):
 
 
 # ------------------------------------------------------------------ the parser kept across <success/>
+# (the expat path: fast=False; the fast path starts every stream without a parser)
 
 def _bound_events(data: bytes, codec: C.XmppCodec | None = None) -> list:
-    return comparable((codec or C.XmppCodec()).feed(data))
+    return comparable((codec or C.XmppCodec(fast=False)).feed(data))
 
 
 def test_restart_keeps_the_parser_when_the_read_ended_with_success():
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=False)
     codec.feed(EJABBERD_AUTH)
     parser = codec._parser
     assert comparable(codec.feed(EJABBERD_BOUND)) == _bound_events(EJABBERD_BOUND)
@@ -572,12 +591,12 @@ def test_kept_parser_every_byte_boundary_of_the_new_stream():
     """The restarted stream split anywhere (also inside its XML declaration) gives the same events."""
     whole = _bound_events(EJABBERD_BOUND)
     for at in list(range(0, 60)) + [len(EJABBERD_BOUND) // 2]:
-        codec = C.XmppCodec()
+        codec = C.XmppCodec(fast=False)
         codec.feed(EJABBERD_AUTH)
         parser = codec._parser
         assert comparable(_feed_split(codec, EJABBERD_BOUND, at)) == whole, at
         assert codec._parser is parser
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=False)
     codec.feed(EJABBERD_AUTH)
     one_by_one: list = []
     for i in range(len(EJABBERD_BOUND)):
@@ -588,7 +607,7 @@ def test_kept_parser_every_byte_boundary_of_the_new_stream():
 @pytest.mark.parametrize("prefix", [b"", b"\n  ", b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>"])
 def test_kept_parser_accepts_no_or_other_plain_declarations(prefix):
     body = EJABBERD_BOUND[EJABBERD_BOUND.index(b"?>") + 2:]
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=False)
     codec.feed(EJABBERD_AUTH)
     parser = codec._parser
     assert comparable(codec.feed(prefix + body)) == _bound_events(EJABBERD_BOUND)
@@ -597,7 +616,7 @@ def test_kept_parser_accepts_no_or_other_plain_declarations(prefix):
 
 def test_bytes_after_success_in_the_same_read_get_a_fresh_parser():
     auth = EJABBERD_AUTH + b"<stream:str"  # a partial tag after <success/>: dropped, as before
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=False)
     parser = codec._parser
     codec.feed(auth)
     assert codec._parser is not parser
@@ -606,48 +625,49 @@ def test_bytes_after_success_in_the_same_read_get_a_fresh_parser():
 
 def test_unusual_declaration_after_restart_gets_a_fresh_parser():
     body = EJABBERD_BOUND[EJABBERD_BOUND.index(b"?>") + 2:]
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=False)
     codec.feed(EJABBERD_AUTH)
     parser = codec._parser
     events = codec.feed(b"<?xml version='1.0' encoding='ISO-8859-1'?>" + body)
     assert codec._parser is not parser
-    assert comparable(events) == comparable(C.XmppCodec().feed(b"<?xml version='1.0' encoding='ISO-8859-1'?>" + body))
+    assert comparable(events) == comparable(C.XmppCodec(fast=False).feed(b"<?xml version='1.0' encoding='ISO-8859-1'?>" + body))
 
 
-def test_kept_parser_keeps_the_safety_rules():
+@pytest.mark.parametrize("fast", [False, True], ids=["expat", "fast"])
+def test_kept_parser_keeps_the_safety_rules(fast):
     head = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
             b"xmlns:stream='http://etherx.jabber.org/streams' id='n2' version='1.0'>")
     # DOCTYPE / ENTITY after the restart
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=fast)
     codec.feed(EJABBERD_AUTH)
     ev = codec.feed(b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e 'boom'>]>")
     assert isinstance(ev[-1], C.ParseError) and ev[-1].reason in ("restricted-xml", "xml-not-well-formed")
     # an end tag of the stream restarted over (a fresh parser refuses it too)
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=fast)
     codec.feed(EJABBERD_AUTH)
     ev = codec.feed(b"</stream:stream>")
     assert ev[-1].reason == "xml-not-well-formed" and codec.done
     # not a stream header
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=fast)
     codec.feed(EJABBERD_AUTH)
     ev = codec.feed(b"<message/>")
     assert isinstance(ev[-1], C.ParseError) and codec.done
     # oversize and too deep count from the new stream
-    codec = C.XmppCodec(max_stanza_bytes=4096, max_depth=6)
+    codec = C.XmppCodec(max_stanza_bytes=4096, max_depth=6, fast=fast)
     codec.feed(EJABBERD_AUTH)
     assert codec.feed(head)[0].id == "n2"
     assert [e.tag for e in codec.feed(b"<a><b><c><d></d></c></b></a>")] == ["{jabber:client}a"]
     ev = codec.feed(b"<a><b><c><d><e><f><g/></f></e></d></c></b></a>")
     assert (ev[-1].condition, ev[-1].reason) == ("policy-violation", "too-deep")
-    codec = C.XmppCodec(max_stanza_bytes=4096)
+    codec = C.XmppCodec(max_stanza_bytes=4096, fast=fast)
     codec.feed(EJABBERD_AUTH)
     codec.feed(head)
     ev = codec.feed(b"<message><body>" + b"x" * 8000)
     assert (ev[-1].condition, ev[-1].reason) == ("policy-violation", "stanza-too-big")
     # unbound: a whitespace-only flood after the restart is handed to a fresh parser (same verdict)
-    codec = C.XmppCodec()
+    codec = C.XmppCodec(fast=fast)
     codec.feed(EJABBERD_AUTH)
-    fresh = C.XmppCodec()
+    fresh = C.XmppCodec(fast=fast)
     assert codec.feed(b" " * 2000) == fresh.feed(b" " * 2000) == []
     assert comparable(codec.feed(head)) == comparable(fresh.feed(head))
 
@@ -660,3 +680,180 @@ def test_ws_success_keeps_the_parser():
     assert codec.feed(PROSODY_WS_FRAMES[3])[0].id == "ws-2"
     assert codec.feed(PROSODY_WS_FRAMES[5])[0] == C.IqResult("b1", "user@localhost/w1")
     assert codec._parser is parser
+
+
+# ------------------------------------------------------------------ the fast path (TCP)
+# Every stream starts in fast mode (a strict XML subset read without expat, see codec.py "The
+# fast path"); anything outside it goes to expat. fast=True and fast=False must give the same
+# events, the same elements and the same verdicts on every input.
+
+EJABBERD_LIVE = [  # what ejabberd 23.01 sent in one login here (recv by recv)
+    b"<?xml version='1.0'?><stream:stream id='3415524340347363451' version='1.0' xml:lang='en' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='localhost' xmlns='jabber:client'><stream:features>"
+    b"<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>DIGEST-MD5</mechanism><mechanism>PLAIN"
+    b"</mechanism><mechanism>SCRAM-SHA-512</mechanism><mechanism>SCRAM-SHA-256</mechanism><mechanism>SCRAM-SHA-1"
+    b"</mechanism><mechanism>X-OAUTH2</mechanism></mechanisms><register xmlns='http://jabber.org/features/iq-register'/>"
+    b"</stream:features>",
+    b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+    b"<?xml version='1.0'?><stream:stream id='5374688810496770893' version='1.0' xml:lang='en' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='localhost' xmlns='jabber:client'>",
+    b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><session "
+    b"xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session></stream:features>",
+    b"<iq type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>storm0_1@localhost/r1</jid>"
+    b"</bind></iq>",
+    b"<presence xml:lang='en' to='storm0_1@localhost/r1' from='storm0_1@localhost/r1'/>",
+    b"</stream:stream>",
+]
+
+
+def _tree(elem) -> tuple:
+    return (elem.tag, list(elem.attrib.items()), elem.text,
+            [(_tree(c), c.tail) for c in elem])
+
+
+def deep(events: list) -> list:
+    """Events with every element they carry spelled out (tag, attributes in order, text, tails).
+    A ParseError's text (expat's message with a line/column) is left out: when the fast path
+    hands a stream to expat, the stanzas it read before were not fed to expat, so the column
+    differs; the condition and the reason are compared."""
+    out = []
+    for e in events:
+        if isinstance(e, C.ParseError):
+            out.append((C.ParseError, e.condition, e.reason))
+            continue
+        elem = getattr(e, "stanza", None) if isinstance(e, C.Other) else getattr(e, "element", None)
+        out.append((e, _tree(elem) if elem is not None else None))
+    return out
+
+
+def _both(chunks: list, **kw) -> tuple[list, list, C.XmppCodec]:
+    fast, slow = C.XmppCodec(fast=True, **kw), C.XmppCodec(fast=False, **kw)
+    a: list = []
+    b: list = []
+    for c in chunks:
+        a += fast.feed(c)
+        b += slow.feed(c)
+    assert fast.done == slow.done
+    return deep(a), deep(b), fast
+
+
+def test_fast_path_reads_a_whole_ejabberd_login_without_expat():
+    for _ in range(2):  # the second time from the memos
+        a, b, codec = _both(EJABBERD_LIVE)
+        assert a == b and codec._parser is None and codec.done
+        assert [type(e) for e, _ in a] == [C.StreamOpened, C.Features, C.SaslSuccess, C.StreamOpened, C.Features,
+                                            C.IqResult, C.Other, C.StreamClosed]
+
+
+@pytest.mark.parametrize("segments", [EJABBERD_LIVE, [EJABBERD_AUTH, EJABBERD_BOUND], [PROSODY_AUTH, PROSODY_BOUND]],
+                         ids=["ejabberd-live", "ejabberd", "prosody"])
+def test_fast_path_same_as_expat_at_every_byte_boundary(segments):
+    whole = b"".join(segments)
+    assert _both(segments)[0] == _both(segments)[1]
+    for at in range(len(whole) + 1):
+        a, b, _ = _both([whole[:at], whole[at:]])
+        assert a == b, at
+
+
+@pytest.mark.parametrize("stanza", [
+    b"<message to='a@b'><body>x &amp; y</body></message>",  # a reference
+    b"<message><body><![CDATA[x]]></body></message>",
+    b"<message><!-- c --><body>x</body></message>",
+    b"<message><?pi x?></message>",
+    b"<message a='1' a='2'/>",  # duplicate attribute
+    b"<message xmlns:p='urn:x' xmlns:q='urn:x' p:a='1' q:a='2'/>",  # the same expanded name twice
+    b"<p:message/>",  # unbound prefix
+    b"<message p:a='1'/>",
+    b"<message xmlns:p=''/>",
+    b"<message xmlns:xml='urn:x'/>",
+    b"<message xmlns='http://www.w3.org/2000/xmlns/'/>",
+    b"<xmlns:message/>",
+    b"<message a='x\ty'/>",  # attribute value normalisation
+    b"<message a='x\ny'/>",
+    b"<message>a\r\nb</message>",  # line-end normalisation
+    b"<message>\xe2\x98\x83</message>",  # non-ASCII
+    b"<message>\x01</message>",
+    b"<message>]]></message>",
+    b"<message></messagex>",
+    b"<message></message >",
+    b"<message a='1'></message a='1'>",
+    b"<message/ >",
+    b"<message a='1'b='2'/>",
+    b"<message a=1/>",
+    b"<1message/>",
+    b"<message><body>x</body>",  # unfinished
+    b"</message>",
+    b"</stream:stream><message/>",
+    b"<message>" + b"<a>" * 40 + b"</a>" * 40 + b"</message>",  # deeper than max_depth
+    b"<message><body>" + b"x" * 5000 + b"</body></message>",  # larger than max_stanza_bytes
+    b"text at depth one<message/>",
+    b"<!DOCTYPE x [<!ENTITY e 'boom'>]><message>&e;</message>",
+])
+def test_fast_path_same_as_expat_on_what_is_outside_the_subset(stanza):
+    head = EJABBERD_LIVE[2]
+    for chunks in ([head, stanza], [head + stanza], [head + b"<presence/>" + stanza]):
+        a, b, _ = _both(chunks, max_stanza_bytes=4096)
+        assert a == b, chunks
+
+
+def test_fast_path_header_memo_follows_each_header():
+    """A memoised header (its id taken out) is still read whole when anything else differs."""
+    base = EJABBERD_LIVE[2]
+    for head in (base, base.replace(b"id='5374688810496770893'", b"id='other'"),
+                 base.replace(b"xmlns='jabber:client'", b"xmlns='jabber:server'"),
+                 base.replace(b" id='5374688810496770893'", b" id='x' from='y'"),
+                 base.replace(b"id='5374688810496770893'", b"id='a&amp;b'"),
+                 base.replace(b"id='5374688810496770893'", b"id='a<b'"),
+                 base.replace(b"id='5374688810496770893'", b"id='a\tb'"),
+                 base.replace(b"from='localhost'", b"from='x id=y'"),
+                 base.replace(b"xmlns:stream='http://etherx.jabber.org/streams'", b"xmlns:stream='urn:x'")):
+        for _ in range(2):
+            a, b, _ = _both([head, EJABBERD_LIVE[3], EJABBERD_LIVE[4]])
+            assert a == b, head
+
+
+def _same_cut(case) -> None:
+    data, cuts = case
+    chunks = []
+    prev = 0
+    for cut in cuts + [len(data)]:
+        chunks.append(data[prev:cut])
+        prev = cut
+    a, b, _ = _both(chunks, max_stanza_bytes=4096, max_depth=8)
+    assert a == b
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_fuzz_fast_path_same_as_expat(case):
+    _same_cut(case)
+
+
+@st.composite
+def live_mutated(draw):
+    data = bytearray(b"".join(draw(st.sampled_from([EJABBERD_LIVE, EJABBERD_LIVE[2:]]))))
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, max(0, len(data) - 1)))
+        op = draw(st.sampled_from(["flip", "insert", "delete"]))
+        if op == "flip" and data:
+            data[at] = draw(st.sampled_from(b"<>/'\"=:& \t\r\nax\x00\x80"))
+        elif op == "insert":
+            data[at:at] = draw(st.sampled_from([b"<a/>", b"</a>", b"<a>", b" x='1'", b" xmlns:p='u'", b"p:",
+                                                b"&amp;", b"<!--c-->", b"<?p?>", b"]]>", b"\r"]))
+        else:
+            del data[at:at + draw(st.integers(1, 8))]
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
+    return bytes(data), cuts
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(live_mutated())
+def test_fuzz_fast_path_same_as_expat_on_live_transcripts(case):
+    _same_cut(case)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.binary(max_size=200), max_size=8))
+def test_fuzz_fast_path_same_as_expat_random_bytes(chunks):
+    a, b, _ = _both(chunks, max_stanza_bytes=2048)
+    assert a == b

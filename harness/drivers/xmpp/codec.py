@@ -33,6 +33,13 @@ Parsing rules
   old one (its XML declaration, when it is a plain ``version='1.x'`` [UTF-8] one, is checked
   and taken off first; anything else gets a fresh parser, as before). WebSocket mode keeps its
   parser across ``<success/>`` anyway (each frame is one element under the wrapper).
+* TCP streams start in *fast mode* (``fast=True``, the default): complete stanzas made only of a
+  strict subset of XML (plain ASCII tags, attributes and text, no references, comments, PIs,
+  CDATA or ``<!``) are read without expat into the same elements, and what repeats verbatim
+  (headers but their id, features, ``<success/>``) is memoised; the first byte outside the
+  subset hands the stream to expat (stream header replayed), which then reads it as before.
+  Same events, same verdicts, same limits (see "The fast path" below; the tests compare both
+  modes on transcripts, at every byte boundary and under fuzzing). ``fast=False``: expat only.
 * :meth:`XmppCodec.feed` never raises on input: malformed XML is a :class:`ParseError` event
   (``condition`` is the stream error to send back, ``reason`` the short detail for the journal:
   ``xml-not-well-formed``, ``restricted-xml``, ``stanza-too-big``, ``too-deep``). After a
@@ -308,6 +315,194 @@ class _PullAdapter:  # pragma: no cover - fallback only
             raise q.pop()
 
 
+# --------------------------------------------------------------------------------------
+# The fast path (TCP): a strict subset of XML read without expat
+# --------------------------------------------------------------------------------------
+#
+# What a login flow receives from ejabberd / Prosody is a handful of small, plain stanzas: the
+# stream header, features, <success/>, the bind result, a presence. Building an expat parser
+# and walking its events for them costs more than the stanzas are worth, so a stream starts in
+# *fast mode*: complete items made only of the subset below are turned into the same
+# ElementTree elements the TreeBuilder would build (then into events by the same code). The
+# first byte that is not in the subset -- a partial item at the end of a read, a comment or
+# PI, ``<!`` (so also DOCTYPE / ENTITY), ``&`` (any reference), CDATA, non-ASCII, a control
+# character, ``]]>``, ``\r`` in text, tab / line feed / ``\r`` in an attribute value, an
+# unbound or reserved prefix, a duplicate attribute, an item larger than ``max_stanza_bytes``
+# or deeper than ``max_depth``, a self-closing or foreign stream header -- ends fast mode for
+# the rest of the stream: an expat parser is made, the stream header read so far is replayed
+# into it (silently: its event was already reported), and the bytes from that item on go
+# through expat exactly as without the fast path. The subset accepts only what expat accepts,
+# and builds the same tree for it; tests/unit/test_xmpp_codec.py checks both on every
+# transcript and under fuzzing (fast vs ``fast=False`` give the same events).
+#
+# The subset: an optional ``<?xml version='1.0'?>`` (optionally ``encoding='UTF-8'``) at the
+# very start of the stream; whitespace; tags ``<name (attr='value')*>`` / ``</name>`` /
+# ``<name .../>`` with ASCII names ``[A-Za-z_][A-Za-z0-9_.-]*`` with at most one ``prefix:``;
+# attribute values of printable ASCII without ``<``, ``&`` and the quote; text of printable
+# ASCII, tab and line feed without ``<`` and ``&``.
+
+_F_TOKEN = re.compile(rb"<(/?)([A-Za-z_][\w.-]*(?::[A-Za-z_][\w.-]*)?)"
+                      rb"((?:\s+[A-Za-z_][\w.-]*(?::[A-Za-z_][\w.-]*)?\s*=\s*(?:'[^'<&\t\n\r]*'|\"[^\"<&\t\n\r]*\"))*)"
+                      rb"\s*(/?)>")
+_F_ATTR = re.compile(r"([A-Za-z_][\w.-]*)(?::([A-Za-z_][\w.-]*))?\s*=\s*(?:'([^']*)'|\"([^\"]*)\")", re.ASCII)
+_F_VALUE = re.compile(rb"[^'<&\t\n\r]*")
+_F_TEXT = re.compile(rb"[^<&\r]+")
+_F_INSIDE = b"\t\n\r" + bytes(range(0x20, 0x7F))  # bytes the subset may contain; also never b"]]>"
+_F_DECL = re.compile(rb"<\?xml\s+version\s*=\s*(['\"])1\.0\1(?:\s+encoding\s*=\s*(['\"])(?i:utf-8)\2)?\s*\?>")
+_F_SPACE = re.compile(rb"[ \t\n\r]*")
+_NS_XML = "http://www.w3.org/XML/1998/namespace"
+_NS_XMLNS = "http://www.w3.org/2000/xmlns/"
+_F_RESERVED = frozenset({_NS_XML, _NS_XMLNS})
+# Memos (pure functions of their keys; bounded, cleared when full). Namespace contexts are
+# canonical dicts (one per distinct set of bindings, never mutated), so a context's id() can key
+# the memos; every entry keeps the context it was made in alive, so an id is never reused while
+# an entry names it.
+_F_SCOPES: dict = {}  # sorted bindings -> the canonical context dict
+_F_TAGS: dict = {}  # (id(context), start tag bytes) -> (tag, attrib, inner context, context)
+_F_ITEMS: dict = {}  # (id(context) + limits, first bytes) -> [(item bytes, event)], items that repeat
+_F_ITEM_HEAD = 24  # the first bytes of an item that key its memo entries
+_F_HEADS: dict = {}  # stream header bytes with the id's value taken out -> (context, raw name, attrib but id)
+_F_MAX_SCOPES = 256
+_F_MAX_TAGS = 2048
+_F_MAX_TAG_BYTES = 256
+_F_MAX_ITEMS = 64
+_F_MAX_ITEM_BYTES = 4096
+_F_CACHED = (Features, SaslSuccess)  # events without elements: shared safely
+
+
+def _f_scope(scope: dict) -> dict:
+    key = tuple(sorted(scope.items()))
+    canon = _F_SCOPES.get(key)
+    if canon is None:
+        if len(_F_SCOPES) >= _F_MAX_SCOPES:
+            _F_SCOPES.clear()
+            _F_TAGS.clear()
+            _F_ITEMS.clear()
+        canon = _F_SCOPES[key] = scope
+    return canon
+
+
+_F_ROOT: dict = {}  # no bindings (the document level)
+
+
+class _NotFast(Exception):
+    """An item outside the fast subset: hand the stream to expat from that item on."""
+
+
+def _f_tag(m: Any, ctx: dict) -> tuple[str, dict, dict]:
+    """(expanded tag, attrib, context in scope) of a start-tag match; _NotFast when outside the subset."""
+    raw_attrs = m.group(3)
+    scope = ctx
+    attrib: dict = {}
+    if raw_attrs:
+        pairs = _F_ATTR.findall(raw_attrs.decode("ascii"))
+        decls = None
+        seen = set()
+        for prefix, local, v1, v2 in pairs:
+            key = (prefix, local)
+            if key in seen:
+                raise _NotFast  # duplicate attribute
+            seen.add(key)
+            if prefix == "xmlns":
+                value = v1 or v2
+                if (local and (local in ("xml", "xmlns") or not value)) or value in _F_RESERVED:
+                    raise _NotFast
+                if decls is None:
+                    decls = {}
+                decls[local] = value
+        if decls is not None:
+            scope = dict(ctx)
+            scope.update(decls)
+        for prefix, local, v1, v2 in pairs:  # in document order, as expat reports them
+            if prefix == "xmlns":
+                continue
+            if local:
+                ns = _NS_XML if prefix == "xml" else scope.get(prefix)
+                if not ns:
+                    raise _NotFast  # unbound prefix (expat's error to report)
+                name = f"{{{ns}}}{local}"
+                if name in attrib:
+                    raise _NotFast  # the same expanded name twice
+                attrib[name] = v1 or v2
+            else:
+                attrib[prefix] = v1 or v2
+    qname = m.group(2).decode("ascii")
+    prefix, colon, local = qname.partition(":")
+    if colon:
+        ns = scope.get(prefix) if prefix not in ("xml", "xmlns") else None
+        if not ns:
+            raise _NotFast
+        return f"{{{ns}}}{local}", attrib, scope
+    ns = scope.get("")
+    return (f"{{{ns}}}{qname}" if ns else qname), attrib, scope
+
+
+def _f_element(data: bytes, pos: int, ctx: dict, max_depth: int) -> tuple[Any, int]:
+    """One complete element at ``data[pos]`` (a stanza at depth 2) -> (element, end); _NotFast else."""
+    stack: list = []  # (raw name, element, context, last closed child)
+    root = None
+    n = len(data)
+    token = _F_TOKEN.match
+    text = _F_TEXT.match
+    while pos < n:
+        if data[pos] != 60:  # text ('<' is 60)
+            if not stack:
+                raise _NotFast
+            t = text(data, pos)
+            if t is None:
+                raise _NotFast
+            pos = t.end()
+            if pos >= n or data[pos] == 38:  # '&' or the end of the read
+                raise _NotFast
+            s = t.group().decode("ascii")
+            top = stack[-1]
+            if top[3] is not None:
+                top[3].tail = s
+            else:
+                top[1].text = s
+            continue
+        m = token(data, pos)
+        if m is None:
+            raise _NotFast
+        pos = m.end()
+        if m.group(1):  # end tag
+            if m.group(3) or m.group(4) or not stack or stack[-1][0] != m.group(2):
+                raise _NotFast
+            done = stack.pop()
+            if not stack:
+                return done[1], pos
+            stack[-1][3] = done[1]
+            continue
+        if len(stack) + 2 > max_depth:
+            raise _NotFast
+        outer = stack[-1][2] if stack else ctx
+        raw = m.group()
+        hit = _F_TAGS.get((id(outer), raw))
+        if hit is None:
+            tag, attrib, scope = _f_tag(m, outer)
+            if scope is not outer:
+                scope = _f_scope(scope)
+            if len(raw) <= _F_MAX_TAG_BYTES:
+                if len(_F_TAGS) >= _F_MAX_TAGS:
+                    _F_TAGS.clear()
+                _F_TAGS[(id(outer), raw)] = (tag, attrib, scope, outer)
+        else:
+            tag, attrib, scope, _outer = hit
+        if stack:
+            parent = stack[-1]
+            elem = ET.SubElement(parent[1], tag, attrib)
+            parent[3] = None
+        else:
+            elem = root = ET.Element(tag, attrib)
+        if m.group(4):  # self-closing
+            if not stack:
+                return root, pos
+            stack[-1][3] = elem
+            continue
+        stack.append([m.group(2), elem, scope, None])
+    raise _NotFast  # the read ended inside the element
+
+
 def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
@@ -348,14 +543,15 @@ class XmppCodec:
     ``feed(data)`` -> list of events (see the module docstring); never raises on input.
     """
 
-    __slots__ = ("ws", "max_stanza_bytes", "max_depth", "_parser", "_queue", "_root", "_depth", "_size", "_tail",
-                 "_done", "_restarted", "_base", "_clean", "_decl")
+    __slots__ = ("ws", "max_stanza_bytes", "max_depth", "fast", "_parser", "_queue", "_root", "_depth", "_size",
+                 "_tail", "_done", "_restarted", "_base", "_clean", "_decl", "_fctx", "_fhead", "_fraw", "_fkey")
 
     def __init__(self, *, ws: bool = False, max_stanza_bytes: int = DEFAULT_MAX_STANZA_BYTES,
-                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+                 max_depth: int = DEFAULT_MAX_DEPTH, fast: bool = True) -> None:
         self.ws = ws
         self.max_stanza_bytes = max_stanza_bytes
         self.max_depth = max_depth
+        self.fast = fast and not ws  # the fast path (TCP only; see "The fast path" above)
         self._parser: Any = None
         self.reset()
 
@@ -365,17 +561,18 @@ class XmppCodec:
         return self._done
 
     def reset(self) -> None:
-        """A new XML stream (stream restart after SASL success / STARTTLS)."""
-        parser, queue = _new_parser()
+        """A new XML stream (stream restart after SASL success / STARTTLS). In fast mode the
+        expat parser is made only when the stream leaves the fast subset."""
         self._depth = 0
         self._root: Any = None
-        self._queue = queue
-        if self.ws:
-            parser.feed(_WRAP)
-            while queue:
-                self._root = queue.popleft()[1]
-            self._depth = 1
-        self._parser = parser
+        self._parser = None
+        self._queue = None
+        self._fctx: dict | None = None  # fast mode: namespaces in scope after the stream header
+        self._fhead = b""  # fast mode: the stream header's bytes (replayed into expat on leaving)
+        self._fraw = b""  # fast mode: the stream element's name as written (stream:stream)
+        self._fkey: Any = None
+        if not self.fast:
+            self._start_parser()
         self._size = 0
         self._tail: bytes | str = b"" if not self.ws else ""
         self._done = False
@@ -392,6 +589,10 @@ class XmppCodec:
             if self.ws:
                 return self._feed_frame(data)
             out: list[Event] = []
+            if self._parser is None:  # fast mode
+                data = self._feed_fast(data, out)
+                if not data:
+                    return out
             if self._decl is not None:
                 data = self._strip_decl(data, out)
                 if not data:
@@ -409,7 +610,7 @@ class XmppCodec:
                         self._clean = False  # more bytes of this read follow the restart: not clean
             if self._restarted:
                 self._restarted = False
-                if self._clean and not self._done:
+                if self._clean and not self._done and not self.fast:
                     self._continue_stream()
                 else:
                     self.reset()
@@ -424,6 +625,153 @@ class XmppCodec:
         self._parser = None
         self._root = None
         return ParseError(condition, reason, text)
+
+    def _start_parser(self) -> None:
+        parser, queue = _new_parser()
+        self._queue = queue
+        if self.ws:
+            parser.feed(_WRAP)
+            while queue:
+                self._root = queue.popleft()[1]
+            self._depth = 1
+        self._parser = parser
+
+    def _feed_fast(self, data: bytes | str, out: list[Event]) -> bytes | str:
+        """Fast mode: read the complete items of ``data`` in the fast subset; returns what is left
+        for expat (b"" when nothing: all read, the stream ended or restarted). On leaving fast
+        mode the parser is made and the stream header replayed first."""
+        old_tail = self._tail
+        if type(data) is not bytes:
+            return self._to_expat(data, 0, old_tail, False)
+        if self._forbidden(data):  # before anything, as the expat path does
+            out.append(self._fail("restricted-xml", "restricted-xml", "DOCTYPE / ENTITY declarations are refused"))
+            return b""
+        n = len(data)
+        if n > _PIECE or data.translate(None, _F_INSIDE) or b"]]>" in data:
+            return self._to_expat(data, 0, old_tail, False)
+        start = pos = 0
+        completed = False
+        try:
+            ctx = self._fctx
+            if ctx is None:  # the stream header, at the very start of the stream
+                pos, ctx, raw, sid, attrib = self._f_header(data)
+                self._fhead = data[:pos]
+                self._fraw = raw
+                self._fctx = ctx
+                self._fkey = (id(ctx), self.max_depth, self.max_stanza_bytes)
+                out.append(StreamOpened(sid, attrib.get("from"), attrib.get("version")))
+            elif data[1:2] == b"/" and data[2:-1] == self._fraw and data[-1:] == b">":  # </stream:stream>
+                self._depth = 0
+                self._done = True
+                out.append(StreamClosed())
+                return b""
+            space = _F_SPACE.match
+            while True:
+                start = pos = space(data, pos).end()
+                if pos >= n:
+                    break
+                if data[pos + 1:pos + 2] == b"/":  # only the stream's own end tag can come at depth 1
+                    m = _F_TOKEN.match(data, pos)
+                    if m is None or m.group(3) or m.group(4) or m.group(2) != self._fraw:
+                        raise _NotFast
+                    self._depth = 0
+                    self._done = True
+                    out.append(StreamClosed())
+                    return b""
+                ev = None
+                known = _F_ITEMS.get((self._fkey, data[start:start + _F_ITEM_HEAD]))
+                if known is not None:
+                    for item, item_ev, _ctx in known:  # a memoised item is a whole element: if the bytes
+                        if data.startswith(item, start):  # here start with it, it is the next one
+                            ev = item_ev
+                            pos = start + len(item)
+                            break
+                if ev is None:
+                    elem, pos = _f_element(data, start, ctx, self.max_depth)
+                    if pos - start > self.max_stanza_bytes:
+                        raise _NotFast
+                    ev = self._stanza(elem)
+                    if type(ev) in _F_CACHED and _F_ITEM_HEAD <= pos - start <= _F_MAX_ITEM_BYTES:
+                        if len(_F_ITEMS) >= _F_MAX_ITEMS:
+                            _F_ITEMS.clear()
+                        same = _F_ITEMS.setdefault((self._fkey, data[start:start + _F_ITEM_HEAD]), [])
+                        if len(same) < 8:  # (the entry keeps its context alive: its id is in the key)
+                            same.append((data[start:pos], ev, ctx))
+                completed = True
+                out.append(ev)
+                cls = type(ev)
+                if cls is SaslSuccess or cls is TlsProceed:
+                    self.reset()  # a new stream; what followed in this read is dropped (as with expat)
+                    return b""
+                if cls is ParseError:
+                    return b""
+        except _NotFast:
+            return self._to_expat(data, start, old_tail, completed)
+        self._size = 0 if completed else self._size + n
+        if self._size > self.max_stanza_bytes:
+            out.append(self._fail("policy-violation", "stanza-too-big", f"a stanza exceeds {self.max_stanza_bytes} bytes"))
+        return b""
+
+    @staticmethod
+    def _f_header(data: bytes) -> tuple[int, dict, bytes, str | None, dict]:
+        """The stream header at the start of ``data``: (end, context, raw name, id, attrib); _NotFast
+        when outside the subset. Headers differ per stream only in their id, so they are memoised
+        with the id's value taken out (when the header spells ``id`` exactly once, as `` id='...'``,
+        and its start tag ends at the first ``>`` after it): another value in the subset there
+        cannot change how the rest reads."""
+        template = None
+        i = data.find(b" id='", 0, 1024)
+        if i > 0:
+            j = data.find(b"'", i + 5)
+            gt = data.find(b">", j)
+            if j > 0 and gt > 0 and _F_VALUE.fullmatch(data, i + 5, j) is not None:
+                template = data[:i + 5] + data[j:gt + 1]
+                hit = _F_HEADS.get(template)
+                if hit is not None:
+                    ctx, raw, attrib = hit
+                    return gt + 1, ctx, raw, data[i + 5:j].decode("ascii"), attrib
+        m = _F_DECL.match(data)
+        at = _F_SPACE.match(data, m.end() if m is not None else 0).end()
+        m = _F_TOKEN.match(data, at)
+        if m is None or m.group(1) or m.group(4):
+            raise _NotFast
+        tag, attrib, ctx = _f_tag(m, _F_ROOT)
+        if tag != _T_STREAM:
+            raise _NotFast
+        ctx = _f_scope(ctx)
+        end = m.end()
+        raw = m.group(2)
+        sid = attrib.get("id")
+        if (i > 0 and template is not None and gt + 1 == end and data.count(b"id", 0, end) == 1
+                and sid == data[i + 5:j].decode("ascii")):
+            if len(_F_HEADS) >= _F_MAX_ITEMS:
+                _F_HEADS.clear()
+            rest = dict(attrib)
+            del rest["id"]
+            _F_HEADS[template] = (ctx, raw, rest)
+        return end, ctx, raw, sid, attrib
+
+    def _to_expat(self, data: bytes | str, at: int, old_tail: bytes | str, completed: bool) -> bytes | str:
+        """Leave fast mode at ``data[at]``: make the parser, replay the stream header into it
+        (its event was reported already), and leave the byte accounting as the expat path would
+        have it had it read ``data`` whole."""
+        self._start_parser()
+        head = self._fhead
+        if head:
+            queue = self._queue
+            self._parser.feed(head)  # bytes the subset accepted: expat accepts them too
+            while queue:
+                kind, elem = queue.popleft()
+                if kind == "start" and self._root is None:
+                    self._root = elem
+            self._depth = 1
+        self._tail = (old_tail + data[:at])[-8:] if at else old_tail
+        rest = data[at:] if at else data
+        if completed:  # a stanza ended in this read: the expat path would not count its bytes
+            self._size = -len(rest)
+        else:
+            self._size += at
+        return rest
 
     def _continue_stream(self) -> None:
         """After <success/>: keep the parser; the new stream will be a child of the old one."""

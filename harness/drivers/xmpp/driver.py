@@ -1,8 +1,12 @@
-"""XmppDriver: the :class:`harness.sdk.driver.Driver` protocol over XMPP (gevent sockets).
+"""XmppDriver: the :class:`harness.sdk.driver.Driver` protocol over XMPP (gevent event loop).
 
 One driver = one XMPP stream at a time (TCP port 5222, or RFC 7395 WebSocket with subprotocol
-``xmpp``) and one reader greenlet for it. The codec (``codec.py``) is sans-IO; this module only
-moves bytes and runs the login exchange.
+``xmpp``). Without TLS the socket is a plain non-blocking OS socket read by a hub I/O watcher
+(as the ``tim`` driver does): no reader greenlet, no gevent socket wrapper, and no ``recv``
+before the hub said the socket is readable; the watcher's callback decodes and handles what
+arrived, in the hub. With TLS (STARTTLS, ``wss``) the socket goes to gevent's SSL layer and one
+reader greenlet reads it. The codec (``codec.py``) is sans-IO; this module only moves bytes
+and runs the login exchange.
 
 How the calls map onto XMPP
 ---------------------------
@@ -10,11 +14,11 @@ How the calls map onto XMPP
 * ``connect(deadline)``: TCP (from ``source_address``), the WebSocket handshake in ``ws`` mode,
   the stream header, ``<stream:features>``; STARTTLS + a new stream when ``tls`` is ``always``
   or (``auto``) when the server marks it ``<required/>``. Runs in the calling greenlet; the
-  reader starts once the first features arrived.
+  reader (watcher or greenlet) starts once the first features arrived.
 * ``login``: SASL (PLAIN / SCRAM-SHA-1 / SCRAM-SHA-256, ``auto`` = best offered; a JWT always
   goes as PLAIN) -> ``<success/>`` (SCRAM: the server signature is verified) -> stream restart
   -> features -> bind (resource = ``instance_id``) -> [session when not optional] -> initial
-  ``<presence/>``. The caller sends ``<auth/>``; the reader greenlet runs every later step and
+  ``<presence/>``. The caller sends ``<auth/>``; the reader runs every later step and
   produces the answer. ``Reply.session_id`` = ``<stream id>:<full JID>`` (stream id of the
   restarted stream).
 
@@ -55,8 +59,8 @@ How the calls map onto XMPP
   ``data={"serverTime": None}``. ``status`` -> None (no server-side view).
 * Server pings are answered; other server iq get/set get ``service-unavailable``.
 
-Events (reader greenlet, never blocking)
-----------------------------------------
+Events (from the reader: the hub, or the TLS reader greenlet; never blocking)
+------------------------------------------------------------------------------
 
 * ``<stream:error><conflict/>`` while a session is held -> ``sink.kicked(session, reason,
   {"condition": "conflict", "text": text}, at_ns)``: ejabberd (same resource or
@@ -82,6 +86,9 @@ import logging
 import os
 import time
 from typing import Any, ClassVar
+
+from _socket import IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_ERROR, TCP_NODELAY
+from _socket import socket as _rawsocket
 
 import gevent
 from gevent import socket as gsocket
@@ -113,17 +120,20 @@ _NOT_CONNECTED = "not connected"
 
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK, errno.EAGAIN})
 
+#: One receive buffer for every plain connection of the process: read-watcher callbacks run one
+#: at a time in the hub and copy out what they read before they return.
+_RBUF = bytearray(RECV_CHUNK)
+_RVIEW = memoryview(_RBUF)
+
 
 def _fast_connect(sock: Any, sockaddr: Any) -> bool:
     """Try to finish a TCP connect without a trip through the event loop: True when connected.
 
     A non-blocking connect answers EINPROGRESS; on loopback the handshake is done by the time
     that call returns, so asking again answers 0 (connected) or the failure (ECONNREFUSED ...,
-    raised as the ``OSError`` gevent's connect would raise). Still in progress (a remote
-    host): False, and the caller lets gevent wait for it."""
-    raw = getattr(sock, "_sock", None)
-    if raw is None:  # pragma: no cover - another gevent socket layout
-        return False
+    raised as ``OSError``). Still in progress (a remote host): False, and the caller waits for
+    the socket to become writable. ``sock``: a non-blocking OS socket (or a gevent one)."""
+    raw = getattr(sock, "_sock", sock)
     err = raw.connect_ex(sockaddr)
     if err in _IN_PROGRESS:
         err = raw.connect_ex(sockaddr)
@@ -222,14 +232,20 @@ class _Conn:
     """One transport: socket (+ wsproto), codec, reader, what the stream holds."""
 
     __slots__ = ("sock", "wsc", "codec", "lock", "reader", "stream_id", "features", "tls", "authed", "session",
-                 "login", "iqs", "by_client", "down", "goodbye", "backlog", "parts", "parts_len", "linger")
+                 "login", "iqs", "by_client", "down", "goodbye", "backlog", "parts", "parts_len", "linger", "io", "fd",
+                 "plain")
 
     def __init__(self, sock: Any, codec: C.XmppCodec) -> None:
         self.sock = sock
         self.wsc: Connection | None = None
         self.codec = codec
-        self.lock = Semaphore(1)
-        self.reader: gevent.Greenlet | None = None
+        self.lock: Semaphore | None = None  # made when a send has to wait (or on a TLS socket)
+        self.reader: gevent.Greenlet | None = None  # TLS only: the reader greenlet
+        # plain (no TLS): ``sock`` is a non-blocking OS socket read by ``io``, a read watcher
+        # whose callback runs in the hub; None once the socket went to gevent (TLS)
+        self.plain = True
+        self.fd = sock.fileno()
+        self.io: Any = gevent.get_hub().loop.io(self.fd, 1)
         self.stream_id: str | None = None
         self.features: C.Features | None = None
         self.tls = False
@@ -239,7 +255,7 @@ class _Conn:
         self.iqs: dict[str, AsyncResult] = {}
         self.by_client = False  # close()/logout() took it over: the end is not a loss
         self.down = False
-        self.goodbye = GEvent()  # set when the server's close (or EOF) arrived
+        self.goodbye: GEvent | None = None  # made by a wait for the server's close (set when it, EOF or the end came)
         self.backlog: list = []
         self.parts: list[str] | None = None
         self.parts_len = 0
@@ -340,7 +356,7 @@ class XmppDriver:
             conn = _Conn(sock, C.XmppCodec(ws=self.ws, max_stanza_bytes=self.max_stanza_bytes))
             if self.ws:
                 if self.tls == "always":
-                    conn.sock = self._wrap_tls(sock, deadline)
+                    conn.sock = self._wrap_tls(self._to_gevent(conn), deadline)
                     conn.tls = True
                 verdict = self._ws_handshake(conn, deadline)
             if not self.ws or verdict is None:
@@ -354,20 +370,102 @@ class XmppDriver:
         except (RemoteProtocolError, LocalProtocolError) as exc:
             verdict = ("fail", f"websocket: {type(exc).__name__}")
         except BaseException:
-            self._close_quietly(conn.sock if conn is not None else sock)
+            self._close_conn_quietly(conn, sock)
             raise
         finally:
             if timer is not None:
                 timer.close()
         if verdict is not None or conn is None:
-            self._close_quietly(conn.sock if conn is not None else sock)
+            self._close_conn_quietly(conn, sock)
             return verdict or ("fail", _NOT_CONNECTED)
-        conn.sock.settimeout(None)
         self._conn = conn
         self._used = True
         self._last_tls = conn.tls
-        conn.reader = gevent.spawn(self._read_loop, conn)
+        io = conn.io
+        if not conn.plain:  # TLS: gevent's SSL socket, read by a greenlet
+            conn.sock.settimeout(None)
+            conn.reader = gevent.spawn(self._read_loop, conn)
+            return None
+        io.start(self._on_readable, conn)
+        if conn.backlog:  # stanzas that came with the features: handled from the hub, before any read
+            gevent.get_hub().loop.run_callback(self._on_backlog, conn)
         return None
+
+    def _close_conn_quietly(self, conn: _Conn | None, sock: Any) -> None:
+        if conn is not None:
+            io, conn.io = conn.io, None
+            if io is not None:
+                io.close()
+            sock = conn.sock
+        self._close_quietly(sock)
+
+    @staticmethod
+    def _to_gevent(conn: _Conn) -> Any:
+        """Hand the plain socket of ``conn`` to gevent (for TLS): returns the gevent socket."""
+        io, conn.io = conn.io, None
+        if io is not None:
+            io.close()
+        raw = conn.sock
+        conn.plain = False
+        conn.sock = gsocket.socket(raw.family, SOCK_STREAM, fileno=raw.detach())
+        return conn.sock
+
+    def _recv(self, conn: _Conn) -> bytes:
+        """Connect phase: the next bytes (b"" = EOF), waiting for them first (no read that can only
+        answer EAGAIN); bounded by connect()'s timer."""
+        io = conn.io
+        if not conn.plain:
+            return conn.sock.recv(RECV_CHUNK)
+        hub = gevent.get_hub()
+        while True:
+            hub.wait(io)
+            try:
+                n = conn.sock.recv_into(_RBUF)
+            except BlockingIOError:
+                continue
+            return bytes(_RVIEW[:n])
+
+    def _sendall(self, conn: _Conn, data: bytes) -> None:
+        """Connect phase: send all of ``data`` (waits for the socket when it must); raises OSError."""
+        if not conn.plain:
+            conn.sock.sendall(data)
+            return
+        try:
+            n = conn.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        if n < len(data):
+            self._send_rest(conn, data[n:])
+
+    def _send_rest(self, conn: _Conn, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if conn.down:
+                raise OSError(errno.EBADF, "connection closed")
+            try:
+                n = conn.sock.send(view)
+            except BlockingIOError:
+                try:
+                    gsocket.wait_write(conn.fd, 1.0)  # re-checks ``down`` at least every second
+                except TimeoutError:
+                    pass
+                continue
+            view = view[n:]
+
+    def _send_rest_release(self, conn: _Conn, lock: Semaphore, data: bytes) -> None:
+        try:
+            self._send_rest(conn, data)
+        except OSError:
+            pass
+        finally:
+            lock.release()
+
+    def _send_locked(self, conn: _Conn, lock: Semaphore, data: bytes) -> None:
+        with lock:
+            try:
+                self._send_rest(conn, data)
+            except OSError:
+                pass
 
     @staticmethod
     def _close_quietly(sock: Any) -> None:
@@ -378,6 +476,9 @@ class XmppDriver:
                 pass
 
     def _open_socket(self, deadline: float) -> Any:
+        """A connected non-blocking OS socket (plain: no gevent wrapper). On loopback the
+        handshake is done when the second connect_ex answers; else wait for it (within
+        connect()'s timer)."""
         addrs = self._addrs
         if addrs is None:
             addrs = self._addrs = resolve_addresses(self.host, self.port)
@@ -386,15 +487,18 @@ class XmppDriver:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("connect timed out")
-            sock = gsocket.socket(family, gsocket.SOCK_STREAM)
+            sock = _rawsocket(family, SOCK_STREAM)
             try:
-                sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+                sock.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
                 if self.source_address:
                     sock.bind((self.source_address, 0))
                 if _fast_connect(sock, sockaddr):
                     return sock
-                sock.settimeout(remaining)
-                sock.connect(sockaddr)  # still in progress: gevent waits for it within the deadline
+                gsocket.wait_write(sock.fileno())  # still in progress (a remote host)
+                err = sock.getsockopt(SOL_SOCKET, SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
                 return sock
             except OSError as exc:
                 sock.close()
@@ -420,12 +524,12 @@ class XmppDriver:
     def _ws_handshake(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
         key = base64.b64encode(os.urandom(16))
         shown = f"[{self.host}]" if ":" in self.host else self.host
-        conn.sock.sendall(upgrade_request(self.ws_path, f"{shown}:{self.port}", key, "xmpp"))
+        self._sendall(conn, upgrade_request(self.ws_path, f"{shown}:{self.port}", key, "xmpp"))
         buf = b""
         while True:
             if deadline - time.monotonic() <= 0:
                 return ("info", "timeout: handshake")
-            data = conn.sock.recv(RECV_CHUNK)  # bounded by connect()'s timer
+            data = self._recv(conn)  # bounded by connect()'s timer
             if not data:
                 return ("fail", "handshake: connection closed by server")
             at = len(buf)
@@ -442,7 +546,7 @@ class XmppDriver:
     def _open_stream(self, conn: _Conn, deadline: float) -> tuple[str, str] | None:
         """Stream header -> features (-> STARTTLS -> header -> features), in the calling greenlet."""
         header = C.stream_header(self.domain, self.ws)
-        _write(conn.sock, self._frame(conn, header))
+        self._sendall(conn, self._frame(conn, header))
         tls_asked = False
         events: list = []
         if conn.wsc is not None:  # frames that came with the 101 answer
@@ -457,14 +561,14 @@ class XmppDriver:
                     if need_tls and not tls_asked:
                         if not ev.starttls:
                             return ("fail", "tls: the server does not offer STARTTLS")
-                        conn.sock.sendall(C.starttls().encode())
+                        self._sendall(conn, C.starttls().encode())
                         tls_asked = True
                         continue
                     conn.features = ev
                     conn.backlog = events[i + 1:]
                     return None
                 elif isinstance(ev, C.TlsProceed):
-                    conn.sock = self._wrap_tls(conn.sock, deadline)
+                    conn.sock = self._wrap_tls(self._to_gevent(conn) if conn.plain else conn.sock, deadline)
                     conn.tls = True
                     conn.codec.reset()
                     conn.sock.sendall(header.encode())
@@ -479,7 +583,7 @@ class XmppDriver:
                     return ("fail", "stream closed by server")
             if deadline - time.monotonic() <= 0:
                 return ("info", "timeout: stream features")
-            data = conn.sock.recv(RECV_CHUNK)  # bounded by connect()'s timer
+            data = self._recv(conn)  # bounded by connect()'s timer
             if not data:
                 return ("fail", "stream: connection closed by server")
             events = self._decode(conn, data)
@@ -493,19 +597,55 @@ class XmppDriver:
         return wsc.send(TextMessage(data=text))
 
     def _send(self, conn: _Conn, *texts: str) -> tuple[str, str] | None:
-        """Send elements (WS: one frame each; greenlet-safe). None, or (outcome, desc)."""
-        with conn.lock:
-            if conn.down:
-                return ("fail", _NOT_CONNECTED)
+        """Send elements (WS: one frame each). None, or (outcome, desc). Never blocks the hub:
+        from a read callback, a rest that does not fit goes out from a greenlet, in order."""
+        if conn.down:
+            return ("fail", _NOT_CONNECTED)
+        try:
+            if conn.wsc is None:
+                data = "".join(texts).encode("utf-8") if len(texts) > 1 else texts[0].encode("utf-8")
+            else:
+                data = b"".join(conn.wsc.send(TextMessage(data=t)) for t in texts)
+        except LocalProtocolError:
+            return ("fail", _NOT_CONNECTED)
+        return self._send_data(conn, data)
+
+    def _send_data(self, conn: _Conn, data: bytes) -> tuple[str, str] | None:
+        lock = conn.lock
+        if not conn.plain:  # gevent's SSL socket
+            if lock is None:
+                lock = conn.lock = Semaphore(1)
+            with lock:
+                if conn.down:
+                    return ("fail", _NOT_CONNECTED)
+                try:
+                    _write(conn.sock, data)
+                except OSError as exc:
+                    return ("info", f"send: {_errname(exc)}")
+            return None
+        if lock is None or not lock.locked():
             try:
-                if conn.wsc is None:
-                    data = "".join(texts).encode("utf-8") if len(texts) > 1 else texts[0].encode("utf-8")
-                else:
-                    data = b"".join(conn.wsc.send(TextMessage(data=t)) for t in texts)
-            except LocalProtocolError:
-                return ("fail", _NOT_CONNECTED)
+                n = conn.sock.send(data)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                return ("info", f"send: {_errname(exc)}")
+            if n == len(data):
+                return None
+            data = data[n:]
+            if lock is None:
+                lock = conn.lock = Semaphore(1)
+        hub = gevent.get_hub()
+        if gevent.getcurrent() is hub:
+            if not lock.locked():
+                lock.acquire(blocking=False)  # keeps later sends behind this rest
+                gevent.spawn(self._send_rest_release, conn, lock, data)
+            else:
+                gevent.spawn(self._send_locked, conn, lock, data)
+            return None
+        with lock:
             try:
-                _write(conn.sock, data)
+                self._send_rest(conn, data)
             except OSError as exc:
                 return ("info", f"send: {_errname(exc)}")
         return None
@@ -537,14 +677,14 @@ class XmppDriver:
                     out.extend(conn.codec.feed(text))
             elif isinstance(event, WsPing):
                 try:
-                    conn.sock.sendall(wsc.send(event.response()))
-                except (OSError, LocalProtocolError):
+                    self._send_data(conn, wsc.send(event.response()))
+                except LocalProtocolError:
                     pass
             elif isinstance(event, CloseConnection):
                 if wsc.state is ConnectionState.REMOTE_CLOSING:
                     try:
-                        conn.sock.sendall(wsc.send(event.response()))
-                    except (OSError, LocalProtocolError):
+                        self._send_data(conn, wsc.send(event.response()))
+                    except LocalProtocolError:
                         pass
                 out.append(C.StreamClosed())
                 return out
@@ -568,7 +708,6 @@ class XmppDriver:
             while not conn.down:
                 data = sock.recv(RECV_CHUNK)
                 if not data:
-                    conn.goodbye.set()
                     return
                 stop = self._dispatch(conn, self._decode(conn, data))
                 if stop is not None:
@@ -582,8 +721,46 @@ class XmppDriver:
             log.exception("xmpp driver: reader failed")
             reason = f"error:{type(exc).__name__}"
         finally:
-            conn.goodbye.set()
             self._teardown(conn, reason)
+
+    def _on_readable(self, conn: _Conn) -> None:
+        """Plain connections: the socket is readable (hub callback; must not block)."""
+        if conn.down:
+            return
+        try:
+            n = conn.sock.recv_into(_RBUF)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._teardown(conn, f"error:{_errname(exc)}")
+            return
+        if not n:
+            self._teardown(conn, "closed_by_server")
+            return
+        try:
+            stop = self._dispatch(conn, self._decode(conn, bytes(_RVIEW[:n])))
+        except (RemoteProtocolError, LocalProtocolError) as exc:
+            stop = f"error:{_errname(exc)}"
+        except Exception as exc:  # a bug here must still end the connection cleanly
+            log.exception("xmpp driver: reader failed")
+            stop = f"error:{type(exc).__name__}"
+        if stop is not None:
+            self._teardown(conn, stop)
+
+    def _on_backlog(self, conn: _Conn) -> None:
+        if conn.down or not conn.backlog:
+            return
+        events, conn.backlog = conn.backlog, []
+        try:
+            stop = self._dispatch(conn, events)
+        except Exception as exc:  # pragma: no cover - as in _on_readable
+            log.exception("xmpp driver: reader failed")
+            stop = f"error:{type(exc).__name__}"
+        if stop is not None:
+            self._teardown(conn, stop)
+
+    def _linger_over(self, conn: _Conn) -> None:
+        self._teardown(conn, "closed_by_client")
 
     def _dispatch(self, conn: _Conn, events: list) -> str | None:
         """Handle the server's events in order; a reason string once the stream is over."""
@@ -773,6 +950,14 @@ class XmppDriver:
         if timer is not None:
             conn.linger = None
             timer.close()
+        io = conn.io
+        if io is not None:
+            conn.io = None
+            io.stop()
+            io.close()
+        bye = conn.goodbye
+        if bye is not None:
+            bye.set()
         reader = conn.reader
         if reader is not None and reader is not gevent.getcurrent() and not reader.dead:
             reader.kill(block=False)
@@ -806,7 +991,14 @@ class XmppDriver:
             self._send(conn, C.unavailable_presence(), C.stream_close(self.ws))
         else:
             self._send(conn, C.stream_close(self.ws))
-        said = conn.goodbye.wait(max(0.0, wait_s)) if wait_s > 0 else conn.goodbye.is_set()
+        if wait_s > 0 and not conn.down:
+            bye = conn.goodbye
+            if bye is None:
+                bye = conn.goodbye = GEvent()
+            said = bye.wait(wait_s)
+        else:
+            said = conn.down
+        
         self._teardown(conn, "closed_by_client")
         return bool(said)
 
@@ -840,7 +1032,13 @@ class XmppDriver:
             ar.set("connection closed by client")
         conn.session = None
         reader = conn.reader
-        if reader is not None and not reader.dead and reader is not gevent.getcurrent() and not conn.down:
+        if conn.down:
+            return
+        if conn.plain:  # the read watcher waits for the server's close, at most CLOSE_WAIT_S
+            timer = gevent.get_hub().loop.timer(CLOSE_WAIT_S)
+            timer.start(self._linger_over, conn)
+            conn.linger = timer
+        elif reader is not None and not reader.dead and reader is not gevent.getcurrent():
             timer = gevent.get_hub().loop.timer(CLOSE_WAIT_S)
             timer.start(reader.kill, gevent.GreenletExit, False)
             conn.linger = timer
