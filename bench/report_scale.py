@@ -241,6 +241,8 @@ def main() -> None:
     ap.add_argument("--regen", action="store_true", help="rebuild the cached synthetic runs")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="with --e2e: also the harness at git revision REV on the same files, side by side")
     ap.add_argument("--e2e", action="store_true",
                     help="the end of a run: journals read once, checks + summary + report (targets at "
                          "1e7 rows: <= 90 s CPU, <= 1.5 GiB peak RSS; flat memory beyond)")
@@ -284,7 +286,61 @@ def main() -> None:
           "'load' = load_journal with every column; the report loads only the columns it needs.")
 
 
+_BASELINE_CHILD = """
+import json, resource, sys, time
+import numpy, pandas  # imported before the clock starts, as in the --e2e child
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+cpu0, t = cpu(), time.perf_counter()
+sys.path.insert(0, sys.argv[1])
+from harness.results.checks import run_checks
+from harness.results.report import build_report
+from harness.results.summary import build_summary
+run, charts, out = sys.argv[2], sys.argv[3] == "1", {}
+c = cpu(); checks = run_checks(run); out["checks_cpu_s"] = cpu() - c
+c = cpu(); build_summary(run, meta={}, checks=checks, gates_cfg={}); out["summary_cpu_s"] = cpu() - c
+c = cpu(); build_report(run, charts=charts); out["report_cpu_s"] = cpu() - c
+out["cpu_s"] = cpu() - cpu0
+out["seconds"] = time.perf_counter() - t
+out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def _baseline_tree(rev: str, tmp: Path) -> Path:
+    """A detached worktree of the repo at ``rev`` (the harness before a change)."""
+    tree = tmp / f"baseline-{rev}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), rev], check=True)
+    return tree
+
+
+def _measure_baseline(tree: Path, run: Path, charts: bool) -> dict:
+    """The end of a run as the harness at ``tree`` does it: checks, summary, report, each
+    reading the journals itself (any revision's public API of the three)."""
+    proc = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(tree), str(run), "1" if charts else "0"],
+                          capture_output=True, text=True, check=False, timeout=7200)
+    if proc.returncode != 0:
+        raise SystemExit(f"baseline child failed for {run}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _e2e_main(args: argparse.Namespace) -> None:
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="report-scale-"))
+    tree = _baseline_tree(args.baseline, tmp) if args.baseline else None
+    try:
+        _e2e_sizes(args, tree)
+    finally:
+        if tree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _e2e_sizes(args: argparse.Namespace, tree: Path | None) -> None:
     sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
     if any(s > HUGE for s in sizes) and not args.allow_huge:
         raise SystemExit(f"sizes above {HUGE:,} rows need --allow-huge")
@@ -306,6 +362,13 @@ def _e2e_main(args: argparse.Namespace) -> None:
         print(f"{n:>12,} {mb:>8.0f} {r['scan_cpu_s']:>6.1f} {r['checks_cpu_s']:>7.1f} {r['summary_cpu_s']:>8.1f} "
               f"{r['report_cpu_s']:>7.1f} {r['cpu_s']:>12.1f} {r['seconds']:>7.1f} {r['rss_mib']:>13.0f} "
               f"{r['cpu_s'] / n * 1e6:>11.2f} {r['rss_mib'] / first:>13.2f}", flush=True)
+        if tree is not None:
+            b = _measure_baseline(tree, run, not args.no_charts)
+            print(f"{'baseline':>12} {'':>8} {'-':>6} {b['checks_cpu_s']:>7.1f} {b['summary_cpu_s']:>8.1f} "
+                  f"{b['report_cpu_s']:>7.1f} {b['cpu_s']:>12.1f} {b['seconds']:>7.1f} {b['rss_mib']:>13.0f} "
+                  f"{b['cpu_s'] / n * 1e6:>11.2f}   ({args.baseline}: checks, summary, report each read the journals)")
+            print(f"{'':>12} after/before: CPU {r['cpu_s'] / b['cpu_s']:.2f}x, peak RSS {r['rss_mib'] / b['rss_mib']:.2f}x",
+                  flush=True)
     print("targets at 1e7 rows: total <= 90 s CPU, peak RSS <= 1536 MiB; RSS must not grow with rows "
           "like the rows do (10x rows must not need 10x memory). scan = the one read of the journals "
           "(History for the checks + Digest for summary and report).")
