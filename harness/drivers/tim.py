@@ -49,6 +49,9 @@ from harness.sdk.driver import Reply, Sink
 
 __all__ = ["TimDriver", "MAX_MESSAGE_BYTES", "CLOSE_WAIT_S"]
 
+#: The C scanner json.loads runs (``json.loads`` = this at index 0 + "only whitespace after it").
+_scan = json.decoder.JSONDecoder().scan_once
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20  # a server message larger than this closes the connection (1009)
@@ -479,26 +482,26 @@ class TimDriver:
 
     # ----------------------------------------------------------------- reader
     def _on_frame(self, text: str) -> None:
+        # Fast path for the common frame, a well-formed response: the stdlib's C scanner (what
+        # json.loads runs) on the whole text and the same field checks as
+        # protocol.parse_server_frame, without its objects. Anything else (an event, a bad or
+        # odd frame, whitespace around the object) takes the general path, which re-parses.
+        try:
+            obj, end = _scan(text, 0)
+        except Exception:  # StopIteration (not JSON at 0), ValueError, RecursionError
+            obj = end = None
+        if end == len(text) and type(obj) is dict and "event" not in obj:
+            seq = obj.get("seq")
+            code = obj.get("code")
+            desc = obj.get("desc", "")
+            data = obj.get("data")
+            if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
+                    (data is None or type(data) is dict):
+                self._on_response(seq, code, desc or "", data)
+                return
         msg = protocol.parse_server_frame(text)
         if isinstance(msg, protocol.Response):
-            pending = self._pending
-            entry = pending.pop(msg.seq, None) if isinstance(msg.seq, int) else None
-            if not pending:
-                self._pending = {}  # an emptied dict keeps its table (~200 B per held connection)
-            if entry is None:
-                log.debug("client %s: response for unknown seq %r", self.conn_id, msg.seq)
-                return
-            op, waiter, user_id = entry
-            data = msg.data if isinstance(msg.data, dict) else None
-            if op == "login" or op == "status":
-                session = data.get("sessionID") if data else None
-                session = session if isinstance(session, str) else None
-            else:
-                session = None
-            reply = Reply("ok" if msg.code == 0 else "fail", msg.code, msg.desc, data, session)
-            if op == "login" and self.sink is not None:
-                self.sink.login_answered(reply, user_id)
-            gevent.get_hub().loop.run_callback(waiter.switch, reply)  # after this batch of frames
+            self._on_response(msg.seq, msg.code, msg.desc, msg.data)
         elif isinstance(msg, protocol.Event):
             sink = self.sink
             if sink is None:
@@ -513,6 +516,25 @@ class TimDriver:
                 log.debug("client %s: ignored event %r", self.conn_id, msg.name)
         else:
             log.debug("client %s: bad frame from server: %s", self.conn_id, getattr(msg, "desc", msg))
+
+    def _on_response(self, seq: Any, code: int, desc: str, data: dict | None) -> None:
+        pending = self._pending
+        entry = pending.pop(seq, None) if isinstance(seq, int) else None
+        if not pending:
+            self._pending = {}  # an emptied dict keeps its table (~200 B per held connection)
+        if entry is None:
+            log.debug("client %s: response for unknown seq %r", self.conn_id, seq)
+            return
+        op, waiter, user_id = entry
+        if op == "login" or op == "status":
+            session = data.get("sessionID") if data else None
+            session = session if isinstance(session, str) else None
+        else:
+            session = None
+        reply = Reply("ok" if code == 0 else "fail", code, desc, data, session)
+        if op == "login" and self.sink is not None:
+            self.sink.login_answered(reply, user_id)
+        gevent.get_hub().loop.run_callback(waiter.switch, reply)  # after this batch of frames
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:

@@ -109,15 +109,27 @@ class Journal:
                intended: int | None = None, user: str = "", platform: str = "", instance: str = "",
                session: str | None = None, detail: str = "", **extra: Any) -> int:
         """Append one row (times in unix ns); returns its ``n``. Never blocks on I/O."""
-        n = self._n
-        self._n = n + 1
-        row = {"w": self.worker, "n": n, "scenario": scenario, "op": op, "user": user,
+        row = {"w": self.worker, "n": 0, "scenario": scenario, "op": op, "user": user,
                "platform": platform, "instance": instance, "session": session,
                "intended": start if intended is None else intended, "start": start, "end": end,
                "outcome": outcome, "code": code, "detail": detail}
         if extra:
-            row.update({k: v for k, v in extra.items() if v is not None})
-        self.counts[op] = self.counts.get(op, 0) + 1
+            for k, v in extra.items():
+                if v is not None:
+                    row[k] = v
+        return self.add_row(row)
+
+    def add_row(self, row: dict) -> int:
+        """Append a row built by the caller: the keys of :data:`FIELDS` in that order (``w`` this
+        journal's worker, ``n`` a placeholder: it is assigned here), then the extra keys with a
+        value (no None); returns its ``n``. The request path's record() without keyword
+        packing; never blocks on I/O."""
+        n = self._n
+        self._n = n + 1
+        row["n"] = n
+        op = row["op"]
+        counts = self.counts
+        counts[op] = counts.get(op, 0) + 1
         if self._closed:
             # a straggler after close (e.g. a greenlet finishing during shutdown): never lose it
             with open(self.path, "ab") as fh:
@@ -137,6 +149,15 @@ class Journal:
             events.request.fire(request_type=request_type, name=row["op"], response_time=response_time_ms,
                                 response_length=0, exception=exception, context=context or {})
         return self.record(**row)
+
+    def emit_row(self, events: Any, request_type: str, response_time_ms: float, exception: BaseException | None,
+                 context: dict, row: dict) -> int:
+        """:meth:`emit` with the row built by the caller as for :meth:`add_row`."""
+        op = row["op"]
+        if op not in EVENT_OPS:
+            events.request.fire(request_type=request_type, name=op, response_time=response_time_ms,
+                                response_length=0, exception=exception, context=context)
+        return self.add_row(row)
 
     def flush(self) -> None:
         """Write buffered rows to disk (and fsync-free flush to the OS)."""

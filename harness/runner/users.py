@@ -141,11 +141,13 @@ class Device(ClientListener):
                intended: int | None = None, **extra: Any) -> OpResult:
         """Emit ``res`` (request event + journal row) with this device's fields; ``extra`` may
         override ``session`` and add keys (docs/JOURNAL.md). Returns ``res``."""
-        session = extra.pop("session", res.session_id)
-        self.user.emit(op or res.op, outcome=res.outcome, code=res.code, start=res.start_ns, end=res.end_ns,
-                       intended=intended, user=self.account if user is None else user, session=session,
-                       desc=res.desc, platform=self.platform, instance=self.instance, conn=self.conn,
-                       race=self.race, **extra)
+        session = extra.pop("session", res.session_id) if extra else res.session_id
+        fields = {"conn": self.conn, "race": self.race}
+        if extra:
+            fields.update(extra)
+        self.user.emit_op(op or res.op, res.outcome, res.code, res.start_ns, res.end_ns, intended,
+                          self.account if user is None else user, session, res.desc, self.platform, self.instance,
+                          fields)
         return res
 
     # ---------------------------------------------------------------- operations
@@ -388,27 +390,44 @@ class ChatUser(User):
              user: str = "", session: str | None = None, desc: str = "", platform: str = "", instance: str = "",
              **extra: Any) -> None:
         """Fire Locust's request event and append the journal row for one finished operation."""
+        ChatUser.emit_op(self, op, outcome, code, start, end, intended, user, session, desc, platform, instance, extra)
+
+    def emit_op(self, op: str, outcome: str, code: int, start: int, end: int, intended: int | None, user: str,
+                session: str | None, desc: str, platform: str, instance: str, extra: dict | None) -> None:
+        """:meth:`emit` with positional fields and the extra keys as one dict (or None): the
+        request path's form (Device.record), without keyword packing and unpacking."""
         began = start if intended is None else intended
-        if outcome == "fail" and code in (0, -1) and self.rt.stopping:
-            # cut short by the harness's own stop (users being stopped): unknown effect, not a failure
-            outcome, desc = "info", STOPPED_BY_HARNESS
-            stopped = self.rt.journal.stopped
-            stopped[op] = stopped.get(op, 0) + 1
-        exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
-        expect = extra.get("expect")
+        rt = self.rt
+        journal = rt.journal
+        if outcome == "ok":
+            exc = None
+            detail = desc
+        else:
+            if outcome == "fail" and (code == 0 or code == -1) and rt.stopping:
+                # cut short by the harness's own stop (users being stopped): unknown effect, not a failure
+                outcome, desc = "info", STOPPED_BY_HARNESS
+                stopped = journal.stopped
+                stopped[op] = stopped.get(op, 0) + 1
+            exc = None if outcome == "ok" else OpFailure(failure_text(outcome, code, desc))
+            detail = desc if outcome == "ok" or code == 0 or code == -1 else code_label(code)
+        expect = extra.get("expect") if extra else None
         if expect is not None:
             verdict = judged(outcome, code, expect)
             if verdict == "expected":
                 exc = None  # the scenario provoked this answer: the server behaved correctly
             elif exc is None or code != -1:
                 exc = OpFailure(unexpected_text(op, code, expect))
-        detail = desc if outcome == "ok" or code in (0, -1) else code_label(code)
-        self.rt.journal.emit(
-            self.environment.events, request_type=REQUEST_TYPES.get(op, "WS"),
-            response_time_ms=max(0.0, (end - began) / 1e6), exception=exc,
-            context={"scenario": self.scenario, "user": user, "code": code},
-            scenario=self.scenario, op=op, outcome=outcome, code=code, start=start, end=end, intended=intended,
-            user=user, platform=platform, instance=instance, session=session, detail=detail, **extra)
+        scenario = self.scenario
+        # the journal row (RESULTS.md section 1), built once: FIELDS in order, then the extras with a value
+        row = {"w": journal.worker, "n": 0, "scenario": scenario, "op": op, "user": user, "platform": platform,
+               "instance": instance, "session": session, "intended": began, "start": start, "end": end,
+               "outcome": outcome, "code": code, "detail": detail}
+        if extra:
+            for k, v in extra.items():
+                if v is not None:
+                    row[k] = v
+        journal.emit_row(self.environment.events, REQUEST_TYPES.get(op, "WS"), max(0.0, (end - began) / 1e6), exc,
+                         {"scenario": scenario, "user": user, "code": code}, row)
 
     # ---------------------------------------------------------------- helpers
     def device(self, platform: str | None = None, instance: str | None = None, **kw: Any) -> Device:
