@@ -68,14 +68,21 @@ _RVIEW = memoryview(_RBUF)
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.ENOTCONN)
 
 
+#: The first two bytes of a masked text frame of n < 126 payload bytes (FIN, opcode 1, MASK, n).
+_TEXT_HEADS = tuple(bytes((0x81, 0x80 | n)) for n in range(126))
+_from = int.from_bytes
+
+
 def _text_frame_ascii(text: str) -> bytes:
     """A masked text frame for an ASCII-only ``text`` (the request encoders escape to ASCII)."""
     payload = text.encode("ascii")
     n = len(payload)
+    if n < 126:  # every request but a login with long fields: header from the table, mask inline
+        key = random_bytes(4)
+        k = key * ((n >> 2) + 1)
+        return _TEXT_HEADS[n] + key + (_from(payload, "little") ^ _from(k[:n], "little")).to_bytes(n, "little")
     key = random_bytes(4)
-    if n < 126:
-        head = bytes((0x81, 0x80 | n))
-    elif n < 65536:
+    if n < 65536:
         head = bytes((0x81, 0xFE, n >> 8, n & 0xFF))
     else:
         return client_frame(OP_TEXT, payload)
@@ -89,7 +96,7 @@ class _Link:
     it over (it then only waits for the server's close reply or EOF, bounded by ``timer``) or
     it was torn down."""
 
-    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done")
+    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done", "loop")
 
     def __init__(self, sock: Any, driver: "TimDriver") -> None:
         self.sock = sock
@@ -100,12 +107,14 @@ class _Link:
         self.lock: Semaphore | None = None  # made when a send has to wait for the socket
         self.timer: Any = None
         self.done = False
+        self.loop: Any = None  # the hub's event loop (looked up once per connection, not per request)
 
     def start(self, rest: bytes) -> None:
-        io = self.io = gevent.get_hub().loop.io(self.fd, 1)
+        loop = self.loop = gevent.get_hub().loop
+        io = self.io = loop.io(self.fd, 1)
         io.start(self.on_readable)
         if rest:  # frames that came glued to the 101: handled from the hub, like any others
-            gevent.get_hub().loop.run_callback(self.on_data, rest)
+            loop.run_callback(self.on_data, rest)
 
     def on_readable(self) -> None:
         if self.done:
@@ -462,7 +471,7 @@ class TimDriver:
             return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
         # A raw loop timer, not a gevent Timeout: whoever pops the pending entry first (the
         # reader, the timer, a teardown) is the only one that wakes the waiter, from the hub.
-        timer = gevent.get_hub().loop.timer(timeout)
+        timer = link.loop.timer(timeout)
         timer.start(self._expire, seq, waiter)
         try:
             resp = waiter.get()
@@ -534,7 +543,8 @@ class TimDriver:
         reply = Reply("ok" if code == 0 else "fail", code, desc, data, session)
         if op == "login" and self.sink is not None:
             self.sink.login_answered(reply, user_id)
-        gevent.get_hub().loop.run_callback(waiter.switch, reply)  # after this batch of frames
+        link = self._link
+        (link.loop if link is not None else gevent.get_hub().loop).run_callback(waiter.switch, reply)  # after this batch
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:

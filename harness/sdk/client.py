@@ -421,7 +421,7 @@ class ChatClient:
         if not self._connected or self._closing:
             return OpResult("login", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
         self._apply("login_sent")
-        reply = self._request(lambda t: self.driver.login(user_id, user_sig, self.platform, self.instance_id, t))
+        reply = self.driver.login(user_id, user_sig, self.platform, self.instance_id, self.request_timeout)
         if reply.code != 0 and self._status == STATUS_LOGINING:
             self._apply("login_failed")  # no answer (send failed, timeout, lost) or a local refusal
         return OpResult("login", reply.outcome, reply.code, reply.desc, start, time.time_ns(), reply.data,
@@ -436,7 +436,7 @@ class ChatClient:
         if not self._connected or self._closing:
             return OpResult("logout", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
         held = self._session
-        reply = self._request(self.driver.logout)
+        reply = self.driver.logout(self.request_timeout)
         if self._connected or reply.code != CODE_TRANSPORT:
             self._apply("logout")
         return OpResult("logout", reply.outcome, reply.code, reply.desc, start, time.time_ns(), reply.data, held)
@@ -447,7 +447,7 @@ class ChatClient:
         start = time.time_ns()
         if not self._connected or self._closing:
             return OpResult("status", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
-        reply = self._request(self.driver.status)
+        reply = self.driver.status(self.request_timeout)
         if reply is None:
             return OpResult("status", "fail", CODE_UNSUPPORTED, f"{self.driver.protocol}: no server-side status",
                             start, time.time_ns())
@@ -459,12 +459,9 @@ class ChatClient:
         start = time.time_ns()
         if not self._connected or self._closing:
             return OpResult("heartbeat", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
-        reply = self._request(self.driver.heartbeat)
+        reply = self.driver.heartbeat(self.request_timeout)
         return OpResult("heartbeat", reply.outcome, reply.code, reply.desc, start, time.time_ns(), reply.data,
                         self._session)
-
-    def _request(self, call: Callable[[float], Any]) -> Any:
-        return call(self.request_timeout)
 
     # -------------------------------------------------------------- heartbeat
     def _schedule_heartbeat(self, delay: float, interval: float) -> None:
