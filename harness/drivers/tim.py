@@ -383,7 +383,9 @@ class TimDriver:
         self.close_timeout = close_timeout
         self.close_code: int | None = None
         self._link: _Link | None = None
-        self._pending: dict[int, tuple[str, Waiter, str]] = {}
+        #: seq -> (op, waiter, user_id) of the calls waiting for their answer; None when there is
+        #: none (a held connection between requests carries no dict)
+        self._pending: dict[int, tuple[str, Waiter, str]] | None = None
         self._seq = 0
         self._req_head = b""
         self._login_head = ""
@@ -429,7 +431,7 @@ class TimDriver:
                 sock.close()
             return outcome
         self._seq = 0
-        self._pending = {}
+        self._pending = None
         self.close_code = None
         link = self._link = _Link(sock, self)
         link.start(rest)
@@ -461,13 +463,17 @@ class TimDriver:
         self._seq += 1
         seq = self._seq
         waiter = Waiter()
-        self._pending[seq] = (op, waiter, user_id)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+        pending[seq] = (op, waiter, user_id)
         frame = _text_frame_ascii(before_seq + str(seq) + after_seq)
         try:
             link.send(frame)
         except OSError as exc:
             # "info": part of the frame may have reached the wire
-            self._pending.pop(seq, None)
+            if self._pending is pending:
+                pending.pop(seq, None)
             return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
         # A raw loop timer, not a gevent Timeout: whoever pops the pending entry first (the
         # reader, the timer, a teardown) is the only one that wakes the waiter, from the hub.
@@ -484,9 +490,12 @@ class TimDriver:
         return resp
 
     def _expire(self, seq: int, waiter: Waiter) -> None:
-        entry = self._pending.get(seq)
+        pending = self._pending
+        entry = pending.get(seq) if pending is not None else None
         if entry is not None and entry[1] is waiter:
-            del self._pending[seq]
+            del pending[seq]
+            if not pending:
+                self._pending = None
             waiter.switch(None)
 
     # ----------------------------------------------------------------- reader
@@ -528,9 +537,9 @@ class TimDriver:
 
     def _on_response(self, seq: Any, code: int, desc: str, data: dict | None) -> None:
         pending = self._pending
-        entry = pending.pop(seq, None) if isinstance(seq, int) else None
+        entry = pending.pop(seq, None) if pending is not None and isinstance(seq, int) else None
         if not pending:
-            self._pending = {}  # an emptied dict keeps its table (~200 B per held connection)
+            self._pending = None  # no dict while nothing waits (an emptied one keeps its table)
         if entry is None:
             log.debug("client %s: response for unknown seq %r", self.conn_id, seq)
             return
@@ -578,7 +587,7 @@ class TimDriver:
                 link.driver = None
             else:
                 link.finish()
-        pending, self._pending = self._pending, {}
+        pending, self._pending = self._pending, None
         if pending:
             run = gevent.get_hub().loop.run_callback
             for _op, waiter, _user in pending.values():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
+from gevent.hub import Waiter
 from locust import User, constant
 
 from harness.sdk.client import Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses
@@ -44,6 +45,26 @@ RECONNECT_SCENARIOS = frozenset({"mass_login", "relogin_expiry"})
 
 #: ws_url -> resolved addresses (a tuple shared by every connection of this process)
 _ADDRESSES: dict[str, tuple] = {}
+
+
+def wait_event(event: Event, timeout: float) -> bool:
+    """``event.wait(timeout)`` (True when set, False after ``timeout`` s) with the caller parked
+    on a ``Waiter`` woken by a raw loop timer or the event's link: no gevent ``Timeout`` object,
+    a shallower saved stack. Killing the caller (GreenletExit) unlinks and stops the timer."""
+    if event.is_set():
+        return True
+    hub = gevent.get_hub()
+    waiter = Waiter(hub)
+    wake = waiter.switch
+    timer = hub.loop.timer(max(0.0, timeout))
+    timer.start(wake, None)
+    event.rawlink(wake)
+    try:
+        waiter.get()
+    finally:
+        timer.close()
+        event.unlink(wake)
+    return event.is_set()
 
 
 class OpFailure(Exception):
@@ -93,10 +114,6 @@ class Device(ClientListener):
         self.race = race
         self.conn = self.rt.next_conn_id()
         self.account = ""  # the account currently logged in (or last tried)
-        self.kicks: list[tuple[str, str, Any, int]] = []     # (session, reason, by, at_ns)
-        self.expiries: list[tuple[str, int]] = []            # (session, at_ns)
-        self._kicked: Event | None = None   # made on first use (kicked / expired): most devices never need them
-        self._expired: Event | None = None
         self.disconnected = Event()
         cc = self.rt.cfg.client
         if reconnect is None:
@@ -105,9 +122,6 @@ class Device(ClientListener):
         self.backoff: Backoff | None = user.backoff() if reconnect else None
         self.sig = ""                     # the UserSig of the last login sent (the SDK's cached sig)
         self.expire_at: int | None = None  # sigExpireAt of the current session, unix s
-        self.reconnects: list[OpResult] = []  # outcome of each recovery, in order
-        self._recovering: gevent.Greenlet | None = None
-        self._stop = Event()              # set by close(): no more recovery
         driver = self.rt.make_driver(conn_id=self.conn, source_address=self.rt.next_source_address(),
                                      addresses=user.addresses())
         if same_instance and hasattr(driver, "resource_shared"):
@@ -116,6 +130,58 @@ class Device(ClientListener):
             self.rt.ws_url, platform=platform, instance_id=instance, listener=self,
             connect_timeout=cc.connect_timeout_s, request_timeout=cc.request_timeout_s,
             heartbeat_interval=heartbeat_s, lost_on_heartbeat_timeout=self.backoff is not None, driver=driver)
+
+    # Made on first use (class-level None until then): a held session's Device carries only what
+    # it uses. kicks: (session, reason, by, at_ns); expiries: (session, at_ns); reconnects: the
+    # outcome of each recovery, in order.
+    _kicks: list[tuple[str, str, Any, int]] | None = None
+    _expiries: list[tuple[str, int]] | None = None
+    _reconnects: list[OpResult] | None = None
+    _kicked: Event | None = None
+    _expired: Event | None = None
+    _recovering: gevent.Greenlet | None = None
+    _stopped = False                 # set by close(): no more recovery
+    _stop_event: Event | None = None  # what a backoff wait waits on (made by the first one)
+
+    @property
+    def kicks(self) -> list[tuple[str, str, Any, int]]:
+        """Every ``kickedOffline`` this device received: ``(session, reason, by, at_ns)``, in order."""
+        k = self._kicks
+        if k is None:
+            k = self._kicks = []
+        return k
+
+    @property
+    def expiries(self) -> list[tuple[str, int]]:
+        """Every ``userSigExpired`` this device received: ``(session, at_ns)``, in order."""
+        e = self._expiries
+        if e is None:
+            e = self._expiries = []
+        return e
+
+    @property
+    def reconnects(self) -> list[OpResult]:
+        """The outcome of each recovery, in order."""
+        r = self._reconnects
+        if r is None:
+            r = self._reconnects = []
+        return r
+
+    def _stop_wait(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless close() comes first; True when the device was closed."""
+        if self._stopped:
+            return True
+        e = self._stop_event
+        if e is None:
+            e = self._stop_event = Event()
+        return e.wait(seconds)
+
+    def wait_disconnected(self, timeout: float) -> bool:
+        """``disconnected.wait(timeout)``: True once the device is down for good, False after
+        ``timeout`` s. Parks the caller on a ``Waiter`` + raw loop timer rather than through
+        ``Event.wait``'s gevent ``Timeout`` (a held session's user greenlet waits here for the
+        whole hold: this costs ~0.5 KiB less per held session)."""
+        return wait_event(self.disconnected, timeout)
 
     @property
     def kicked(self) -> Event:
@@ -156,8 +222,8 @@ class Device(ClientListener):
         res = self._connect_once(intended)
         attempt = 1
         while (not res.ok and self.backoff is not None and attempt < self.backoff.max_attempts
-               and not self._stop.is_set()):
-            if self._stop.wait(self.backoff.delay(attempt, self.user.rng)):
+               and not self._stopped):
+            if self._stop_wait(self.backoff.delay(attempt, self.user.rng)):
                 break
             self._new_conn()
             res = self._connect_once(None)
@@ -209,7 +275,10 @@ class Device(ClientListener):
 
     def close(self) -> None:
         """Close for good: stops a recovery in progress (its ``reconnect`` row says ``stopped``)."""
-        self._stop.set()
+        self._stopped = True
+        e = self._stop_event
+        if e is not None:
+            e.set()
         self.client.close()
         g = self._recovering
         if g is not None and g is not gevent.getcurrent() and not g.dead:
@@ -264,7 +333,7 @@ class Device(ClientListener):
         outcome, stopped = "info", False
         try:
             for attempt in range(self.backoff.max_attempts):
-                if self._stop.wait(self.backoff.delay(attempt, self.user.rng)):
+                if self._stop_wait(self.backoff.delay(attempt, self.user.rng)):
                     stopped = True
                     break
                 attempts += 1
@@ -272,7 +341,7 @@ class Device(ClientListener):
                 last = self._connect_once(None)
                 if not last.ok:
                     continue
-                if self._stop.is_set():
+                if self._stopped:
                     stopped = True
                     break
                 res, fresh = self._relogin()
@@ -294,7 +363,7 @@ class Device(ClientListener):
             stopped = True
             raise
         finally:
-            if stopped or self._stop.is_set():
+            if stopped or self._stopped:
                 outcome = "info" if outcome != "ok" else outcome
             end = last.end_ns if last is not None and outcome != "info" else time.time_ns()
             code = 0 if outcome == "ok" else (last.code if last is not None else -1)
@@ -329,7 +398,7 @@ class Device(ClientListener):
         if self.recovering:
             return  # a connection the recovery opened was lost: the recovery goes on
         if (not by_client and session_id is not None and self.backoff is not None and self.account
-                and not self._stop.is_set()):
+                and not self._stopped):
             self._recovering = gevent.spawn(self._recover, session_id, reason or "closed_by_server", at_ns)
             return
         self.disconnected.set()
@@ -350,8 +419,9 @@ class ChatUser(User):
         self.rt: Runtime = environment.chat
         self.cfg = self.rt.cfg
         self.devices: list[Device] = []
-        self._rng: random.Random | None = None
-        self._backoff: Backoff | None = None
+
+    _rng: random.Random | None = None  # made on first use (class-level None until then: one key less per user)
+    _backoff: Backoff | None = None
 
     @property
     def rng(self) -> random.Random:
