@@ -27,6 +27,7 @@ in its reader, in wire order, so an event that follows a response is always appl
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import time
@@ -196,6 +197,84 @@ class ClientListener:
 _NOT_CONNECTED = "not connected"
 
 
+class _Beats:
+    """When each client of one event loop beats next: slots of ``RES_S`` seconds (an int key
+    each), a dict of the clients due in each slot, a heap of the slot keys, and one loop timer
+    armed for the earliest slot. A held connection costs a dict entry here instead of a loop
+    timer of its own; a beat is due at most ``RES_S`` later than asked (never earlier), and
+    cancelling one (a close) forgets the client at once (nothing keeps it referenced)."""
+
+    RES_S = 0.01
+
+    __slots__ = ("loop", "slots", "keys", "timer", "armed")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.slots: dict[int, dict[Any, None]] = {}
+        self.keys: list[int] = []
+        self.timer: Any = None
+        self.armed: int | None = None  # the slot the timer is armed for
+
+    def add(self, client: Any, delay: float) -> int:
+        """``client._heartbeat_due(self)`` in ``delay`` s (from the hub); returns the slot key."""
+        key = -int(-(time.monotonic() + max(0.0, delay)) // self.RES_S)  # ceil: never early
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = {}
+            heapq.heappush(self.keys, key)
+            if self.armed is None or key < self.armed:
+                self._arm(key)
+        slot[client] = None
+        return key
+
+    def cancel(self, client: Any, key: int) -> None:
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.pop(client, None)
+            if not slot:
+                del self.slots[key]  # its key leaves the heap when it comes up
+
+    def _arm(self, key: int) -> None:
+        timer = self.timer
+        if timer is not None:
+            timer.close()
+        self.armed = key
+        timer = self.timer = self.loop.timer(max(0.0, key * self.RES_S - time.monotonic()))
+        timer.start(self._fire)
+
+    def _fire(self) -> None:
+        self.timer.close()
+        self.timer = None
+        self.armed = None
+        keys, slots = self.keys, self.slots
+        now = time.monotonic()
+        while keys and keys[0] * self.RES_S <= now:
+            slot = slots.pop(heapq.heappop(keys), None)
+            if slot:
+                for client in slot:
+                    try:
+                        client._heartbeat_due(self)
+                    except Exception:  # one client's trouble must not stop the others' beats
+                        log.exception("heartbeat schedule: client %r failed", client)
+        while keys and keys[0] not in slots:  # slots emptied by cancel()
+            heapq.heappop(keys)
+        if keys:
+            self._arm(keys[0])
+
+
+_BEATS: list[_Beats] = []  # the schedule of the current thread's event loop (one hub per process here)
+
+
+def _beats() -> _Beats:
+    """The beat schedule of the current event loop (a new one when the hub changed)."""
+    loop = gevent.get_hub().loop
+    if _BEATS and _BEATS[0].loop is loop:
+        return _BEATS[0]
+    beats = _Beats(loop)
+    _BEATS[:] = [beats]
+    return beats
+
+
 def make_driver(url: str, *, protocol_name: str = "tim", **options: Any) -> Driver:
     """A driver for ``url``: ``tim`` (PROTOCOL.md over WebSocket; options ``sdk_app_id``,
     ``source_address``, ``conn_id``, ``addresses``) or any protocol registered in
@@ -237,6 +316,7 @@ class ChatClient:
         "driver",
         "_heartbeater",
         "_hb_sleeping",
+        "_hb_key",
         "_status",
         "_user",
         "_session",
@@ -280,8 +360,9 @@ class ChatClient:
         self.lost_on_heartbeat_timeout = lost_on_heartbeat_timeout
         self.last_kick: Kick | None = None
         self.last_expiry: Expiry | None = None
-        self._heartbeater: Any = None  # the next beat's loop timer, or the greenlet of the beat in progress
+        self._heartbeater: Any = None  # the beat schedule while waiting for the next beat, or the beat's greenlet
         self._hb_sleeping = False
+        self._hb_key = 0  # the schedule's slot of the next beat
         self._status = STATUS_LOGOUT
         self._user = ""
         self._session: str | None = None
@@ -465,18 +546,22 @@ class ChatClient:
 
     # -------------------------------------------------------------- heartbeat
     def _schedule_heartbeat(self, delay: float, interval: float) -> None:
-        """The next beat in ``delay`` s. Between beats a connection holds only a raw loop timer
-        (~0.2 KiB), not a sleeping greenlet's saved stack (~9 KiB) nor an unstarted greenlet
-        (~1-2 KiB); the timer spawns the beat's greenlet when it fires."""
-        timer = gevent.get_hub().loop.timer(delay)
+        """The next beat in ``delay`` s. Between beats a connection holds only an entry in the
+        process's beat schedule (:class:`_Beats`: a few dozen bytes), not a loop timer of its
+        own (~0.6 KiB with its callback), a sleeping greenlet's saved stack (~9 KiB) nor an
+        unstarted greenlet (~1-2 KiB); the schedule spawns the beat's greenlet when it is due."""
+        beats = _beats()
         self._hb_sleeping = True
-        self._heartbeater = timer
-        timer.start(self._heartbeat_due, timer, interval)
+        self._heartbeater = beats
+        self._hb_key = beats.add(self, delay)
 
-    def _heartbeat_due(self, timer: Any, interval: float) -> None:
-        """(hub) The timer fired: run the beat in its own greenlet (it waits for the answer)."""
-        timer.close()
-        if self._heartbeater is not timer:
+    def _heartbeat_due(self, beats: "_Beats") -> None:
+        """(hub) The beat is due: run it in its own greenlet (it waits for the answer)."""
+        if self._heartbeater is not beats:
+            return
+        interval = self.heartbeat_interval
+        if interval is None:
+            self._heartbeater = None
             return
         self._heartbeater = gevent.spawn(self._heartbeat_loop, interval)  # still "sleeping" until it starts
 
@@ -534,8 +619,8 @@ class ChatClient:
             if isinstance(hb, gevent.Greenlet):
                 if hb is not current and not hb.dead:
                     hb.kill(block=False)
-            else:  # a loop timer
-                hb.close()
+            else:  # waiting in the beat schedule
+                hb.cancel(self, self._hb_key)
         self._heartbeater = None
         session = self._session
         self._apply("disconnect")
