@@ -53,7 +53,9 @@ __all__ = [
     "Expiry",
     "Kick",
     "OpResult",
+    "WakeSchedule",
     "make_driver",
+    "wake_schedule",
 ]
 
 log = logging.getLogger(__name__)
@@ -197,12 +199,14 @@ class ClientListener:
 _NOT_CONNECTED = "not connected"
 
 
-class _Beats:
-    """When each client of one event loop beats next: slots of ``RES_S`` seconds (an int key
-    each), a dict of the clients due in each slot, a heap of the slot keys, and one loop timer
-    armed for the earliest slot. A held connection costs a dict entry here instead of a loop
-    timer of its own; a beat is due at most ``RES_S`` later than asked (never earlier), and
-    cancelling one (a close) forgets the client at once (nothing keeps it referenced)."""
+class WakeSchedule:
+    """Coarse wake-ups of one event loop: ``obj._due(schedule)`` about ``delay`` s after
+    ``add(obj, delay)`` (from the hub; it must not block), unless ``cancel(obj, key)`` came
+    first. Slots of ``RES_S`` seconds (an int key each), a dict of the objects due in each slot,
+    a heap of the slot keys and one loop timer armed for the earliest slot. What it is for: the
+    clients' next heartbeats and the devices' holds, so a held connection costs a dict entry
+    here instead of a loop timer with its callback of its own (~0.3-0.6 KiB each). A wake-up
+    comes at most ``RES_S`` late (never early); a cancelled one keeps nothing referenced."""
 
     RES_S = 0.01
 
@@ -215,8 +219,8 @@ class _Beats:
         self.timer: Any = None
         self.armed: int | None = None  # the slot the timer is armed for
 
-    def add(self, client: Any, delay: float) -> int:
-        """``client._heartbeat_due(self)`` in ``delay`` s (from the hub); returns the slot key."""
+    def add(self, obj: Any, delay: float) -> int:
+        """``obj._due(self)`` in ``delay`` s (from the hub); returns the slot key for cancel()."""
         key = -int(-(time.monotonic() + max(0.0, delay)) // self.RES_S)  # ceil: never early
         slot = self.slots.get(key)
         if slot is None:
@@ -224,13 +228,13 @@ class _Beats:
             heapq.heappush(self.keys, key)
             if self.armed is None or key < self.armed:
                 self._arm(key)
-        slot[client] = None
+        slot[obj] = None
         return key
 
-    def cancel(self, client: Any, key: int) -> None:
+    def cancel(self, obj: Any, key: int) -> None:
         slot = self.slots.get(key)
         if slot is not None:
-            slot.pop(client, None)
+            slot.pop(obj, None)
             if not slot:
                 del self.slots[key]  # its key leaves the heap when it comes up
 
@@ -251,28 +255,28 @@ class _Beats:
         while keys and keys[0] * self.RES_S <= now:
             slot = slots.pop(heapq.heappop(keys), None)
             if slot:
-                for client in slot:
+                for obj in slot:
                     try:
-                        client._heartbeat_due(self)
-                    except Exception:  # one client's trouble must not stop the others' beats
-                        log.exception("heartbeat schedule: client %r failed", client)
+                        obj._due(self)
+                    except Exception:  # one object's trouble must not stop the others' wake-ups
+                        log.exception("wake schedule: %r failed", obj)
         while keys and keys[0] not in slots:  # slots emptied by cancel()
             heapq.heappop(keys)
         if keys:
             self._arm(keys[0])
 
 
-_BEATS: list[_Beats] = []  # the schedule of the current thread's event loop (one hub per process here)
+_SCHEDULE: list[WakeSchedule] = []  # the schedule of the current event loop (one hub per process here)
 
 
-def _beats() -> _Beats:
-    """The beat schedule of the current event loop (a new one when the hub changed)."""
+def wake_schedule() -> WakeSchedule:
+    """The :class:`WakeSchedule` of the current event loop (a new one when the hub changed)."""
     loop = gevent.get_hub().loop
-    if _BEATS and _BEATS[0].loop is loop:
-        return _BEATS[0]
-    beats = _Beats(loop)
-    _BEATS[:] = [beats]
-    return beats
+    if _SCHEDULE and _SCHEDULE[0].loop is loop:
+        return _SCHEDULE[0]
+    schedule = WakeSchedule(loop)
+    _SCHEDULE[:] = [schedule]
+    return schedule
 
 
 def make_driver(url: str, *, protocol_name: str = "tim", **options: Any) -> Driver:
@@ -360,7 +364,7 @@ class ChatClient:
         self.lost_on_heartbeat_timeout = lost_on_heartbeat_timeout
         self.last_kick: Kick | None = None
         self.last_expiry: Expiry | None = None
-        self._heartbeater: Any = None  # the beat schedule while waiting for the next beat, or the beat's greenlet
+        self._heartbeater: Any = None  # the wake schedule while waiting for the next beat, or the beat's greenlet
         self._hb_sleeping = False
         self._hb_key = 0  # the schedule's slot of the next beat
         self._status = STATUS_LOGOUT
@@ -437,7 +441,8 @@ class ChatClient:
             data = reply.data or {}
             uid = data.get("userID")
             self._session = reply.session_id
-            self._user = uid if isinstance(uid, str) and uid else user_id
+            # the caller's string when the server names the same user (one str less per session)
+            self._user = uid if isinstance(uid, str) and uid and uid != user_id else user_id
         else:
             self._apply("login_failed")
 
@@ -547,17 +552,17 @@ class ChatClient:
     # -------------------------------------------------------------- heartbeat
     def _schedule_heartbeat(self, delay: float, interval: float) -> None:
         """The next beat in ``delay`` s. Between beats a connection holds only an entry in the
-        process's beat schedule (:class:`_Beats`: a few dozen bytes), not a loop timer of its
+        process's :class:`WakeSchedule` (a few dozen bytes), not a loop timer of its
         own (~0.6 KiB with its callback), a sleeping greenlet's saved stack (~9 KiB) nor an
         unstarted greenlet (~1-2 KiB); the schedule spawns the beat's greenlet when it is due."""
-        beats = _beats()
+        schedule = wake_schedule()
         self._hb_sleeping = True
-        self._heartbeater = beats
-        self._hb_key = beats.add(self, delay)
+        self._heartbeater = schedule
+        self._hb_key = schedule.add(self, delay)
 
-    def _heartbeat_due(self, beats: "_Beats") -> None:
-        """(hub) The beat is due: run it in its own greenlet (it waits for the answer)."""
-        if self._heartbeater is not beats:
+    def _due(self, schedule: WakeSchedule) -> None:
+        """(hub) The next beat is due: run it in its own greenlet (it waits for the answer)."""
+        if self._heartbeater is not schedule:
             return
         interval = self.heartbeat_interval
         if interval is None:
@@ -619,7 +624,7 @@ class ChatClient:
             if isinstance(hb, gevent.Greenlet):
                 if hb is not current and not hb.dead:
                     hb.kill(block=False)
-            else:  # waiting in the beat schedule
+            else:  # waiting in the wake schedule
                 hb.cancel(self, self._hb_key)
         self._heartbeater = None
         session = self._session
