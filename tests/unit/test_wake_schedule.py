@@ -46,3 +46,36 @@ def test_a_failing_client_does_not_stop_the_others_wake_ups() -> None:
     schedule.add(_Client("ok", fired), 0.0)
     gevent.sleep(0.1)
     assert fired == ["ok"]
+
+
+def _bare_device():
+    from harness.runner.users import Device
+
+    return Device.__new__(Device)  # wait_disconnected() needs none of __init__'s fields
+
+
+def test_wait_disconnected_times_out_or_wakes_on_the_disconnect() -> None:
+    d = _bare_device()
+    assert d.wait_disconnected(0.02) is False and d._hold is None
+    g = gevent.spawn(d.wait_disconnected, 30)
+    gevent.sleep(0.01)
+    assert d._hold is g  # parked
+    gevent.spawn(d._set_disconnected).join()  # from another greenlet, as a recovery giving up does
+    assert g.get(timeout=2) is True
+    assert d.disconnected.is_set()  # made after the fact: already set
+    assert d.wait_disconnected(30) is True  # down for good: no wait
+
+
+def test_a_killed_wait_disconnected_leaves_nothing_scheduled() -> None:
+    from harness.sdk.client import wake_schedule
+
+    d = _bare_device()
+    g = gevent.spawn(d.wait_disconnected, 30)
+    gevent.sleep(0.01)
+    assert any(d in slot for slot in wake_schedule().slots.values())
+    g.kill()
+    assert g.dead and d._hold is None
+    assert not any(d in slot for slot in wake_schedule().slots.values())
+    d._set_disconnected()  # nobody parked: nothing to wake
+    gevent.sleep(0.01)
+    assert d.disconnected.is_set()
