@@ -10,7 +10,7 @@ from locust import task
 
 from harness.sdk.client import OpResult
 from harness.protocol import FRESH_SIG_CODES
-from harness.runner.users import ChatUser, Device
+from harness.runner.users import ChatUser, Device, wait_event
 
 EXPIRY_CODES = FRESH_SIG_CODES  # the codes this scenario recovers from at login
 
@@ -78,7 +78,7 @@ class ReloginExpiry(ChatUser):
             limit = sc.sig_lifetime_s + sc.sig_jitter_s + self.cfg.target.leeway_s + self.cfg.checks.expiry_tolerance_s + 10
             while cycles < sc.cycles:
                 d.expired.clear()
-                if not d.expired.wait(limit) or not d.expiries:
+                if not wait_event(d.expired, limit) or not d.expiries:
                     break  # kicked, disconnected or no push: the checks will say so
                 old, at = d.expiries[-1]
                 res = self.relogin(d, "sig_expired", at, old)

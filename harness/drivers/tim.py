@@ -38,16 +38,19 @@ from typing import Any, ClassVar
 import gevent
 from gevent.hub import Waiter
 from gevent.lock import Semaphore
-from gevent.socket import wait_read, wait_write
+from gevent.socket import wait_write
 
 from harness import protocol
-from harness.drivers.websocket import (MAX_HANDSHAKE_BYTES, RECV_CHUNK, Addresses, check_upgrade_response,
-                                       parse_ws_url, resolve_addresses)
+from harness.drivers.websocket import (MAX_HANDSHAKE_BYTES, RECV_CHUNK, Addresses, accept_token,
+                                       check_upgrade_response, parse_ws_url, resolve_addresses)
 from harness.drivers.wsframe import (OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, OP_PONG, FrameError, FrameReader,
                                      client_frame, close_frame, mask, random_bytes)
 from harness.sdk.driver import Reply, Sink
 
 __all__ = ["TimDriver", "MAX_MESSAGE_BYTES", "CLOSE_WAIT_S"]
+
+#: The C scanner json.loads runs (``json.loads`` = this at index 0 + "only whitespace after it").
+_scan = json.decoder.JSONDecoder().scan_once
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +68,21 @@ _RVIEW = memoryview(_RBUF)
 _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.ENOTCONN)
 
 
+#: The first two bytes of a masked text frame of n < 126 payload bytes (FIN, opcode 1, MASK, n).
+_TEXT_HEADS = tuple(bytes((0x81, 0x80 | n)) for n in range(126))
+_from = int.from_bytes
+
+
 def _text_frame_ascii(text: str) -> bytes:
     """A masked text frame for an ASCII-only ``text`` (the request encoders escape to ASCII)."""
     payload = text.encode("ascii")
     n = len(payload)
+    if n < 126:  # every request but a login with long fields: header from the table, mask inline
+        key = random_bytes(4)
+        k = key * ((n >> 2) + 1)
+        return _TEXT_HEADS[n] + key + (_from(payload, "little") ^ _from(k[:n], "little")).to_bytes(n, "little")
     key = random_bytes(4)
-    if n < 126:
-        head = bytes((0x81, 0x80 | n))
-    elif n < 65536:
+    if n < 65536:
         head = bytes((0x81, 0xFE, n >> 8, n & 0xFF))
     else:
         return client_frame(OP_TEXT, payload)
@@ -86,7 +96,7 @@ class _Link:
     it over (it then only waits for the server's close reply or EOF, bounded by ``timer``) or
     it was torn down."""
 
-    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done")
+    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done", "loop")
 
     def __init__(self, sock: Any, driver: "TimDriver") -> None:
         self.sock = sock
@@ -97,12 +107,18 @@ class _Link:
         self.lock: Semaphore | None = None  # made when a send has to wait for the socket
         self.timer: Any = None
         self.done = False
+        self.loop: Any = None  # the hub's event loop (looked up once per connection, not per request)
 
-    def start(self, rest: bytes) -> None:
-        io = self.io = gevent.get_hub().loop.io(self.fd, 1)
+    def start(self, rest: bytes, io: Any = None, loop: Any = None) -> None:
+        """Read from the hub from now on: ``io`` a stopped read watcher of the socket to reuse
+        (default: a new one) of ``loop`` (default: the current hub's)."""
+        loop = self.loop = loop if loop is not None else gevent.get_hub().loop
+        if io is None:
+            io = loop.io(self.fd, 1)
+        self.io = io
         io.start(self.on_readable)
         if rest:  # frames that came glued to the 101: handled from the hub, like any others
-            gevent.get_hub().loop.run_callback(self.on_data, rest)
+            loop.run_callback(self.on_data, rest)
 
     def on_readable(self) -> None:
         if self.done:
@@ -308,28 +324,60 @@ def _open(addrs: Addresses, deadline: float, source_address: str | None, request
     raise last if last is not None else OSError("no address to connect to")
 
 
-def _read_101(sock: Any, key: bytes, deadline: float) -> tuple[tuple[str, str] | None, bytes]:
+#: The last 101 answer check_upgrade_response accepted, split around its Sec-WebSocket-Accept
+#: value: a server answers every upgrade with the same bytes but that token.
+_ACCEPTED_101: list[tuple[bytes, bytes]] = []
+
+
+def _judge_101(head: bytes, key: bytes) -> tuple[str, str] | None:
+    """``check_upgrade_response(head, key)``, with a shortcut: an answer that is byte for byte
+    the last accepted one with this key's accept token in place of that one's parses the same
+    but for that token (the right one now), so the full check would accept it too."""
+    token = accept_token(key)
+    if _ACCEPTED_101:
+        prefix, suffix = _ACCEPTED_101[0]
+        if len(head) == len(prefix) + len(token) + len(suffix) and head.startswith(prefix) \
+                and head.endswith(suffix) and head[len(prefix):len(head) - len(suffix)] == token:
+            return None
+    verdict = check_upgrade_response(head, key)
+    if verdict is None and head.count(token) == 1:  # the token is exactly the header's value
+        at = head.index(token)
+        _ACCEPTED_101[:] = [(head[:at], head[at + len(token):])]
+    return verdict
+
+
+def _wait_readable(io: Any, hub: Any, timeout: float) -> bool:
+    """Park until ``io``'s fd is readable (True) or ``timeout`` s passed (False): the read watcher
+    and a raw loop timer wake one ``Waiter`` (gevent's ``wait_read`` makes a ``Timeout`` object
+    and a new watcher per wait: ~5 % of a connect+login+close flow here)."""
+    waiter = Waiter(hub)
+    switch = waiter.switch
+    timer = hub.loop.timer(timeout if timeout > 0 else 0.0)
+    io.start(switch, True)
+    timer.start(switch, False)
+    try:
+        return waiter.get()
+    finally:  # the first wake resumes us at once (from the hub): the other one cannot come after this
+        io.stop()
+        timer.close()
+
+
+def _read_101(sock: Any, key: bytes, deadline: float, io: Any, hub: Any) -> tuple[tuple[str, str] | None, bytes]:
     """The server's answer to the upgrade request: ``(None, bytes after it)`` when it accepted,
-    else ``((outcome, desc), b"")`` (see ``check_upgrade_response``)."""
+    else ``((outcome, desc), b"")`` (see ``check_upgrade_response``). ``io``: a read watcher of
+    the socket (stopped when this returns)."""
     buf = b""
-    fd = sock.fileno()
     waited = False
     while True:
         if not waited:  # the request just left: the answer cannot be there yet
             waited = True
-            try:
-                wait_read(fd, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
+            if not _wait_readable(io, hub, deadline - time.monotonic()):
                 return ("info", "timeout: handshake"), b""
         try:
             n = sock.recv_into(_RBUF)
         except BlockingIOError:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return ("info", "timeout: handshake"), b""
-            try:
-                wait_read(fd, remaining)
-            except TimeoutError:
+            if remaining <= 0 or not _wait_readable(io, hub, remaining):
                 return ("info", "timeout: handshake"), b""
             continue
         if not n:
@@ -338,7 +386,7 @@ def _read_101(sock: Any, key: bytes, deadline: float) -> tuple[tuple[str, str] |
         buf += _RVIEW[:n]
         end = buf.find(b"\r\n\r\n", max(0, at - 3))
         if end >= 0:
-            return check_upgrade_response(buf[:end], key), buf[end + 4:]
+            return _judge_101(buf[:end], key), buf[end + 4:]
         if len(buf) > MAX_HANDSHAKE_BYTES:
             return ("fail", f"handshake: the server's answer exceeds {MAX_HANDSHAKE_BYTES} bytes"), b""
 
@@ -371,7 +419,9 @@ class TimDriver:
         self.close_timeout = close_timeout
         self.close_code: int | None = None
         self._link: _Link | None = None
-        self._pending: dict[int, tuple[str, Waiter, str]] = {}
+        #: seq -> (op, waiter, user_id) of the calls waiting for their answer; None when there is
+        #: none (a held connection between requests carries no dict)
+        self._pending: dict[int, tuple[str, Waiter, str]] | None = None
         self._seq = 0
         self._req_head = b""
         self._login_head = ""
@@ -398,29 +448,36 @@ class TimDriver:
         head = self._req_head
         if not head:  # the upgrade request up to the key (RFC 6455 4.1; see websocket.upgrade_request)
             head = self._req_head = _request_head(self._target, self._host_header)
+        io = None
         try:
             addrs = self._addrs
             if addrs is None:
                 addrs = self._addrs = resolve_addresses(self._host, self._port)
             sock = _open(addrs, deadline, self.source_address, head + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-            outcome, rest = _read_101(sock, key, deadline)
+            hub = gevent.get_hub()
+            io = hub.loop.io(sock.fileno(), 1)  # waits for the 101 here, then reads the frames (_Link)
+            outcome, rest = _read_101(sock, key, deadline, io, hub)
         except TimeoutError as exc:
             outcome = ("info", f"timeout: {type(exc).__name__}")
         except OSError as exc:
             outcome = ("fail", f"{type(exc).__name__}: {exc.strerror or exc}")
         except BaseException:  # killed (GreenletExit) mid-connect: do not leak the socket
+            if io is not None:
+                io.close()
             if sock is not None:
                 sock.close()
             raise
         if outcome is not None:
+            if io is not None:
+                io.close()
             if sock is not None:
                 sock.close()
             return outcome
         self._seq = 0
-        self._pending = {}
+        self._pending = None
         self.close_code = None
         link = self._link = _Link(sock, self)
-        link.start(rest)
+        link.start(rest, io, hub.loop)
         return None
 
     # --------------------------------------------------------------- requests
@@ -449,17 +506,21 @@ class TimDriver:
         self._seq += 1
         seq = self._seq
         waiter = Waiter()
-        self._pending[seq] = (op, waiter, user_id)
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = {}
+        pending[seq] = (op, waiter, user_id)
         frame = _text_frame_ascii(before_seq + str(seq) + after_seq)
         try:
             link.send(frame)
         except OSError as exc:
             # "info": part of the frame may have reached the wire
-            self._pending.pop(seq, None)
+            if self._pending is pending:
+                pending.pop(seq, None)
             return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
         # A raw loop timer, not a gevent Timeout: whoever pops the pending entry first (the
         # reader, the timer, a teardown) is the only one that wakes the waiter, from the hub.
-        timer = gevent.get_hub().loop.timer(timeout)
+        timer = link.loop.timer(timeout)
         timer.start(self._expire, seq, waiter)
         try:
             resp = waiter.get()
@@ -472,33 +533,36 @@ class TimDriver:
         return resp
 
     def _expire(self, seq: int, waiter: Waiter) -> None:
-        entry = self._pending.get(seq)
+        pending = self._pending
+        entry = pending.get(seq) if pending is not None else None
         if entry is not None and entry[1] is waiter:
-            del self._pending[seq]
+            del pending[seq]
+            if not pending:
+                self._pending = None
             waiter.switch(None)
 
     # ----------------------------------------------------------------- reader
     def _on_frame(self, text: str) -> None:
+        # Fast path for the common frame, a well-formed response: the stdlib's C scanner (what
+        # json.loads runs) on the whole text and the same field checks as
+        # protocol.parse_server_frame, without its objects. Anything else (an event, a bad or
+        # odd frame, whitespace around the object) takes the general path, which re-parses.
+        try:
+            obj, end = _scan(text, 0)
+        except Exception:  # StopIteration (not JSON at 0), ValueError, RecursionError
+            obj = end = None
+        if end == len(text) and type(obj) is dict and "event" not in obj:
+            seq = obj.get("seq")
+            code = obj.get("code")
+            desc = obj.get("desc", "")
+            data = obj.get("data")
+            if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
+                    (data is None or type(data) is dict):
+                self._on_response(seq, code, desc or "", data)
+                return
         msg = protocol.parse_server_frame(text)
         if isinstance(msg, protocol.Response):
-            pending = self._pending
-            entry = pending.pop(msg.seq, None) if isinstance(msg.seq, int) else None
-            if not pending:
-                self._pending = {}  # an emptied dict keeps its table (~200 B per held connection)
-            if entry is None:
-                log.debug("client %s: response for unknown seq %r", self.conn_id, msg.seq)
-                return
-            op, waiter, user_id = entry
-            data = msg.data if isinstance(msg.data, dict) else None
-            if op == "login" or op == "status":
-                session = data.get("sessionID") if data else None
-                session = session if isinstance(session, str) else None
-            else:
-                session = None
-            reply = Reply("ok" if msg.code == 0 else "fail", msg.code, msg.desc, data, session)
-            if op == "login" and self.sink is not None:
-                self.sink.login_answered(reply, user_id)
-            gevent.get_hub().loop.run_callback(waiter.switch, reply)  # after this batch of frames
+            self._on_response(msg.seq, msg.code, msg.desc, msg.data)
         elif isinstance(msg, protocol.Event):
             sink = self.sink
             if sink is None:
@@ -513,6 +577,26 @@ class TimDriver:
                 log.debug("client %s: ignored event %r", self.conn_id, msg.name)
         else:
             log.debug("client %s: bad frame from server: %s", self.conn_id, getattr(msg, "desc", msg))
+
+    def _on_response(self, seq: Any, code: int, desc: str, data: dict | None) -> None:
+        pending = self._pending
+        entry = pending.pop(seq, None) if pending is not None and isinstance(seq, int) else None
+        if not pending:
+            self._pending = None  # no dict while nothing waits (an emptied one keeps its table)
+        if entry is None:
+            log.debug("client %s: response for unknown seq %r", self.conn_id, seq)
+            return
+        op, waiter, user_id = entry
+        if op == "login" or op == "status":
+            session = data.get("sessionID") if data else None
+            session = session if isinstance(session, str) else None
+        else:
+            session = None
+        reply = Reply("ok" if code == 0 else "fail", code, desc, data, session)
+        if op == "login" and self.sink is not None:
+            self.sink.login_answered(reply, user_id)
+        link = self._link
+        (link.loop if link is not None else gevent.get_hub().loop).run_callback(waiter.switch, reply)  # after this batch
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
@@ -546,7 +630,7 @@ class TimDriver:
                 link.driver = None
             else:
                 link.finish()
-        pending, self._pending = self._pending, {}
+        pending, self._pending = self._pending, None
         if pending:
             run = gevent.get_hub().loop.run_callback
             for _op, waiter, _user in pending.values():

@@ -266,8 +266,8 @@ class TalliedJournal(Journal):
         super().__init__(*args, **kwargs)
         self.tally = Tally()
 
-    def record(self, **row: Any) -> int:  # same keywords as Journal.record
-        n = Journal.record(self, **row)
+    def add_row(self, row: dict) -> int:  # every row goes through here (record() too)
+        n = Journal.add_row(self, row)
         start = row["start"]
         intended = row.get("intended")
         expect = row.get("expect")

@@ -27,6 +27,7 @@ in its reader, in wire order, so an event that follows a response is always appl
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import random
 import time
@@ -52,7 +53,9 @@ __all__ = [
     "Expiry",
     "Kick",
     "OpResult",
+    "WakeSchedule",
     "make_driver",
+    "wake_schedule",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,6 +199,86 @@ class ClientListener:
 _NOT_CONNECTED = "not connected"
 
 
+class WakeSchedule:
+    """Coarse wake-ups of one event loop: ``obj._due(schedule)`` about ``delay`` s after
+    ``add(obj, delay)`` (from the hub; it must not block), unless ``cancel(obj, key)`` came
+    first. Slots of ``RES_S`` seconds (an int key each), a dict of the objects due in each slot,
+    a heap of the slot keys and one loop timer armed for the earliest slot. What it is for: the
+    clients' next heartbeats and the devices' holds, so a held connection costs a dict entry
+    here instead of a loop timer with its callback of its own (~0.3-0.6 KiB each). A wake-up
+    comes at most ``RES_S`` late (never early); a cancelled one keeps nothing referenced."""
+
+    RES_S = 0.01
+
+    __slots__ = ("loop", "slots", "keys", "timer", "armed")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.slots: dict[int, dict[Any, None]] = {}
+        self.keys: list[int] = []
+        self.timer: Any = None
+        self.armed: int | None = None  # the slot the timer is armed for
+
+    def add(self, obj: Any, delay: float) -> int:
+        """``obj._due(self)`` in ``delay`` s (from the hub); returns the slot key for cancel()."""
+        key = -int(-(time.monotonic() + max(0.0, delay)) // self.RES_S)  # ceil: never early
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = {}
+            heapq.heappush(self.keys, key)
+            if self.armed is None or key < self.armed:
+                self._arm(key)
+        slot[obj] = None
+        return key
+
+    def cancel(self, obj: Any, key: int) -> None:
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.pop(obj, None)
+            if not slot:
+                del self.slots[key]  # its key leaves the heap when it comes up
+
+    def _arm(self, key: int) -> None:
+        timer = self.timer
+        if timer is not None:
+            timer.close()
+        self.armed = key
+        timer = self.timer = self.loop.timer(max(0.0, key * self.RES_S - time.monotonic()))
+        timer.start(self._fire)
+
+    def _fire(self) -> None:
+        self.timer.close()
+        self.timer = None
+        self.armed = None
+        keys, slots = self.keys, self.slots
+        now = time.monotonic()
+        while keys and keys[0] * self.RES_S <= now:
+            slot = slots.pop(heapq.heappop(keys), None)
+            if slot:
+                for obj in slot:
+                    try:
+                        obj._due(self)
+                    except Exception:  # one object's trouble must not stop the others' wake-ups
+                        log.exception("wake schedule: %r failed", obj)
+        while keys and keys[0] not in slots:  # slots emptied by cancel()
+            heapq.heappop(keys)
+        if keys:
+            self._arm(keys[0])
+
+
+_SCHEDULE: list[WakeSchedule] = []  # the schedule of the current event loop (one hub per process here)
+
+
+def wake_schedule() -> WakeSchedule:
+    """The :class:`WakeSchedule` of the current event loop (a new one when the hub changed)."""
+    loop = gevent.get_hub().loop
+    if _SCHEDULE and _SCHEDULE[0].loop is loop:
+        return _SCHEDULE[0]
+    schedule = WakeSchedule(loop)
+    _SCHEDULE[:] = [schedule]
+    return schedule
+
+
 def make_driver(url: str, *, protocol_name: str = "tim", **options: Any) -> Driver:
     """A driver for ``url``: ``tim`` (PROTOCOL.md over WebSocket; options ``sdk_app_id``,
     ``source_address``, ``conn_id``, ``addresses``) or any protocol registered in
@@ -237,6 +320,7 @@ class ChatClient:
         "driver",
         "_heartbeater",
         "_hb_sleeping",
+        "_hb_key",
         "_status",
         "_user",
         "_session",
@@ -280,8 +364,9 @@ class ChatClient:
         self.lost_on_heartbeat_timeout = lost_on_heartbeat_timeout
         self.last_kick: Kick | None = None
         self.last_expiry: Expiry | None = None
-        self._heartbeater: Any = None  # the next beat's loop timer, or the greenlet of the beat in progress
+        self._heartbeater: Any = None  # the wake schedule while waiting for the next beat, or the beat's greenlet
         self._hb_sleeping = False
+        self._hb_key = 0  # the schedule's slot of the next beat
         self._status = STATUS_LOGOUT
         self._user = ""
         self._session: str | None = None
@@ -356,7 +441,8 @@ class ChatClient:
             data = reply.data or {}
             uid = data.get("userID")
             self._session = reply.session_id
-            self._user = uid if isinstance(uid, str) and uid else user_id
+            # the caller's string when the server names the same user (one str less per session)
+            self._user = uid if isinstance(uid, str) and uid and uid != user_id else user_id
         else:
             self._apply("login_failed")
 
@@ -421,7 +507,7 @@ class ChatClient:
         if not self._connected or self._closing:
             return OpResult("login", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
         self._apply("login_sent")
-        reply = self._request(lambda t: self.driver.login(user_id, user_sig, self.platform, self.instance_id, t))
+        reply = self.driver.login(user_id, user_sig, self.platform, self.instance_id, self.request_timeout)
         if reply.code != 0 and self._status == STATUS_LOGINING:
             self._apply("login_failed")  # no answer (send failed, timeout, lost) or a local refusal
         return OpResult("login", reply.outcome, reply.code, reply.desc, start, time.time_ns(), reply.data,
@@ -436,7 +522,7 @@ class ChatClient:
         if not self._connected or self._closing:
             return OpResult("logout", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
         held = self._session
-        reply = self._request(self.driver.logout)
+        reply = self.driver.logout(self.request_timeout)
         if self._connected or reply.code != CODE_TRANSPORT:
             self._apply("logout")
         return OpResult("logout", reply.outcome, reply.code, reply.desc, start, time.time_ns(), reply.data, held)
@@ -447,7 +533,7 @@ class ChatClient:
         start = time.time_ns()
         if not self._connected or self._closing:
             return OpResult("status", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
-        reply = self._request(self.driver.status)
+        reply = self.driver.status(self.request_timeout)
         if reply is None:
             return OpResult("status", "fail", CODE_UNSUPPORTED, f"{self.driver.protocol}: no server-side status",
                             start, time.time_ns())
@@ -459,27 +545,28 @@ class ChatClient:
         start = time.time_ns()
         if not self._connected or self._closing:
             return OpResult("heartbeat", "fail", CODE_TRANSPORT, _NOT_CONNECTED, start, time.time_ns())
-        reply = self._request(self.driver.heartbeat)
+        reply = self.driver.heartbeat(self.request_timeout)
         return OpResult("heartbeat", reply.outcome, reply.code, reply.desc, start, time.time_ns(), reply.data,
                         self._session)
 
-    def _request(self, call: Callable[[float], Any]) -> Any:
-        return call(self.request_timeout)
-
     # -------------------------------------------------------------- heartbeat
     def _schedule_heartbeat(self, delay: float, interval: float) -> None:
-        """The next beat in ``delay`` s. Between beats a connection holds only a raw loop timer
-        (~0.2 KiB), not a sleeping greenlet's saved stack (~9 KiB) nor an unstarted greenlet
-        (~1-2 KiB); the timer spawns the beat's greenlet when it fires."""
-        timer = gevent.get_hub().loop.timer(delay)
+        """The next beat in ``delay`` s. Between beats a connection holds only an entry in the
+        process's :class:`WakeSchedule` (a few dozen bytes), not a loop timer of its
+        own (~0.6 KiB with its callback), a sleeping greenlet's saved stack (~9 KiB) nor an
+        unstarted greenlet (~1-2 KiB); the schedule spawns the beat's greenlet when it is due."""
+        schedule = wake_schedule()
         self._hb_sleeping = True
-        self._heartbeater = timer
-        timer.start(self._heartbeat_due, timer, interval)
+        self._heartbeater = schedule
+        self._hb_key = schedule.add(self, delay)
 
-    def _heartbeat_due(self, timer: Any, interval: float) -> None:
-        """(hub) The timer fired: run the beat in its own greenlet (it waits for the answer)."""
-        timer.close()
-        if self._heartbeater is not timer:
+    def _due(self, schedule: WakeSchedule) -> None:
+        """(hub) The next beat is due: run it in its own greenlet (it waits for the answer)."""
+        if self._heartbeater is not schedule:
+            return
+        interval = self.heartbeat_interval
+        if interval is None:
+            self._heartbeater = None
             return
         self._heartbeater = gevent.spawn(self._heartbeat_loop, interval)  # still "sleeping" until it starts
 
@@ -537,8 +624,8 @@ class ChatClient:
             if isinstance(hb, gevent.Greenlet):
                 if hb is not current and not hb.dead:
                     hb.kill(block=False)
-            else:  # a loop timer
-                hb.close()
+            else:  # waiting in the wake schedule
+                hb.cancel(self, self._hb_key)
         self._heartbeater = None
         session = self._session
         self._apply("disconnect")

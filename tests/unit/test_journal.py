@@ -142,3 +142,29 @@ def test_journal_lines_are_the_stdlib_encoders_bytes_whichever_encoder_writes_th
     j.close()
     (row,) = [json.loads(line) for line in (tmp_path / "j.jsonl").read_text(encoding="utf-8").splitlines()]
     assert row["extra_big"] == 99999999999999999999 and row["op"] == "login"
+
+
+def test_journal_bytes_are_the_same_with_and_without_a_row_listener(tmp_path) -> None:
+    """Rows are serialised at record() when nobody listens, kept as dicts for a listener (the
+    live checks): the file is the same, and the listener gets every row as the dict."""
+    from harness.results.journal import Journal, _line
+
+    def write(path, listen: bool) -> list:
+        seen: list = []
+        j = Journal(path, "w0").open()
+        if listen:
+            j.listeners.append(seen.extend)
+        j.record(scenario="s", op="login", outcome="ok", code=0, start=1, end=2, user="ü", kicked=["S1"], data=None)
+        j.record(scenario="s", op="login", outcome="ok", code=0, start=3, end=4, extra_big=99999999999999999999)
+        j.flush()
+        j.record(scenario="s", op="status", outcome="fail", code=6014, start=5, end=6,
+                 data={"odd": object.__new__(type("Odd", (), {"__str__": lambda self: "odd!"}))})
+        j.close()
+        return seen
+
+    assert write(tmp_path / "a.jsonl", False) == []
+    seen = write(tmp_path / "b.jsonl", True)
+    a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
+    assert a == b and a.count(b"\n") == 3
+    assert [r["n"] for r in seen] == [0, 1, 2] and b"\n".join(map(_line, seen)) + b"\n" == b
+    assert b'"extra_big":99999999999999999999' in a and b'"odd":"odd!"' in a and '"user":"ü"'.encode() in a
