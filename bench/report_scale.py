@@ -232,6 +232,26 @@ def _measure(run: Path, charts: bool, load_only: bool, e2e: bool = False) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _sizes(args: argparse.Namespace) -> list[int]:
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
+    if any(s > HUGE for s in sizes) and not args.allow_huge:
+        raise SystemExit(f"sizes above {HUGE:,} rows need --allow-huge")
+    return sizes
+
+
+def _cached_run(n: int, regen: bool) -> tuple[Path, float]:
+    """The synthetic run of ``n`` rows under bench/out (made when missing or ``regen``) and its journal MB."""
+    run = OUT / f"scale-{n}"
+    if regen or not (run / ".rows").exists():
+        import shutil
+
+        shutil.rmtree(run, ignore_errors=True)
+        t = time.perf_counter()
+        synthesize(run, n)
+        print(f"  (synthesized {n:,} rows in {time.perf_counter() - t:.1f} s)", flush=True)
+    return run, sum(p.stat().st_size for p in (run / "journal").glob("*.jsonl")) / 1e6
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1e5,1e6", help="comma-separated row counts (default 1e5,1e6)")
@@ -253,23 +273,13 @@ def main() -> None:
     if args.e2e:
         _e2e_main(args)
         return
-    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
-    if any(s > HUGE for s in sizes) and not args.allow_huge:
-        raise SystemExit(f"sizes above {HUGE:,} rows need --allow-huge")
+    sizes = _sizes(args)
     print(f"{'rows':>12} {'file MB':>8} {'load s':>7} {'load MiB':>9} {'report s':>9} "
           f"{'report CPU s':>13} {'peak RSS MiB':>13} {'us/row':>7} {'time/row vs first':>18} "
           f"{'RSS/row vs first':>17}")
     first = None
     for n in sizes:
-        run = OUT / f"scale-{n}"
-        if args.regen or not (run / ".rows").exists():
-            import shutil
-
-            shutil.rmtree(run, ignore_errors=True)
-            t = time.perf_counter()
-            synthesize(run, n)
-            print(f"  (synthesized {n:,} rows in {time.perf_counter() - t:.1f} s)", flush=True)
-        mb = sum(p.stat().st_size for p in (run / "journal").glob("*.jsonl")) / 1e6
+        run, mb = _cached_run(n, args.regen)
         load = _measure(run, not args.no_charts, True)
         rep = _measure(run, not args.no_charts, False)
         per_row = rep["seconds"] / n
@@ -341,22 +351,12 @@ def _e2e_main(args: argparse.Namespace) -> None:
 
 
 def _e2e_sizes(args: argparse.Namespace, tree: Path | None) -> None:
-    sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
-    if any(s > HUGE for s in sizes) and not args.allow_huge:
-        raise SystemExit(f"sizes above {HUGE:,} rows need --allow-huge")
+    sizes = _sizes(args)
     print(f"{'rows':>12} {'file MB':>8} {'scan':>6} {'checks':>7} {'summary':>8} {'report':>7} "
           f"{'total CPU s':>12} {'wall s':>7} {'peak RSS MiB':>13} {'CPU us/row':>11} {'RSS vs first':>13}")
     first = None
     for n in sizes:
-        run = OUT / f"scale-{n}"
-        if args.regen or not (run / ".rows").exists():
-            import shutil
-
-            shutil.rmtree(run, ignore_errors=True)
-            t = time.perf_counter()
-            synthesize(run, n)
-            print(f"  (synthesized {n:,} rows in {time.perf_counter() - t:.1f} s)", flush=True)
-        mb = sum(p.stat().st_size for p in (run / "journal").glob("*.jsonl")) / 1e6
+        run, mb = _cached_run(n, args.regen)
         r = _measure(run, not args.no_charts, False, e2e=True)
         first = first or r["rss_mib"]
         print(f"{n:>12,} {mb:>8.0f} {r['scan_cpu_s']:>6.1f} {r['checks_cpu_s']:>7.1f} {r['summary_cpu_s']:>8.1f} "

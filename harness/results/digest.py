@@ -141,20 +141,13 @@ class Sketch:
     def cdf(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
         """(x ms, fraction) points of the empirical CDF, about ``max_points`` of them, tails kept
         (as ``aggregate._cdf_points``; from the histogram: bucket upper edges)."""
+        from harness.results.report.aggregate import cdf_ranks
+
         n = self.n
+        ranks = cdf_ranks(n, max_points)
         if self._chunks is not None:
-            v = self.values()
-            if n <= max_points:
-                return v, np.arange(1, n + 1) / n
-            half = max_points // 2
-            frac = np.concatenate([np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1.0, 1.0 / n, half)])
-            ranks = np.unique(np.clip(np.ceil(frac * n).astype("int64"), 1, n))
-            return v[ranks - 1], ranks / n
-        half = max_points // 2
-        frac = np.concatenate([np.linspace(0.0, 1.0, half), 1.0 - np.geomspace(1.0, 1.0 / n, half)])
-        ranks = np.unique(np.clip(np.ceil(frac * n).astype("int64"), 1, n))
-        xs = np.asarray(self.quantiles([r / n for r in ranks]))
-        return xs, ranks / n
+            return self.values()[ranks - 1], ranks / n
+        return np.asarray(self.quantiles([r / n for r in ranks])), ranks / n
 
 
 class _Points:
@@ -712,6 +705,8 @@ class Digest:
         return self.points[o].arrays()[1]
 
     def latency_points(self, ops: Sequence[str], max_points: int = 20_000) -> pd.DataFrame:
+        from harness.results.report.aggregate import thin_points
+
         origin = self.origin_ns()
         frames = []
         for name in ops:
@@ -721,11 +716,7 @@ class Digest:
             t, lat = self.points[o].arrays()
             if not len(t):
                 continue
-            sec = (t - origin) / 1e9
-            if len(lat) > max_points:
-                keep = np.unique(np.r_[np.linspace(0, len(lat) - 1, max_points).astype("int64"),
-                                       np.argmax(lat), np.argmin(lat)])
-                sec, lat = sec[keep], lat[keep]
+            sec, lat = thin_points((t - origin) / 1e9, lat, max_points)
             frames.append(pd.DataFrame({"op": name, "second": sec, "latency_ms": lat}))
         if not frames:
             return pd.DataFrame({"op": pd.Series([], dtype="str"), "second": pd.Series([], dtype="float64"),

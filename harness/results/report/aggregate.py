@@ -588,17 +588,32 @@ def ok_latencies(df: pd.DataFrame, op: str, column: str = "latency_ms") -> np.nd
     return vals[~np.isnan(vals)]
 
 
-def _cdf_points(values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted-sample CDF thinned to about ``max_points`` points, tails kept (x ms, y fraction)."""
-    v = np.sort(values)
-    n = len(v)
+def cdf_ranks(n: int, max_points: int) -> np.ndarray:
+    """The 1-based ranks of the CDF points kept out of ``n`` sorted values: all of them up to
+    ``max_points``, else about ``max_points`` spread evenly with the upper tail kept dense."""
     if n <= max_points:
-        return v, np.arange(1, n + 1) / n
+        return np.arange(1, n + 1)
     half = max_points // 2
     frac = np.concatenate([np.linspace(0.0, 1.0, half),
                            1.0 - np.geomspace(1.0, 1.0 / n, half)])
-    ranks = np.unique(np.clip(np.ceil(frac * n).astype("int64"), 1, n))
-    return v[ranks - 1], ranks / n
+    return np.unique(np.clip(np.ceil(frac * n).astype("int64"), 1, n))
+
+
+def _cdf_points(values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted-sample CDF thinned to about ``max_points`` points, tails kept (x ms, y fraction)."""
+    v = np.sort(values)
+    ranks = cdf_ranks(len(v), max_points)
+    return v[ranks - 1], ranks / len(v)
+
+
+def thin_points(sec: np.ndarray, lat: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``max_points`` of the (second, latency) points, evenly thinned, the
+    fastest and the slowest kept."""
+    if len(lat) <= max_points:
+        return sec, lat
+    keep = np.unique(np.r_[np.linspace(0, len(lat) - 1, max_points).astype("int64"),
+                           np.argmax(lat), np.argmin(lat)])
+    return sec[keep], lat[keep]
 
 
 def latency_cdf(df: pd.DataFrame, ops: Sequence[str] | None = None,
@@ -677,12 +692,8 @@ def latency_points(df: pd.DataFrame, ops: Sequence[str], origin_ns: int,
         mask = eq(df["op"], op) & eq(df["outcome"], "ok")
         if not mask.any():
             continue
-        sec = (df["end"].to_numpy("int64")[mask] - origin_ns) / 1e9
-        lat = df["latency_ms"].to_numpy("float64")[mask]
-        if len(lat) > max_points:
-            keep = np.unique(np.r_[np.linspace(0, len(lat) - 1, max_points).astype("int64"),
-                                   np.argmax(lat), np.argmin(lat)])
-            sec, lat = sec[keep], lat[keep]
+        sec, lat = thin_points((df["end"].to_numpy("int64")[mask] - origin_ns) / 1e9,
+                               df["latency_ms"].to_numpy("float64")[mask], max_points)
         frames.append(pd.DataFrame({"op": op, "second": sec, "latency_ms": lat}))
     if not frames:
         return pd.DataFrame({"op": pd.Series([], dtype="str"),
