@@ -180,10 +180,6 @@ class _Points:
             return np.empty(0, dtype="int64"), np.empty(0)
         return np.concatenate(self.t), np.concatenate(self.v)
 
-    @property
-    def thinned(self) -> bool:
-        return self.stride > 1
-
 
 def _codes(arr: pa.ChunkedArray | pa.Array, names: list[str], index: dict[str, int],
            null: str | None) -> np.ndarray:
@@ -728,8 +724,10 @@ class Digest:
     def scenario_names(self) -> set[str]:
         return {s for s in self.scenarios if s}
 
-    def has_op(self, name: str) -> bool:
-        return name in self.present_ops()
+    def histogram_ops(self) -> list[str]:
+        """Ops whose latency percentiles come from the histogram (more than EXACT_VALUES ok rows)."""
+        return [op for op in self.present_ops()
+                if self._op_index[op] in self.latency and not self.latency[self._op_index[op]].exact]
 
     def race_survivors(self) -> pd.DataFrame:
         recs = [{k: r[k] for k in ("race", "survivors", "devices", "outcome", "policy")}

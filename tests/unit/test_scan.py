@@ -406,3 +406,13 @@ def test_recovery_figures_come_from_the_same_read(tmp_path):
     assert recovery_stats(scan.recovery) == want
     assert want["faults"][0]["lost"] == 60 and want["faults"][0]["failed"] > 0
     assert want["faults"][0]["kind"] == "server_restart"
+
+
+def test_the_report_names_ops_whose_percentiles_come_from_the_histogram(tmp_path, monkeypatch):
+    monkeypatch.setattr(digest_mod, "EXACT_VALUES", 100)
+    _journal(tmp_path)
+    d = scan_run(tmp_path).digest
+    big = d.histogram_ops()
+    assert "heartbeat" in big and "relogin" not in big  # hundreds of heartbeats, ~57 relogins
+    build_report(tmp_path, charts=False, digest=d)
+    assert "come from a histogram" in (tmp_path / "report.html").read_text()

@@ -101,8 +101,7 @@ def _analyse(root: Path, *, full: bool = True, digest: Any = None) -> _Run:
     else:
         ops = d.op_table(duration, events)
         codes = d.code_table()
-    big = [op for op in d.present_ops() if d.latency.get(d._op_index[op]) is not None
-           and not d.latency[d._op_index[op]].exact]
+    big = d.histogram_ops()
     if big:
         notes.append(f"percentiles of {', '.join(big)} come from a histogram (more than "
                      f"{EXACT_VALUES:,} successful operations each): at most 0.07 % above the "
