@@ -3,7 +3,9 @@
 Synthesizes run folders with journals of N rows (a realistic mix of ops, outcomes and
 codes over 600 s, spread over several worker files, with kick races, faults, a
 summary.json and a Locust history), then times ``build_report`` on each in a fresh
-subprocess and reads that subprocess's peak RSS (``ru_maxrss``).
+subprocess and reads that subprocess's own peak RSS (``VmHWM`` of /proc/self/status: not
+``ru_maxrss``, which Linux carries over from the parent into a vfork+exec child, so a parent
+that had just synthesized 10^7 rows made every child look as big as itself).
 
     .venv/bin/python bench/report_scale.py                 # sizes 1e5, 1e6
     .venv/bin/python bench/report_scale.py --sizes 1e5,1e6,1e7 --allow-huge
@@ -198,6 +200,19 @@ def end_to_end(run: Path, charts: bool = True) -> dict:
     return out
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set, MiB: VmHWM (its own address space's high-water mark);
+    ru_maxrss where /proc is absent (that one includes the parent's peak at spawn time)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(run: Path, charts: bool, load_only: bool, e2e: bool = False) -> None:
     sys.path.insert(0, str(ROOT))
     use0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -217,7 +232,7 @@ def _child(run: Path, charts: bool, load_only: bool, e2e: bool = False) -> None:
     sec = time.perf_counter() - t
     use = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": sec, "cpu_s": use.ru_utime + use.ru_stime - cpu0,
-                      "rss_mib": use.ru_maxrss / 1024, **steps}))
+                      "rss_mib": peak_rss_mib(), **steps}))
 
 
 def _measure(run: Path, charts: bool, load_only: bool, e2e: bool = False) -> dict:
@@ -314,6 +329,9 @@ c = cpu(); build_report(run, charts=charts); out["report_cpu_s"] = cpu() - c
 out["cpu_s"] = cpu() - cpu0
 out["seconds"] = time.perf_counter() - t
 out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for line in open("/proc/self/status", encoding="ascii"):  # own peak: ru_maxrss includes the parent's
+    if line.startswith("VmHWM:"):
+        out["rss_mib"] = int(line.split()[1]) / 1024
 print(json.dumps(out))
 """
 
