@@ -6,7 +6,9 @@ this harness owns (its own session: ``start_new_session``), dropping to the serv
 header, and stops what is its own by pid: SIGTERM to the server, SIGKILL after the timeout to
 every process left in that session and to any process carrying the target's unique
 ``HARNESS_TARGET_ID`` in its environment (a daemon the server forked that called setsid(), as
-``epmd -daemon`` does). Nothing else is ever signalled. Output goes to ``<run_dir>/<kind>.log``.
+``epmd -daemon`` does). Nothing else is ever signalled. If the harness dies without ``stop()``
+(SIGKILL, OOM, its process group killed), a watchdog process of its own (:mod:`harness.targets.watchdog`)
+does the same. Output goes to ``<run_dir>/<kind>.log``.
 
 Where the files live: ``<run_dir>/<kind>/`` when the service user can write there; otherwise
 (pytest's ``/tmp/pytest-of-root`` is mode 0700) the server runs in a private staging folder under
@@ -93,6 +95,7 @@ class XmppServerTarget:
         self.http_port = int(http_port)
         self.binary = Path(binary) if binary is not None else Path(self.default_binary)
         self.proc: subprocess.Popen | None = None
+        self._watch: Any = None  # harness.targets.watchdog.Watch of the running server
         self.server_dir = self.run_dir / self.kind       # the record: config (+ logs after stop)
         self.work_dir = self.server_dir                  # where the server runs (maybe staged)
         self._staged = False
@@ -225,6 +228,9 @@ class XmppServerTarget:
             cmd = [SETPRIV, f"--reuid={self.service_user}", f"--regid={self.service_user}", "--init-groups"] + cmd
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self._env(), cwd=str(self.work_dir), start_new_session=True)
+        from harness.targets.watchdog import Watch
+
+        self._watch = Watch(self.proc.pid, self.marker)  # ends the server if we die without stop()
         if not self._atexit:
             atexit.register(self.stop)
             self._atexit = True
@@ -286,6 +292,9 @@ class XmppServerTarget:
                 while owned() and time.monotonic() < end:
                     time.sleep(0.05)
             code = proc.returncode
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.done()
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -421,3 +421,73 @@ def test_stop_also_ends_a_daemon_that_left_the_session(tmp_path):
         t.stop()
         bystander.kill()
         bystander.wait()
+
+
+# ---------------------------------------------------------------------- the harness dies
+_STARTER = r"""
+import json, sys, time
+from harness.targets.ejabberd import EjabberdTarget
+from harness.targets.prosody import ProsodyTarget
+cls = {"ejabberd": EjabberdTarget, "prosody": ProsodyTarget}[sys.argv[1]]
+t = cls(sys.argv[2])
+t.start(60)
+time.sleep(1.0)  # ejabberd's epmd daemon and the BEAM are up by now
+print(json.dumps({"server": t.pid, "pids": t.pids(), "marker": t.marker, "watchdog": t._watch.pid}), flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("kind", ["prosody", "ejabberd"])
+def test_server_is_stopped_when_its_harness_is_killed(kind, tmp_path):
+    """SIGKILL to the harness's whole process group (no atexit, no stop()): the target's watchdog,
+    in a session of its own, ends every process of the server (epmd included), and nothing else."""
+    import json
+    import signal
+    import sys
+
+    from harness.targets.xmpp_base import marker_pids
+
+    root = Path(__file__).resolve().parents[2]
+    bystander = subprocess.Popen(["sleep", "120"])  # ours, not the server's: must survive
+    starter = subprocess.Popen([sys.executable, "-c", _STARTER, kind, str(tmp_path / "run")], cwd=root,
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    info = None
+    try:
+        info = json.loads(starter.stdout.readline())
+        assert alive(info["server"]) and info["server"] in info["pids"]
+        assert alive(info["watchdog"])
+        os.killpg(starter.pid, signal.SIGKILL)  # the harness and its process group, at once
+        starter.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (any(alive(p) for p in info["pids"]) or marker_pids(info["marker"])):
+            time.sleep(0.1)
+        assert not [p for p in info["pids"] if alive(p)], f"{kind} outlived the harness that started it"
+        assert not marker_pids(info["marker"])
+        deadline = time.monotonic() + 5
+        while alive(info["watchdog"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(info["watchdog"]), "the watchdog did not exit after stopping the server"
+        assert bystander.poll() is None
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+        bystander.kill()
+        bystander.wait()
+        if info:  # never leave a server behind, even when the assertion failed
+            from harness.targets.watchdog import reap
+            reap(info["server"], info["marker"], 2.0)
+
+
+def test_clean_stop_dismisses_the_watchdog(tmp_path):
+    """stop() ends the server itself; its watchdog then exits at once and signals nothing."""
+    t = ProsodyTarget(tmp_path / "run")
+    t.start(START_S)
+    watch = t._watch.proc
+    try:
+        assert watch.poll() is None
+    finally:
+        code = t.stop()
+    assert code == 0                      # the server's own clean exit on our SIGTERM, not a watchdog's kill
+    assert watch.wait(5) == 0
+    assert t._watch is None
