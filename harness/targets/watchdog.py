@@ -104,11 +104,14 @@ class Watch:
                 stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root, env=env,
                 start_new_session=True)
         except OSError:
+            self.proc = None
             os.close(w)
-            self.proc, w = None, -1
+            w = -1
         finally:
             os.close(r)
-        self._w = w
+        # the writer as a raw file: its close() is the C close at once (gevent's monkey-patched
+        # os.close defers closing a pipe to the next loop iteration, and the watchdog would wait)
+        self._w = open(w, "wb", buffering=0) if w >= 0 else None  # noqa: SIM115 -- closed in done()
 
     @property
     def pid(self) -> int | None:
@@ -116,13 +119,13 @@ class Watch:
 
     def done(self, timeout: float = 5.0) -> None:
         """The server was stopped by its target: the watchdog leaves without signalling. Idempotent."""
-        w, self._w = self._w, -1
-        if w >= 0:
+        w, self._w = self._w, None
+        if w is not None:
             try:
-                os.write(w, _DONE)
+                w.write(_DONE)
             except OSError:
                 pass
-            os.close(w)
+            w.close()
         proc, self.proc = self.proc, None
         if proc is not None:
             try:
