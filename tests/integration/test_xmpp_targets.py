@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -170,6 +170,17 @@ def alive(pid: int) -> bool:
         return False
 
 
+def settled(read: Callable[[], object], expected: object, within_s: float) -> bool:
+    """``read()`` equals ``expected`` now or within ``within_s`` (polled every 20 ms)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        if read() == expected:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
 def listening_addresses(pids: list[int]) -> list[str]:
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     found = []
@@ -263,7 +274,10 @@ def test_ejabberd_single_platform_second_resource_replaces_first(ejabberd):
         b.login(user, pw(user), "desktop")
         assert a.stream_error() == "conflict"
         assert b.ping()
-        assert ejabberd.online_resources(user) == ["desktop"]
+        # ejabberd ends the replaced session's c2s process after it sent the conflict error; its
+        # session table can list "phone" for a few ms more (seen 1 run in 4 on a loaded box). The
+        # harness's checks allow the same: run.settle_s (2 s) for the server's view to settle.
+        assert settled(lambda: ejabberd.online_resources(user), ["desktop"], within_s=2.0)
         assert ejabberd.connected_count() >= 1
         assert ejabberd.kick_user(user) == 1
         assert b.stream_error() == "policy-violation"
