@@ -906,3 +906,25 @@ def test_unlimited_kick_of_another_instance_is_a_last_login_wins_violation():
     res = last_login_wins([], params=UNLIMITED, ledger=led)
     assert kinds(res) == ["evicted_across_instances"] and "ledger" in res.examples[0]["found"]
     assert last_login_wins([], ledger=led).violations == 0
+
+
+def test_a_connections_first_disconnect_is_its_earliest_row_whatever_the_file_order():
+    """Two disconnect rows for one connection (a damaged or merged journal): the earliest one is
+    the connection's end, in whatever order they were written, and equal times with a missing
+    detail never break the comparison."""
+    j = J("relogin_expiry")
+    j.login("S1", "c1", 0.0, 0.1)
+    j.expired("S1", "c1", 10.0)
+    j.add("disconnect", 30.0, conn="c1", outcome="fail", detail="connection lost")  # written first
+    j.add("disconnect", 11.0, conn="c1", outcome="ok")       # the client left 1 s after the expiry
+    j.add("disconnect", 11.0, conn="c1", outcome="ok", detail=None)
+    j.tick(60)
+    h = History.from_rows(j.rows)
+    assert h.disconnect_of("c1") == (ts(11.0), "ok", "")
+    assert relogin_recovers(h, params=CheckParams(relogin_bound_s=10)).violations == 0  # left without trying
+    j2 = J("relogin_expiry")
+    j2.login("S1", "c1", 0.0, 0.1)
+    j2.expired("S1", "c1", 10.0)
+    j2.add("disconnect", 30.0, conn="c1", outcome="fail", detail="connection lost")
+    j2.tick(60)
+    assert relogin_recovers(j2.rows, params=CheckParams(relogin_bound_s=10)).violations == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from bisect import bisect_left
+from operator import itemgetter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +268,14 @@ def _by_start_end(e: tuple) -> tuple:
     return (e[0], e[1])
 
 
+_start = itemgetter(0)  # an entry's start (bisect key)
+
+
+def _disc_order(d: tuple) -> tuple:
+    """Which of a connection's disconnect rows is its first: earliest, then by outcome, detail."""
+    return (d[0], d[1] or "", d[2] or "")
+
+
 # Per-connection login-ish entry: (start, end, op, session, outcome, code, user, scenario)
 _L_START, _L_END, _L_OP, _L_SID, _L_OUT, _L_CODE, _L_USER, _L_SCEN = range(8)
 
@@ -294,7 +303,7 @@ class History:
         self.expiry_rows: list[tuple] = []            # (t, sid, connkey, user, scenario, w, n)
         self.logouts: dict[str, tuple[int, int]] = {}  # sid -> (start, end) of the ok logout
         self.conn_logins: dict[Any, list[tuple]] = {}  # connkey -> login-ish entries
-        self.conn_disc: dict[Any, list[tuple]] = {}    # connkey -> [(t, outcome, detail)]
+        self.conn_disc: dict[Any, tuple] = {}          # connkey -> its first disconnect (t, outcome, detail)
         self.rest_kicks: dict[str, list[int]] = {}     # user -> [start]
         self.races: list[_Race] = []
         self.switches: list[tuple] = []  # (w, n, user, session, end, outcome, code, detail, _switch_data)
@@ -305,7 +314,7 @@ class History:
         self.dup_count = 0
         self.bad_rows: list[dict] = []
         self.bad_count = 0
-        self._starts: dict[Any, list[int]] | None = None
+        self._starts: bool | None = None  # True once the per-connection lists are sorted
         self._evictions: dict[str, tuple] | None = None
 
     # ------------------------------------------------------------------ feeding
@@ -516,10 +525,10 @@ class History:
             disc = self.conn_disc
             for conn, w, user, en, out, det in zip(*columns(idx, ("conn", "w", "user", "end", "outcome", "detail"))):
                 key = _intern(conn) if type(conn) is str and conn else ("user", str(w), str(user))
-                lst = disc.get(key)
-                if lst is None:
-                    lst = disc[key] = []
-                lst.append((en, _si(out), _si(det)))
+                d = (en, _si(out), _si(det))
+                first = disc.get(key)
+                if first is None or _disc_order(d) < _disc_order(first):
+                    disc[key] = d
         idx = rows_of(("logout",))
         if len(idx):
             logouts = self.logouts
@@ -591,7 +600,11 @@ class History:
             self.logouts[_intern(sid)] = (st, en)
 
     def _add_disconnect(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
-        self.conn_disc.setdefault(_ckey(row), []).append((en, _si(outcome), _si(row.get("detail"))))
+        key = _ckey(row)
+        d = (en, _si(outcome), _si(row.get("detail")))
+        first = self.conn_disc.get(key)
+        if first is None or _disc_order(d) < _disc_order(first):
+            self.conn_disc[key] = d
 
     def _add_rest_kick(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         user = row.get("user")
@@ -684,22 +697,23 @@ class History:
 
     # ------------------------------------------------------------------ queries
     def _prepare(self) -> None:
-        """Sort the per-connection lists and index their start times (once, after feeding)."""
-        starts: dict[Any, list[int]] = {}
-        for key, lst in self.conn_logins.items():
+        """Sort the per-connection lists by start (once, after feeding). Lookups by time bisect
+        the entries themselves (``key=``): no second list of start times per connection."""
+        for lst in self.conn_logins.values():
             if len(lst) > 1:
                 lst.sort(key=_by_start_end)
-            starts[key] = [e[0] for e in lst]
-        for lst in self.conn_disc.values():
-            if len(lst) > 1:
-                lst.sort()
         self._evictions = None
-        self._starts = starts
+        self._starts = True
 
-    def _conn_starts(self, key: Any) -> list[int]:
+    def _conn_starts(self, key: Any) -> list[tuple]:
+        """The connection's login-ish entries sorted by start (bisect them with ``key=_start``)."""
         if self._starts is None:
             self._prepare()
-        return self._starts.get(key, _EMPTY)  # type: ignore[union-attr]
+        return self.conn_logins.get(key, _EMPTY)
+
+    def first_entry_from(self, key: Any, t: int) -> int:
+        """Index of the connection's first login-ish entry whose start is >= ``t``."""
+        return bisect_left(self._conn_starts(key), t, key=_start)
 
     def conn_entries(self, key: Any) -> list[tuple]:
         """Login / relogin / switch entries of one connection, sorted by start."""
@@ -708,11 +722,10 @@ class History:
 
     def next_login(self, s: _Sess) -> tuple | None:
         """The first login-ish entry on ``s``'s connection sent after ``s`` was established."""
-        starts = self._conn_starts(s.conn)
-        if not starts or starts[-1] < s.done:
+        entries = self._conn_starts(s.conn)
+        if not entries or entries[-1][_L_START] < s.done:
             return None
-        entries = self.conn_logins[s.conn]
-        i = bisect_left(starts, s.done)
+        i = bisect_left(entries, s.done, key=_start)
         while i < len(entries):
             e = entries[i]
             if e[_L_SID] != s.sid:
@@ -724,8 +737,7 @@ class History:
         """The first disconnect row of a connection (a connection closes once)."""
         if self._starts is None:
             self._prepare()
-        d = self.conn_disc.get(key)
-        return d[0] if d else None
+        return self.conn_disc.get(key)
 
     def client_end(self, s: _Sess) -> tuple[int, str] | None:
         """Earliest client-side evidence that ``s`` ended: (time ns, what). Events, an ok

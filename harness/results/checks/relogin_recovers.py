@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from bisect import bisect_left
 
 from harness.results.checks.history import (CheckParams, CheckResult, EXPIRY_CODES, History, RELOGIN_SCENARIO, _EPS_NS, _Found, _LOOP_WINDOW_NS, _L_CODE, _L_END, _L_OP, _L_OUT, _L_SCEN, _L_START, _L_USER, _NS, _conn_str, _history, _secs)
 
@@ -23,9 +22,8 @@ def relogin_recovers(rows: Iterable[Any] | History, *, params: CheckParams | Non
     bound = int(p.relogin_bound_s * _NS)
 
     def check(key: Any, t: int, what: str, ref: dict) -> None:
-        starts = h._conn_starts(key)
-        entries = h.conn_logins.get(key, [])
-        i = bisect_left(starts, t - _EPS_NS)
+        entries = h._conn_starts(key)
+        i = h.first_entry_from(key, t - _EPS_NS)
         attempts = []
         while i < len(entries) and entries[i][_L_START] <= t + bound:
             e = entries[i]
