@@ -315,6 +315,7 @@ class History:
         self.bad_rows: list[dict] = []
         self.bad_count = 0
         self._starts: bool | None = None  # True once the per-connection lists are sorted
+        self._ints: dict[int, int] = {}   # see _share_int
         self._evictions: dict[str, tuple] | None = None
 
     # ------------------------------------------------------------------ feeding
@@ -630,6 +631,12 @@ class History:
         user = _intern(user) if type(user) is str else None
         if type(code) is not int:
             code = _int(code)
+        shared = self._ints
+        if code is not None:
+            code = _share_int(shared, code)  # a handful of codes: one int object each, not one per row
+        exp = _int(expire_at)
+        if exp is not None:
+            exp = _share_int(shared, exp)
         op = _intern(op)
         outcome = _intern(outcome)
         lst = self.conn_logins.get(key)
@@ -650,11 +657,11 @@ class History:
                 kicked_t = ()
             else:
                 kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
-            sess = _Sess(sid, user, _si(platform), key, st, en, _int(expire_at), kicked_t, _si(instance), op)
+            sess = _Sess(sid, user, _si(platform), key, st, en, exp, kicked_t, _si(instance), op)
             self.sessions[sid] = sess  # a login row is the authoritative record
         elif sid not in self.sessions:
             # relogin / switch rows without a login row of their own: kicked list unknown
-            self.sessions[sid] = _Sess(sid, user, _si(platform), key, st, en, _int(expire_at), None,
+            self.sessions[sid] = _Sess(sid, user, _si(platform), key, st, en, exp, None,
                                        _si(instance), op)
 
     def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
@@ -784,6 +791,21 @@ class History:
 
 
 _intern = sys.intern
+_MAX_SHARED_INTS = 100_000
+
+
+def _share_int(shared: dict[int, int], v: int) -> int:
+    """One object per distinct value of a low-cardinality int (codes, UserSig expiry seconds) in
+    ``shared`` (the History's): a million sessions whose sigs expire in the same few thousand
+    seconds share those ints instead of holding one 32-byte int each."""
+    if -5 <= v <= 256:
+        return v
+    got = shared.get(v)
+    if got is None:
+        if len(shared) >= _MAX_SHARED_INTS:
+            return v
+        got = shared[v] = v
+    return got
 #: journal columns with a handful of distinct values: decoded once per block, interned once
 _LOW_CARD = frozenset({"w", "op", "outcome", "scenario", "platform", "detail"})
 
