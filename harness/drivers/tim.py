@@ -133,6 +133,32 @@ class _Link:
         if not n:
             self.on_end("closed_by_server", eof=True)
             return
+        # The common read on a held connection: exactly one whole, final, unmasked text frame
+        # (an answer) and nothing buffered. Decoded from the buffer with the checks the reader
+        # would make (b0 0x81: FIN, no RSV bit, text; minimal length; UTF-8), and the answer's
+        # waiter woken at once: nothing follows it in this read. Anything else: the reader.
+        driver = self.driver
+        if n > 2 and _RBUF[0] == 0x81 and driver is not None and not self.reader.pending:
+            size = _RBUF[1]
+            if size < 126:
+                head = 2
+            elif size == 126 and n > 4:
+                size = (_RBUF[2] << 8) | _RBUF[3]
+                head = 4 if size >= 126 else 0  # a non-minimal length: the reader refuses it
+            else:
+                head = 0
+            if head and head + size == n:
+                try:
+                    text = str(_RVIEW[head:n], "utf-8")
+                except UnicodeDecodeError:
+                    pass  # the reader answers it (1007)
+                else:
+                    try:
+                        driver._on_frame(text, True)
+                    except Exception as exc:  # a bug here must still end the connection cleanly
+                        log.exception("client %s: reader failed", driver.conn_id)
+                        self.on_end(f"error:{type(exc).__name__}")
+                    return
         self.on_data(bytes(_RVIEW[:n]))
 
     def on_data(self, data: bytes) -> None:
@@ -542,7 +568,9 @@ class TimDriver:
             waiter.switch(None)
 
     # ----------------------------------------------------------------- reader
-    def _on_frame(self, text: str) -> None:
+    def _on_frame(self, text: str, alone: bool = False) -> None:
+        """One text message from the server. ``alone``: the only frame of this read, handled in
+        the hub's I/O callback (an answer's waiter may be woken at once, see _on_response)."""
         # Fast path for the common frame, a well-formed response: the stdlib's C scanner (what
         # json.loads runs) on the whole text and the same field checks as
         # protocol.parse_server_frame, without its objects. Anything else (an event, a bad or
@@ -558,7 +586,7 @@ class TimDriver:
             data = obj.get("data")
             if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
                     (data is None or type(data) is dict):
-                self._on_response(seq, code, desc or "", data)
+                self._on_response(seq, code, desc or "", data, alone)
                 return
         msg = protocol.parse_server_frame(text)
         if isinstance(msg, protocol.Response):
@@ -578,7 +606,7 @@ class TimDriver:
         else:
             log.debug("client %s: bad frame from server: %s", self.conn_id, getattr(msg, "desc", msg))
 
-    def _on_response(self, seq: Any, code: int, desc: str, data: dict | None) -> None:
+    def _on_response(self, seq: Any, code: int, desc: str, data: dict | None, alone: bool = False) -> None:
         pending = self._pending
         entry = pending.pop(seq, None) if pending is not None and isinstance(seq, int) else None
         if not pending:
@@ -595,6 +623,9 @@ class TimDriver:
         reply = Reply("ok" if code == 0 else "fail", code, desc, data, session)
         if op == "login" and self.sink is not None:
             self.sink.login_answered(reply, user_id)
+        if alone:  # nothing follows in this read: resume the caller now (we are the hub)
+            waiter.switch(reply)
+            return
         link = self._link
         (link.loop if link is not None else gevent.get_hub().loop).run_callback(waiter.switch, reply)  # after this batch
 

@@ -207,6 +207,11 @@ class FrameReader:
         self._buf = buf[at:] if at < end else b""
         return out
 
+    @property
+    def pending(self) -> bool:
+        """True while part of a frame or of a fragmented message is buffered."""
+        return bool(self._buf) or self._parts is not None
+
     @staticmethod
     def _decode(op: int, payload: bytes) -> object:
         if op == OP_BINARY:

@@ -699,6 +699,22 @@ def test_protocol_violation_by_server_closes_with_its_code(server: FakeServer, c
     assert not c.connected and c.get_login_user() == ""
 
 
+def test_a_text_frame_with_a_non_minimal_length_closes_1002(server: FakeServer, client_factory) -> None:
+    """A read of exactly one text frame takes the driver's shortcut past the frame reader: it
+    must refuse what the reader refuses (here a 16-bit length for a payload below 126 bytes)."""
+    c, rec = client_factory(server.url)
+    c.connect()
+    c.login("alice", "good")
+    conn = server.conns[0]
+    payload = b'{"seq":99,"code":0,"desc":"ok"}'
+    with conn.lock:
+        conn.sock.sendall(b"\x81\x7e" + len(payload).to_bytes(2, "big") + payload)
+    assert wait_until(lambda: rec.named("disconnected"))
+    assert rec.named("disconnected")[0][:3] == ("S1", False, "error:ProtocolError")
+    assert wait_until(lambda: conn.got_close is not None)
+    assert conn.got_close == 1002
+
+
 def test_oversized_message_closes_1009(server: FakeServer, client_factory) -> None:
     c, rec = client_factory(server.url)
     c.connect()
