@@ -52,6 +52,43 @@ __all__ = ["TimDriver", "MAX_MESSAGE_BYTES", "CLOSE_WAIT_S"]
 #: The C scanner json.loads runs (``json.loads`` = this at index 0 + "only whitespace after it").
 _scan = json.decoder.JSONDecoder().scan_once
 
+try:  # parses an answer ~2.5x faster than the stdlib, from the receive buffer (validating UTF-8)
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is in requirements.txt
+    _fast_loads = None
+
+
+def _exact(d: dict) -> bool:
+    """True when nothing in ``d`` (nested) is a float. What orjson accepts, json.loads accepts
+    too and gives the same values for, except numbers: orjson turns an integer beyond 64 bits
+    into a float (and rounds floats its own way), so a parse with a float in it is redone by
+    the stdlib (answers carry no floats: this never happens with a well-behaved server)."""
+    for v in d.values():
+        t = type(v)
+        if t is float:
+            return False
+        if t is dict:
+            if not _exact(v):
+                return False
+        elif t is list:
+            if not _exact_list(v):
+                return False
+    return True
+
+
+def _exact_list(items: list) -> bool:
+    for v in items:
+        t = type(v)
+        if t is float:
+            return False
+        if t is dict:
+            if not _exact(v):
+                return False
+        elif t is list:
+            if not _exact_list(v):
+                return False
+    return True
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20  # a server message larger than this closes the connection (1009)
@@ -148,16 +185,23 @@ class _Link:
             else:
                 head = 0
             if head and head + size == n:
+                try:  # an answer, parsed from the buffer: see _exact for why a float sends it on
+                    obj = _fast_loads(_RVIEW[head:n])  # type: ignore[misc]
+                except Exception:  # not JSON for orjson (or bad UTF-8, or no orjson): see below
+                    obj = None
                 try:
-                    text = str(_RVIEW[head:n], "utf-8")
-                except UnicodeDecodeError:
-                    pass  # the reader answers it (1007)
-                else:
+                    if type(obj) is dict and "event" not in obj and driver._on_answer(obj):
+                        return
                     try:
+                        text = str(_RVIEW[head:n], "utf-8")
+                    except UnicodeDecodeError:
+                        pass  # the reader answers it (1007)
+                    else:
                         driver._on_frame(text, True)
-                    except Exception as exc:  # a bug here must still end the connection cleanly
-                        log.exception("client %s: reader failed", driver.conn_id)
-                        self.on_end(f"error:{type(exc).__name__}")
+                        return
+                except Exception as exc:  # a bug here must still end the connection cleanly
+                    log.exception("client %s: reader failed", driver.conn_id)
+                    self.on_end(f"error:{type(exc).__name__}")
                     return
         self.on_data(bytes(_RVIEW[:n]))
 
@@ -568,6 +612,20 @@ class TimDriver:
             waiter.switch(None)
 
     # ----------------------------------------------------------------- reader
+    def _on_answer(self, obj: dict) -> bool:
+        """A response parsed by orjson, alone in its read (see _Link.on_readable): handled when
+        it is well formed (the checks of _on_frame's fast path) and exact (no float anywhere,
+        see _exact); False: nothing was done, the frame goes the stdlib's way."""
+        seq = obj.get("seq")
+        code = obj.get("code")
+        desc = obj.get("desc", "")
+        data = obj.get("data")
+        if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
+                (data is None or (type(data) is dict and _exact(data))):
+            self._on_response(seq, code, desc or "", data, True)
+            return True
+        return False
+
     def _on_frame(self, text: str, alone: bool = False) -> None:
         """One text message from the server. ``alone``: the only frame of this read, handled in
         the hub's I/O callback (an answer's waiter may be woken at once, see _on_response)."""
