@@ -1,15 +1,15 @@
 """Per-process JSONL history of finished operations (RESULTS.md §1, docs/JOURNAL.md).
 
 ``record()`` is on the request path: it assigns the gap-free sequence number ``n`` and
-appends the row to an in-memory list. Rows are serialised ``CHUNK`` at a time, by one orjson
-call over the chunk (``_chunk``): one output buffer per chunk instead of one per row. A
-per-row ``orjson.dumps`` result kept until the next flush costs ~4 us a row here (its buffer
-is shrunk by ``realloc`` and thousands of such blocks stay alive: glibc's slow paths), a
-chunk ~1 us a row. While a listener wants the rows themselves (the web UI's live checks) they
-are kept as dicts and serialised the same way at flush. Writing happens in ``flush()``, called
-by one background greenlet every ``flush_interval`` seconds, and on stop, on SIGINT/SIGTERM
-and at interpreter exit (``close()`` is idempotent), so rows are never lost; the bytes on disk
-are the same either way (``_line`` per row).
+appends the row to an in-memory list. Rows are serialised ``CHUNK`` at a time and joined into
+one bytes object at once (``_chunk``): a per-row ``orjson.dumps`` result kept until the next
+flush costs ~4 us a row here (its buffer is shrunk by ``realloc`` and thousands of such
+blocks stay alive: glibc's slow paths), a chunk ~1 us a row. While a listener wants the rows
+themselves (the web UI's live checks) they are kept as dicts and serialised the same way at
+flush. Writing happens in ``flush()``, called by one background greenlet every
+``flush_interval`` seconds, and on stop, on SIGINT/SIGTERM and at interpreter exit
+(``close()`` is idempotent), so rows are never lost; the bytes on disk are the same either
+way (``_line`` per row).
 """
 from __future__ import annotations
 
@@ -48,16 +48,12 @@ def judged(outcome: str, code: int, expect: int | None) -> str:
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
 
 try:  # orjson writes the same compact UTF-8 JSON ~5x faster; the stdlib encoder takes what it refuses
-    from orjson import Fragment as _Fragment
     from orjson import dumps as _fast_dumps
 except ImportError:  # pragma: no cover - orjson is in requirements.txt
-    _fast_dumps = _Fragment = None
+    _fast_dumps = None
 
-#: rows serialised together by one orjson call (record() buffers them as dicts until then)
+#: rows serialised and joined together (record() buffers them as dicts until then)
 CHUNK = 128
-#: a raw newline between the rows of a chunk: orjson never writes one itself (compact output,
-#: control characters in strings escaped), so ``,\n,`` in its output is only ever ours
-_NL = _Fragment(b"\n") if _Fragment is not None else None
 
 
 def _line(row: dict) -> bytes:
@@ -76,19 +72,13 @@ def _line(row: dict) -> bytes:
 
 
 def _chunk(rows: list[dict]) -> bytes:
-    """The journal lines of ``rows`` (at least one), joined by newlines, no newline at the end:
-    the bytes of ``b"\\n".join(map(_line, rows))``.
-
-    One orjson call over ``[row, NL, row, NL, ..., row]`` (``NL`` a raw-newline fragment):
-    ``[r1,\\n,r2,...,rk]``; stripping the brackets and turning each ``,\\n,`` into ``\\n``
-    gives the lines (orjson writes each dict of a list exactly as it writes it alone). A row
-    orjson refuses (an int beyond 64 bits, a non-str key) sends the chunk through ``_line``."""
+    """The journal lines of ``rows``, joined by newlines, no newline at the end: the bytes of
+    ``b"\\n".join(map(_line, rows))``. orjson per row, the lines joined at once (each row's
+    bytes freed right after the join); a row orjson refuses (an int beyond 64 bits, a non-str
+    key) sends the chunk through ``_line``."""
     if _fast_dumps is not None:
-        k = len(rows)
-        seq: list[Any] = [_NL] * (2 * k - 1)
-        seq[::2] = rows
         try:
-            return _fast_dumps(seq, default=str)[1:-1].replace(b",\n,", b"\n")
+            return b"\n".join([_fast_dumps(row, default=str) for row in rows])
         except TypeError:
             pass
     return b"\n".join(map(_line, rows))

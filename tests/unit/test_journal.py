@@ -171,7 +171,7 @@ def test_journal_bytes_are_the_same_with_and_without_a_row_listener(tmp_path) ->
 
 
 def test_chunked_rows_are_the_bytes_of_one_line_per_row(tmp_path) -> None:
-    """record() serialises rows CHUNK at a time in one orjson call: the file holds exactly the
+    """record() serialises rows CHUNK at a time: the file holds exactly the
     per-row lines, across chunk boundaries, with rows whose strings look like the separators,
     a row orjson refuses in the middle of a chunk, and a listener coming and going mid-batch;
     rows_written counts rows."""
