@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from _json import encode_basestring_ascii as _q
+from time import monotonic as _monotonic
 from _socket import IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_ERROR, TCP_NODELAY
 from _socket import socket as _rawsocket
 from typing import Any, ClassVar
@@ -133,7 +134,7 @@ class _Link:
     it over (it then only waits for the server's close reply or EOF, bounded by ``timer``) or
     it was torn down."""
 
-    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done", "loop")
+    __slots__ = ("sock", "fd", "io", "reader", "driver", "lock", "timer", "done", "loop", "rtimer", "rdue")
 
     def __init__(self, sock: Any, driver: "TimDriver") -> None:
         self.sock = sock
@@ -145,6 +146,10 @@ class _Link:
         self.timer: Any = None
         self.done = False
         self.loop: Any = None  # the hub's event loop (looked up once per connection, not per request)
+        #: the request timer: one loop timer for every call waiting on this connection, armed for
+        #: the earliest deadline (``rdue``, time.monotonic() s) while calls wait; None when idle
+        self.rtimer: Any = None
+        self.rdue = 0.0
 
     def start(self, rest: bytes, io: Any = None, loop: Any = None) -> None:
         """Read from the hub from now on: ``io`` a stopped read watcher of the socket to reuse
@@ -272,10 +277,33 @@ class _Link:
         timer, self.timer = self.timer, None
         if timer is not None:
             timer.close()
+        self.stop_rtimer()
         try:
             self.sock.close()
         except OSError:
             pass
+
+    # ------------------------------------------------------------ request timer
+    def arm(self, due: float) -> None:
+        """(Re-)arm the request timer for ``due`` (time.monotonic() s)."""
+        timer = self.rtimer
+        if timer is not None:
+            timer.close()
+        self.rdue = due
+        timer = self.rtimer = self.loop.timer(max(0.0, due - _monotonic()))
+        timer.start(self.on_rtimer)
+
+    def stop_rtimer(self) -> None:
+        timer, self.rtimer = self.rtimer, None
+        if timer is not None:
+            timer.close()
+
+    def on_rtimer(self) -> None:
+        """(hub) The earliest deadline came: the driver times out what is due and re-arms."""
+        self.stop_rtimer()
+        driver = self.driver
+        if driver is not None and driver._link is self:
+            driver._expire_due(self)
 
     # ------------------------------------------------------------------ sending
     def send(self, data: bytes) -> None:
@@ -489,9 +517,9 @@ class TimDriver:
         self.close_timeout = close_timeout
         self.close_code: int | None = None
         self._link: _Link | None = None
-        #: seq -> (op, waiter, user_id) of the calls waiting for their answer; None when there is
-        #: none (a held connection between requests carries no dict)
-        self._pending: dict[int, tuple[str, Waiter, str]] | None = None
+        #: seq -> (op, waiter, user_id, deadline as time.monotonic() s) of the calls waiting for
+        #: their answer; None when there is none (a held connection between requests carries no dict)
+        self._pending: dict[int, tuple[str, Waiter, str, float]] | None = None
         self._seq = 0
         self._req_head = b""
         self._login_head = ""
@@ -579,7 +607,8 @@ class TimDriver:
         pending = self._pending
         if pending is None:
             pending = self._pending = {}
-        pending[seq] = (op, waiter, user_id)
+        due = _monotonic() + timeout
+        pending[seq] = (op, waiter, user_id, due)
         frame = _text_frame_ascii(before_seq + str(seq) + after_seq)
         try:
             link.send(frame)
@@ -588,28 +617,37 @@ class TimDriver:
             if self._pending is pending:
                 pending.pop(seq, None)
             return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
-        # A raw loop timer, not a gevent Timeout: whoever pops the pending entry first (the
-        # reader, the timer, a teardown) is the only one that wakes the waiter, from the hub.
-        timer = link.loop.timer(timeout)
-        timer.start(self._expire, seq, waiter)
-        try:
-            resp = waiter.get()
-        finally:
-            timer.close()
+        # The link's request timer (a raw loop timer, not a gevent Timeout per call), armed for
+        # the earliest deadline: whoever pops the pending entry first (the reader, the timer, a
+        # teardown) is the only one that wakes the waiter, from the hub. A held connection's
+        # calls share it: no timer made and closed per request.
+        if link.rtimer is None or due < link.rdue:
+            link.arm(due)
+        resp = waiter.get()
         if resp is None:
             return Reply("info", CODE_TRANSPORT, f"timeout after {timeout:g} s")
         if isinstance(resp, str):  # connection lost / closed while waiting
             return Reply("info", CODE_TRANSPORT, resp)
         return resp
 
-    def _expire(self, seq: int, waiter: Waiter) -> None:
+    def _expire_due(self, link: _Link) -> None:
+        """(hub, ``link``'s request timer) Wake every call whose deadline has passed with None
+        (a timeout), then re-arm the timer for the earliest deadline left, if any."""
         pending = self._pending
-        entry = pending.get(seq) if pending is not None else None
-        if entry is not None and entry[1] is waiter:
-            del pending[seq]
-            if not pending:
+        if pending:
+            now = _monotonic()
+            late = [(seq, entry[1]) for seq, entry in pending.items() if entry[3] <= now]
+            for seq, _waiter in late:
+                del pending[seq]
+            if not pending and self._pending is pending:
                 self._pending = None
-            waiter.switch(None)
+            for _seq, waiter in late:
+                waiter.switch(None)  # the caller may make new calls (and arm the timer) meanwhile
+        pending = self._pending
+        if pending and self._link is link:
+            due = min(entry[3] for entry in pending.values())
+            if link.rtimer is None or due < link.rdue:
+                link.arm(due)
 
     # ----------------------------------------------------------------- reader
     def _on_answer(self, obj: dict) -> bool:
@@ -672,7 +710,7 @@ class TimDriver:
         if entry is None:
             log.debug("client %s: response for unknown seq %r", self.conn_id, seq)
             return
-        op, waiter, user_id = entry
+        op, waiter, user_id, _due = entry
         if op == "login" or op == "status":
             session = data.get("sessionID") if data else None
             session = session if isinstance(session, str) else None
@@ -717,13 +755,14 @@ class TimDriver:
         if link is not None:
             if hand_over:
                 link.driver = None
+                link.stop_rtimer()
             else:
                 link.finish()
         pending, self._pending = self._pending, None
         if pending:
             run = gevent.get_hub().loop.run_callback
-            for _op, waiter, _user in pending.values():
-                run(waiter.switch, desc)
+            for entry in pending.values():
+                run(entry[1].switch, desc)
 
 
 @functools.lru_cache(maxsize=64)

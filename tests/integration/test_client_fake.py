@@ -466,6 +466,45 @@ def test_timeout_is_info_and_late_answer_is_ignored(client_factory) -> None:
         srv.stop()
 
 
+def test_pipelined_calls_time_out_each_at_its_own_deadline_on_the_shared_timer() -> None:
+    """The driver's calls on one connection share one request timer armed for the earliest
+    deadline: a call with a shorter timeout made while a longer one waits still times out
+    first, answered calls in between are not disturbed, and an idle connection keeps no timer."""
+    from harness.drivers.tim import TimDriver
+
+    def handler(conn: FakeConn, msg: dict) -> None:
+        if msg["cmd"] != "status":  # status: never answered
+            default_handler(conn, msg)
+
+    srv = FakeServer(handler)
+    try:
+        d = TimDriver(srv.url, sdk_app_id=SDKAPPID)
+        assert d.connect(__import__("time").monotonic() + 2) is None
+        done: list[str] = []
+
+        def call(name: str, timeout: float):
+            r = d.status(timeout) if name.startswith("status") else d.heartbeat(timeout)
+            done.append(name)
+            return r
+
+        slow = gevent.spawn(call, "status-long", 0.6)
+        gevent.sleep(0.02)
+        fast = gevent.spawn(call, "status-short", 0.1)
+        beat = gevent.spawn(call, "heartbeat", 1.0)
+        results = {g: g.get(timeout=5) for g in (slow, fast, beat)}
+        assert done == ["heartbeat", "status-short", "status-long"]
+        assert results[beat].outcome == "ok"
+        for g in (slow, fast):
+            assert (results[g].outcome, results[g].code) == ("info", -1) and "timeout" in results[g].desc
+        link = d._link
+        assert d._pending is None and link is not None
+        assert wait_until(lambda: link.rtimer is None, timeout=3)  # armed for the heartbeat's deadline, then gone
+        assert d.heartbeat(1.0).outcome == "ok"
+        d.close()
+    finally:
+        srv.stop()
+
+
 # ------------------------------------------------------------------ events
 
 

@@ -42,7 +42,7 @@ def _answer(payload: bytes, via_shortcut: bool):
     """The Reply the driver gives for ``payload`` as the answer to a pending status (seq 5)."""
     drv = TimDriver("ws://127.0.0.1:1/ws", sdk_app_id=1)
     waiter = Waiter()
-    drv._pending = {5: ("status", waiter, "")}
+    drv._pending = {5: ("status", waiter, "", 0.0)}
     sock = _Sock(_frame(payload))
     link = drv._link = _Link(sock, drv)
     link.loop = gevent.get_hub().loop
