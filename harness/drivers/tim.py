@@ -94,6 +94,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20  # a server message larger than this closes the connection (1009)
 CLOSE_WAIT_S = 2.0  # after close(): how long the reader waits (in the background) for the server's close reply, s
+RTIMER_MAX_S = 1.0  # a connection's request timer wakes at least this often while calls wait, s
 
 CODE_TRANSPORT: int = protocol.ERR_TRANSPORT  # -1
 LOST = "connection lost"
@@ -285,12 +286,17 @@ class _Link:
 
     # ------------------------------------------------------------ request timer
     def arm(self, due: float) -> None:
-        """(Re-)arm the request timer for ``due`` (time.monotonic() s)."""
+        """(Re-)arm the request timer for ``due`` (time.monotonic() s), or for RTIMER_MAX_S
+        from now if that comes first: a connection that went idle drops its timer (~0.2 KiB)
+        within that time, not a whole request timeout later."""
         timer = self.rtimer
         if timer is not None:
             timer.close()
-        self.rdue = due
-        timer = self.rtimer = self.loop.timer(max(0.0, due - _monotonic()))
+        now = _monotonic()
+        delay = due - now
+        delay = RTIMER_MAX_S if delay > RTIMER_MAX_S else (delay if delay > 0.0 else 0.0)
+        self.rdue = now + delay
+        timer = self.rtimer = self.loop.timer(delay)
         timer.start(self.on_rtimer)
 
     def stop_rtimer(self) -> None:
@@ -618,9 +624,9 @@ class TimDriver:
                 pending.pop(seq, None)
             return Reply("info", CODE_TRANSPORT, f"send: {type(exc).__name__}")
         # The link's request timer (a raw loop timer, not a gevent Timeout per call), armed for
-        # the earliest deadline: whoever pops the pending entry first (the reader, the timer, a
-        # teardown) is the only one that wakes the waiter, from the hub. A held connection's
-        # calls share it: no timer made and closed per request.
+        # the earliest deadline (at most RTIMER_MAX_S ahead): whoever pops the pending entry
+        # first (the reader, the timer, a teardown) is the only one that wakes the waiter, from
+        # the hub. A held connection's calls share it: no timer made and closed per request.
         if link.rtimer is None or due < link.rdue:
             link.arm(due)
         resp = waiter.get()
