@@ -45,7 +45,7 @@ from harness import protocol
 from harness.drivers.websocket import (MAX_HANDSHAKE_BYTES, RECV_CHUNK, Addresses, accept_token,
                                        check_upgrade_response, parse_ws_url, resolve_addresses)
 from harness.drivers.wsframe import (OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, OP_PONG, FrameError, FrameReader,
-                                     client_frame, close_frame, mask, random_bytes)
+                                     client_frame, close_frame, random_bytes, random_key)
 from harness.sdk.driver import Reply, Sink
 
 __all__ = ["TimDriver", "MAX_MESSAGE_BYTES", "CLOSE_WAIT_S"]
@@ -110,22 +110,32 @@ _EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINPROGRESS, errno.ENOTCONN)
 #: The first two bytes of a masked text frame of n < 126 payload bytes (FIN, opcode 1, MASK, n).
 _TEXT_HEADS = tuple(bytes((0x81, 0x80 | n)) for n in range(126))
 _from = int.from_bytes
+#: payload length n -> (R, M): a 4-byte key k as a little-endian int repeated over n bytes is
+#: ``k * R & M`` (R = 1 + 2**32 + 2**64 + ..., M = 2**(8n) - 1): the mask as one int, no bytes
+_MASKS: dict[int, tuple[int, int]] = {}
+
+
+def _masks(n: int) -> tuple[int, int]:
+    words = (n + 3) >> 2
+    m = (((1 << (32 * words)) - 1) // 0xFFFFFFFF, (1 << (8 * n)) - 1)
+    if len(_MASKS) < 4096:
+        _MASKS[n] = m
+    return m
 
 
 def _text_frame_ascii(text: str) -> bytes:
-    """A masked text frame for an ASCII-only ``text`` (the request encoders escape to ASCII)."""
+    """A masked text frame for an ASCII-only ``text`` (the request encoders escape to ASCII):
+    the payload XOR the repeated key in one big-integer operation (RFC 6455 5.3)."""
     payload = text.encode("ascii")
     n = len(payload)
-    if n < 126:  # every request but a login with long fields: header from the table, mask inline
-        key = random_bytes(4)
-        k = key * ((n >> 2) + 1)
-        return _TEXT_HEADS[n] + key + (_from(payload, "little") ^ _from(k[:n], "little")).to_bytes(n, "little")
-    key = random_bytes(4)
-    if n < 65536:
-        head = bytes((0x81, 0xFE, n >> 8, n & 0xFF))
-    else:
+    if n >= 65536:
         return client_frame(OP_TEXT, payload)
-    return head + key + mask(payload, key)
+    rep, ones = _MASKS.get(n) or _masks(n)
+    key = random_key()
+    masked = (_from(payload, "little") ^ (key * rep & ones)).to_bytes(n, "little")
+    if n < 126:  # every request but a login with long fields: header from the table
+        return _TEXT_HEADS[n] + key.to_bytes(4, "little") + masked
+    return bytes((0x81, 0xFE, n >> 8, n & 0xFF)) + key.to_bytes(4, "little") + masked
 
 
 class _Link:
