@@ -675,9 +675,14 @@ class TimDriver:
         desc = obj.get("desc", "")
         data = obj.get("data")
         if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
-                (data is None or (type(data) is dict and _exact(data))):
-            self._on_response(seq, code, desc or "", data, True)
-            return True
+                (data is None or type(data) is dict):
+            try:
+                exact = data is None or _exact(data)
+            except RecursionError:  # nested deeper than Python recurses: the stdlib's way decides
+                exact = False
+            if exact:
+                self._on_response(seq, code, desc or "", data, True)
+                return True
         return False
 
     def _on_frame(self, text: str, alone: bool = False) -> None:

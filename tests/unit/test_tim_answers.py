@@ -70,6 +70,8 @@ ANSWERS = [
     '{"seq":5,"code":0,"desc":"ok","data":[1,2]}',
     ' {"seq":5,"code":0,"desc":"ok"} ',
     '{"seq":5,"code":0,"desc":"ok","data":{"deep":' + "[" * 2000 + "]" * 2000 + "}}",
+    '{"seq":5,"code":0,"desc":"ok","data":{"deep":' + "[" * 1020 + "]" * 1020 + "}}",  # orjson takes it
+    '{"seq":5,"code":0,"desc":"ok","data":' + '{"a":' * 1020 + "1" + "}" * 1020 + "}",
     '{"seq":5,"code":0,"desc":"' + "x" * 300 + '"}',
 ]
 
