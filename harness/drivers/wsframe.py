@@ -20,7 +20,7 @@ import os
 import struct
 
 __all__ = ["OP_CONT", "OP_TEXT", "OP_BINARY", "OP_CLOSE", "OP_PING", "OP_PONG", "FrameError", "FrameReader",
-           "close_frame", "mask", "random_bytes", "client_frame", "text_frame"]
+           "close_frame", "mask", "random_bytes", "random_key", "client_frame", "text_frame"]
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _DATA_OPS = frozenset((OP_CONT, OP_TEXT, OP_BINARY))
@@ -31,9 +31,14 @@ _pool = b""
 _pool_at = 0
 
 
+_keys: list[int] = []  # masking keys as ints, drawn 4 KiB at a time (random_key)
+_KEYS_OF = struct.Struct("<1024I").unpack
+
+
 def _reset_pool() -> None:
     global _pool, _pool_at
     _pool, _pool_at = b"", 0
+    _keys.clear()
 
 
 os.register_at_fork(after_in_child=_reset_pool)
@@ -48,6 +53,16 @@ def random_bytes(n: int) -> bytes:
         _pool, at, end = os.urandom(max(_POOL_BYTES, n)), 0, n
     _pool_at = end
     return _pool[at:end]
+
+
+def random_key() -> int:
+    """A fresh 4-byte masking key from the OS's CSPRNG as an int (the key's bytes are
+    ``key.to_bytes(4, "little")``), served from a per-process pool of 1,024."""
+    try:
+        return _keys.pop()
+    except IndexError:
+        _keys.extend(_KEYS_OF(os.urandom(4096)))
+        return _keys.pop()
 
 
 _from = int.from_bytes
@@ -206,6 +221,11 @@ class FrameReader:
                 out.append((op, payload))
         self._buf = buf[at:] if at < end else b""
         return out
+
+    @property
+    def pending(self) -> bool:
+        """True while part of a frame or of a fragmented message is buffered."""
+        return bool(self._buf) or self._parts is not None
 
     @staticmethod
     def _decode(op: int, payload: bytes) -> object:

@@ -27,7 +27,7 @@ from locust import User, constant
 from harness.sdk.client import (Backoff, ChatClient, ClientListener, OpResult, parse_ws_url, resolve_addresses,
                                 wake_schedule)
 from harness.protocol import ERR_SDK_INTERFACE_NOT_SUPPORT, FRESH_SIG_CODES, code_label
-from harness.results.journal import judged
+from harness.results.journal import EVENT_OPS, judged
 from harness.runner.live import STOPPED_BY_HARNESS
 from harness.sources import SigFetchError
 from harness.usersig import UserSigError, decode_usersig
@@ -69,6 +69,44 @@ def wait_event(event: Event, timeout: float) -> bool:
         timer.close()
         event.unlink(wake)
     return event.is_set()
+
+
+def _locust_fire_parts() -> tuple[Any, Any, tuple]:
+    """Locust's ``EventHook`` class, its ``fire`` and the exceptions it lets through."""
+    from locust.event import EventHook
+    from locust.exception import InterruptTaskSet, RescheduleTask, RescheduleTaskImmediately, StopTest, StopUser
+
+    return EventHook, EventHook.fire, (StopUser, StopTest, RescheduleTask, RescheduleTaskImmediately, InterruptTaskSet)
+
+
+_EventHook, _EVENTHOOK_FIRE, _PASS_THROUGH = _locust_fire_parts()
+
+
+def fire_request(hook: Any, request_type: str, name: str, response_time: float, exception: BaseException | None,
+                 context: dict) -> None:
+    """``hook.fire(request_type=..., name=..., response_time=..., response_length=0, exception=...,
+    context=...)``: the same listeners called the same way, with the same error handling, but
+    without ``fire``'s packing of the keywords into a dict (and of the listener's unpacking
+    of it): ~0.7 us less per request here. A hook that is not a plain Locust ``EventHook`` (a
+    subclass, a patched ``fire``) gets ``hook.fire``."""
+    if type(hook) is not _EventHook or _EventHook.fire is not _EVENTHOOK_FIRE:
+        hook.fire(request_type=request_type, name=name, response_time=response_time, response_length=0,
+                  exception=exception, context=context)
+        return
+    for handler in hook._handlers.copy():  # a copy, like fire(): listeners may add or remove listeners
+        try:
+            handler(request_type=request_type, name=name, response_time=response_time, response_length=0,
+                    exception=exception, context=context)
+        except _PASS_THROUGH:
+            raise
+        except Exception:
+            import logging
+            import traceback
+
+            from locust import log as locust_log
+
+            logging.error("Uncaught exception in event handler: \n%s", traceback.format_exc())
+            locust_log.unhandled_greenlet_exception = True
 
 
 class OpFailure(Exception):
@@ -553,8 +591,11 @@ class ChatUser(User):
             for k, v in extra.items():
                 if v is not None:
                     row[k] = v
-        journal.emit_row(self.environment.events, REQUEST_TYPES.get(op, "WS"), max(0.0, (end - began) / 1e6), exc,
-                         {"scenario": scenario, "user": user, "code": code}, row)
+        # one finished op = one journal row + (requests only) one request event (Journal.emit_row)
+        if op not in EVENT_OPS:
+            fire_request(self.environment.events.request, REQUEST_TYPES.get(op, "WS"), op,
+                         max(0.0, (end - began) / 1e6), exc, {"scenario": scenario, "user": user, "code": code})
+        journal.add_row(row)
 
     # ---------------------------------------------------------------- helpers
     def device(self, platform: str | None = None, instance: str | None = None, **kw: Any) -> Device:

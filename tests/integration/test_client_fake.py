@@ -466,6 +466,45 @@ def test_timeout_is_info_and_late_answer_is_ignored(client_factory) -> None:
         srv.stop()
 
 
+def test_pipelined_calls_time_out_each_at_its_own_deadline_on_the_shared_timer() -> None:
+    """The driver's calls on one connection share one request timer armed for the earliest
+    deadline: a call with a shorter timeout made while a longer one waits still times out
+    first, answered calls in between are not disturbed, and an idle connection keeps no timer."""
+    from harness.drivers.tim import TimDriver
+
+    def handler(conn: FakeConn, msg: dict) -> None:
+        if msg["cmd"] != "status":  # status: never answered
+            default_handler(conn, msg)
+
+    srv = FakeServer(handler)
+    try:
+        d = TimDriver(srv.url, sdk_app_id=SDKAPPID)
+        assert d.connect(__import__("time").monotonic() + 2) is None
+        done: list[str] = []
+
+        def call(name: str, timeout: float):
+            r = d.status(timeout) if name.startswith("status") else d.heartbeat(timeout)
+            done.append(name)
+            return r
+
+        slow = gevent.spawn(call, "status-long", 1.3)  # beyond RTIMER_MAX_S: the timer re-arms on the way
+        gevent.sleep(0.02)
+        fast = gevent.spawn(call, "status-short", 0.1)
+        beat = gevent.spawn(call, "heartbeat", 1.0)
+        results = {g: g.get(timeout=5) for g in (slow, fast, beat)}
+        assert done == ["heartbeat", "status-short", "status-long"]
+        assert results[beat].outcome == "ok"
+        for g in (slow, fast):
+            assert (results[g].outcome, results[g].code) == ("info", -1) and "timeout" in results[g].desc
+        link = d._link
+        assert d._pending is None and link is not None
+        assert wait_until(lambda: link.rtimer is None, timeout=3)  # idle: the timer goes within RTIMER_MAX_S
+        assert d.heartbeat(1.0).outcome == "ok"
+        d.close()
+    finally:
+        srv.stop()
+
+
 # ------------------------------------------------------------------ events
 
 
@@ -697,6 +736,22 @@ def test_protocol_violation_by_server_closes_with_its_code(server: FakeServer, c
     assert wait_until(lambda: conn.got_close is not None)
     assert conn.got_close == 1007
     assert not c.connected and c.get_login_user() == ""
+
+
+def test_a_text_frame_with_a_non_minimal_length_closes_1002(server: FakeServer, client_factory) -> None:
+    """A read of exactly one text frame takes the driver's shortcut past the frame reader: it
+    must refuse what the reader refuses (here a 16-bit length for a payload below 126 bytes)."""
+    c, rec = client_factory(server.url)
+    c.connect()
+    c.login("alice", "good")
+    conn = server.conns[0]
+    payload = b'{"seq":99,"code":0,"desc":"ok"}'
+    with conn.lock:
+        conn.sock.sendall(b"\x81\x7e" + len(payload).to_bytes(2, "big") + payload)
+    assert wait_until(lambda: rec.named("disconnected"))
+    assert rec.named("disconnected")[0][:3] == ("S1", False, "error:ProtocolError")
+    assert wait_until(lambda: conn.got_close is not None)
+    assert conn.got_close == 1002
 
 
 def test_oversized_message_closes_1009(server: FakeServer, client_factory) -> None:

@@ -168,3 +168,40 @@ def test_journal_bytes_are_the_same_with_and_without_a_row_listener(tmp_path) ->
     assert a == b and a.count(b"\n") == 3
     assert [r["n"] for r in seen] == [0, 1, 2] and b"\n".join(map(_line, seen)) + b"\n" == b
     assert b'"extra_big":99999999999999999999' in a and b'"odd":"odd!"' in a and '"user":"ü"'.encode() in a
+
+
+def test_chunked_rows_are_the_bytes_of_one_line_per_row(tmp_path) -> None:
+    """record() serialises rows CHUNK at a time: the file holds exactly the
+    per-row lines, across chunk boundaries, with rows whose strings look like the separators,
+    a row orjson refuses in the middle of a chunk, and a listener coming and going mid-batch;
+    rows_written counts rows."""
+    from harness.results.journal import CHUNK, Journal, _chunk, _line
+
+    odd = [{"op": "a", "detail": "x,\n,y},{\"z\"", "user": "\u2028ü\x00"}, {"op": "b", "v": float("nan")},
+           {"op": "c", "big": 2 ** 70}, {"op": "d", "data": {1: "int key"}}, {"op": "e", "kicked": []}]
+    for rows in ([odd[0]], odd, odd[:2] + odd[4:]):
+        assert _chunk(rows) == b"\n".join(map(_line, rows))
+
+    j = Journal(tmp_path / "j.jsonl", "w0").open()
+    gone: list = []
+    seen: list = []
+    total = 3 * CHUNK + 7
+    for i in range(total):
+        if i == CHUNK + 3:
+            j.listeners.append(gone.extend)
+        if i == CHUNK + 10:
+            j.listeners.clear()  # gone before the flush: it never gets a batch
+        if i == 2 * CHUNK:
+            j.flush()
+        if i == 2 * CHUNK + 1:
+            j.listeners.append(seen.extend)
+        j.record(scenario="s", op="heartbeat", outcome="ok", code=0, start=i, end=i + 1, user=f"u{i}",
+                 detail="},{" if i % 5 == 0 else "", big=2 ** 70 if i == CHUNK + 20 else None)
+    j.close()
+    lines = (tmp_path / "j.jsonl").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and len(lines) == total + 1
+    rows = [json.loads(x) for x in lines[:-1]]
+    assert [r["n"] for r in rows] == list(range(total)) and rows[CHUNK + 20]["big"] == 2 ** 70
+    assert b"\n".join(map(_line, rows)) + b"\n" == (tmp_path / "j.jsonl").read_bytes()
+    assert gone == [] and [r["n"] for r in seen] == list(range(2 * CHUNK + 1, total))
+    assert j.rows_written == total

@@ -141,3 +141,34 @@ def test_the_key_pool_is_not_shared_with_a_forked_child() -> None:
     os.close(r)
     os.close(w)
     assert child != wsframe.random_bytes(16)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 31, 125, 126, 127, 250, 1001, 65535, 65536, 70001])
+def test_the_tim_drivers_request_frames_are_read_by_wsproto_and_masked_with_fresh_keys(n: int) -> None:
+    """tim's own text-frame builder (the key as an int, the mask as one multiplication)."""
+    from harness.drivers.tim import _text_frame_ascii
+
+    text = ('{"cmd":"x","a":"' + "0123456789abcdef" * (n // 16 + 1))[:n]
+    frames = [_text_frame_ascii(text) for _ in range(3)]
+    srv = _server()
+    srv.receive_data(b"".join(frames))
+    got = [e.data for e in srv.events() if isinstance(e, TextMessage)]
+    assert "".join(got) == text * 3
+    head = 2 if n < 126 else (4 if n < 65536 else 10)
+    keys = {f[head:head + 4] for f in frames}
+    assert len(keys) == 3 and all(f[1] & 0x80 for f in frames)
+    assert _naive_mask(frames[0][head + 4:], frames[0][head:head + 4]) == text.encode()
+
+
+def test_the_int_key_pool_is_not_shared_with_a_forked_child() -> None:
+    wsframe.random_key()  # the pool exists
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.write(w, struct.pack("<4I", *(wsframe.random_key() for _ in range(4))))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 16)
+    os.close(r)
+    os.close(w)
+    assert child != struct.pack("<4I", *(wsframe.random_key() for _ in range(4)))
