@@ -307,7 +307,7 @@ class _Link:
         delay = RTIMER_MAX_S if delay > RTIMER_MAX_S else (delay if delay > 0.0 else 0.0)
         self.rdue = now + delay
         timer = self.rtimer = self.loop.timer(delay)
-        timer.start(self.on_rtimer)
+        timer.start(self.on_rtimer, update=True)  # see _wait_readable
 
     def stop_rtimer(self) -> None:
         timer, self.rtimer = self.rtimer, None
@@ -468,7 +468,10 @@ def _wait_readable(io: Any, hub: Any, timeout: float) -> bool:
     switch = waiter.switch
     timer = hub.loop.timer(timeout if timeout > 0 else 0.0)
     io.start(switch, True)
-    timer.start(switch, False)
+    # update=True: the loop's idea of now is the start of its current iteration, stale by whatever
+    # ran since (a CPU-bound stretch of Python, other greenlets): a timer started on it would fire
+    # that much early, and a 2 s handshake wait after 2.3 s of busy work would time out at once
+    timer.start(switch, False, update=True)
     try:
         return waiter.get()
     finally:  # the first wake resumes us at once (from the hub): the other one cannot come after this
@@ -758,7 +761,7 @@ class TimDriver:
         link.send_control(close_frame(1000, "bye"))
         if not link.done:
             timer = link.timer = gevent.get_hub().loop.timer(self.close_timeout)
-            timer.start(link.finish)  # bounds the wait for the reply
+            timer.start(link.finish, update=True)  # bounds the wait for the reply
         self._teardown("connection closed by client", hand_over=True)
 
     def abort(self, reason: str) -> None:

@@ -61,7 +61,7 @@ def wait_event(event: Event, timeout: float) -> bool:
     waiter = Waiter(hub)
     wake = waiter.switch
     timer = hub.loop.timer(max(0.0, timeout))
-    timer.start(wake, None)
+    timer.start(wake, None, update=True)  # from now, not from the loop's stale iteration time
     event.rawlink(wake)
     try:
         waiter.get()

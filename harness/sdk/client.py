@@ -244,7 +244,7 @@ class WakeSchedule:
             timer.close()
         self.armed = key
         timer = self.timer = self.loop.timer(max(0.0, key * self.RES_S - time.monotonic()))
-        timer.start(self._fire)
+        timer.start(self._fire, update=True)  # never early: from now, not the loop's stale time
 
     def _fire(self) -> None:
         self.timer.close()

@@ -191,7 +191,7 @@ class _Answer:
         hub = gevent.get_hub()
         w = Waiter(hub)
         timer = hub.loop.timer(timeout)
-        timer.start(w.switch, None)
+        timer.start(w.switch, None, update=True)  # from now, not from the loop's stale iteration time
         self._waiter = w
         try:
             w.get()
@@ -351,7 +351,7 @@ class XmppDriver:
             if remaining <= 0:
                 raise TimeoutError("connect timed out")
             timer = gevent.get_hub().loop.timer(remaining)
-            timer.start(gevent.getcurrent().throw, TimeoutError("timed out"))
+            timer.start(gevent.getcurrent().throw, TimeoutError("timed out"), update=True)
             sock = self._open_socket(deadline)
             conn = _Conn(sock, C.XmppCodec(ws=self.ws, max_stanza_bytes=self.max_stanza_bytes))
             if self.ws:
@@ -1036,11 +1036,11 @@ class XmppDriver:
             return
         if conn.plain:  # the read watcher waits for the server's close, at most CLOSE_WAIT_S
             timer = gevent.get_hub().loop.timer(CLOSE_WAIT_S)
-            timer.start(self._linger_over, conn)
+            timer.start(self._linger_over, conn, update=True)
             conn.linger = timer
         elif reader is not None and not reader.dead and reader is not gevent.getcurrent():
             timer = gevent.get_hub().loop.timer(CLOSE_WAIT_S)
-            timer.start(reader.kill, gevent.GreenletExit, False)
+            timer.start(reader.kill, gevent.GreenletExit, False, update=True)
             conn.linger = timer
         else:
             self._teardown(conn, "closed_by_client")
