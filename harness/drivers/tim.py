@@ -64,26 +64,17 @@ def _exact(d: dict) -> bool:
     too and gives the same values for, except numbers: orjson turns an integer beyond 64 bits
     into a float (and rounds floats its own way), so a parse with a float in it is redone by
     the stdlib (answers carry no floats: this never happens with a well-behaved server)."""
-    for v in d.values():
-        t = type(v)
-        if t is float:
-            return False
-        if t is dict:
-            if not _exact(v):
-                return False
-        elif t is list:
-            if not _exact_list(v):
-                return False
-    return True
+    return _exact_list(d.values())
 
 
-def _exact_list(items: list) -> bool:
+def _exact_list(items: Any) -> bool:
+    """True when no value of ``items`` (a list or a dict's values), nested, is a float."""
     for v in items:
         t = type(v)
         if t is float:
             return False
         if t is dict:
-            if not _exact(v):
+            if not _exact_list(v.values()):
                 return False
         elif t is list:
             if not _exact_list(v):
