@@ -67,6 +67,19 @@ def _exact(d: dict) -> bool:
     return _exact_list(d.values())
 
 
+def _response_fields(obj: dict) -> tuple | None:
+    """``(seq, code, desc, data)`` of a well-formed response object (protocol.parse_server_frame's
+    field checks), None when it is not one."""
+    seq = obj.get("seq")
+    code = obj.get("code")
+    desc = obj.get("desc", "")
+    data = obj.get("data")
+    if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
+            (data is None or type(data) is dict):
+        return seq, code, desc or "", data
+    return None
+
+
 def _exact_list(items: Any) -> bool:
     """True when no value of ``items`` (a list or a dict's values), nested, is a float."""
     for v in items:
@@ -664,18 +677,15 @@ class TimDriver:
         """A response parsed by orjson, alone in its read (see _Link.on_readable): handled when
         it is well formed (the checks of _on_frame's fast path) and exact (no float anywhere,
         see _exact); False: nothing was done, the frame goes the stdlib's way."""
-        seq = obj.get("seq")
-        code = obj.get("code")
-        desc = obj.get("desc", "")
-        data = obj.get("data")
-        if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
-                (data is None or type(data) is dict):
+        fields = _response_fields(obj)
+        if fields is not None:
+            data = fields[3]
             try:
                 exact = data is None or _exact(data)
             except RecursionError:  # nested deeper than Python recurses: the stdlib's way decides
                 exact = False
             if exact:
-                self._on_response(seq, code, desc or "", data, True)
+                self._on_response(*fields, True)
                 return True
         return False
 
@@ -691,13 +701,9 @@ class TimDriver:
         except Exception:  # StopIteration (not JSON at 0), ValueError, RecursionError
             obj = end = None
         if end == len(text) and type(obj) is dict and "event" not in obj:
-            seq = obj.get("seq")
-            code = obj.get("code")
-            desc = obj.get("desc", "")
-            data = obj.get("data")
-            if type(seq) is int and type(code) is int and (type(desc) is str or desc is None) and \
-                    (data is None or type(data) is dict):
-                self._on_response(seq, code, desc or "", data, alone)
+            fields = _response_fields(obj)
+            if fields is not None:
+                self._on_response(*fields, alone)
                 return
         msg = protocol.parse_server_frame(text)
         if isinstance(msg, protocol.Response):
