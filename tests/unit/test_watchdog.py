@@ -75,6 +75,12 @@ def test_done_dismisses_the_watchdog_at_once_even_with_a_forked_copy_of_the_writ
 def test_a_server_ignoring_sigterm_is_killed_after_the_grace(server):
     proc, marker = server
     os.kill(proc.pid, 19)  # SIGSTOP: SIGTERM stays pending
+    deadline = time.monotonic() + 5  # stopped for sure first: a pending SIGTERM is delivered before SIGSTOP
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "T":
+                break
+        time.sleep(0.01)
     t0 = time.monotonic()
     assert reap(proc.pid, marker, grace_s=0.5) == [proc.pid]
     assert _gone_within(proc.pid, 5)
