@@ -257,6 +257,7 @@ class Digest:
         self.races: list[dict[str, Any]] = []
         self.kicks: list[tuple[int, str, str | None]] = []  # (start, by, detail) of kicked_offline rows with by
         self.kick_login: dict[str, int] = {}  # by session -> start of its ok login row (set by the scan)
+        self.kick_login_from: Any = None  # or the checks' on-disk index, which tells it (checks.spill)
 
     # ------------------------------------------------------------------ feeding
     def _code_idx(self, codes: np.ndarray) -> np.ndarray:
@@ -747,6 +748,9 @@ class Digest:
 
     def kick_delays(self) -> pd.DataFrame:
         """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row."""
+        if self.kick_login_from is not None:
+            self.kick_login = self.kick_login_from.login_sent_for()
+            self.kick_login_from = None
         login_start = self.kick_login
         recs = [((t - login_start[by]) / 1e6, d if isinstance(d, str) and d else "kick")
                 for t, by, d in self.kicks if by in login_start]

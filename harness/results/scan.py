@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from harness.errors import ConfigError
 from harness.results.checks.history import History
 from harness.results.digest import Digest
 from harness.results.report.load import _SCHEMA, _coerce_row, _fill_times
@@ -179,8 +181,13 @@ def _feed_digest(d: Digest, table: pa.Table) -> None:
     d.feed(table)
 
 
-def scan_run(run_dir: str | Path, *, history: bool = True, digest: bool = True, recovery: bool = False) -> Scan:
-    """One pass over ``run_dir/journal/*.jsonl`` (see the module docstring)."""
+def scan_run(run_dir: str | Path, *, history: bool = True, digest: bool = True, recovery: bool = False,
+             parts: int | None = None) -> Scan:
+    """One pass over ``run_dir/journal/*.jsonl`` (see the module docstring).
+
+    ``parts``: how many parts the checks' index is kept in on disk
+    (:mod:`harness.results.checks.spill`); default: 1 (in memory) up to
+    ``SPILL_FROM_BYTES`` of journal text, more beyond, or ``HARNESS_CHECK_PARTS``."""
     # The indexes are millions of long-lived acyclic objects: automatic collections would
     # rescan them again and again. Instead, after each block the young generation (that
     # block's temporaries, whose cycles would otherwise pin its buffers) is collected and the
@@ -188,7 +195,7 @@ def scan_run(run_dir: str | Path, *, history: bool = True, digest: bool = True, 
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        return _scan(Path(run_dir), history, digest, recovery)
+        return _scan(Path(run_dir), history, digest, recovery, parts)
     finally:
         gc.unfreeze()
         if gc_on:
@@ -210,10 +217,40 @@ def _recovery_rows(table: pa.Table, nested: dict[int, dict], out: list[dict]) ->
     out.extend(nested.get(i, row) for i, row in zip(idx, flat))
 
 
-def _scan(root: Path, history: bool, digest: bool, recovery: bool = False) -> Scan:
+def _parts(files: list[Path], parts: int | None) -> int:
+    from harness.results.checks.spill import parts_for
+
+    if parts is None:
+        env = os.environ.get("HARNESS_CHECK_PARTS", "").strip()
+        if env:
+            try:
+                parts = int(env)
+            except ValueError:
+                raise ConfigError("HARNESS_CHECK_PARTS", f"expected a whole number of parts, got {env!r}") from None
+            if parts < 1:
+                raise ConfigError("HARNESS_CHECK_PARTS", f"expected 1 or more parts, got {parts}")
+            return parts
+        size = 0
+        for p in files:
+            try:
+                size += p.stat().st_size
+            except OSError:
+                pass
+        return parts_for(size)
+    return max(1, int(parts))
+
+
+def _scan(root: Path, history: bool, digest: bool, recovery: bool = False, parts: int | None = None) -> Scan:
     jdir = root / "journal"
     files = sorted(jdir.glob("*.jsonl")) if jdir.is_dir() else []
     h = History() if history else None
+    spill = None
+    if h is not None:
+        n_parts = _parts(files, parts)
+        if n_parts > 1:
+            from harness.results.checks.spill import Spill
+
+            spill = h.spill = Spill(n_parts, folder=root if os.access(root, os.W_OK) else None)
     d = Digest() if digest else None
     if d is not None:
         d.files = len(files)
@@ -271,9 +308,16 @@ def _scan(root: Path, history: bool, digest: bool, recovery: bool = False) -> Sc
             src.last_end = top
         if d is not None:
             d.advance(min(s.last_end for s in active))
+        if spill is not None:
+            spill.flush(h)
         gc.collect(0)
         gc.freeze()
-    if d is not None and h is not None:
+    if spill is not None:
+        spill.flush(h)
+        if d is not None:
+            spill.want_login_sent = {by for _, by, _ in d.kicks}
+            d.kick_login_from = spill
+    elif d is not None and h is not None:
         d.kick_login = {by: h.sessions[by].sent for _, by, _ in d.kicks
                         if by in h.sessions and h.sessions[by].via == "login"}
     return Scan(history=h, digest=d, files=len(files), rows=rows, recovery=rec)

@@ -131,8 +131,41 @@ def run_checks(run_dir: str | Path, *, config: Mapping | None = None, enabled: S
 
         history = scan_run(root, digest=False).history
     h = history
-    ledger = Ledger.read(root / "ledger.jsonl") if (root / "ledger.jsonl").is_file() else None
+    led_path = root / "ledger.jsonl"
+    if h.spill is not None:
+        return _run_in_parts(h, names, params, led_path if led_path.is_file() else None, locust_total)
+    ledger = Ledger.read(led_path) if led_path.is_file() else None
     return {name: _CHECKS[name](h, params, ledger, locust_total) for name in names}
+
+
+def _run_in_parts(h: History, names: list[str], params: CheckParams, ledger_path: Path | None,
+                  locust_total: int | None) -> dict[str, CheckResult]:
+    """The checks of a History kept on disk in parts (:mod:`harness.results.checks.spill`):
+    every check keeps one ``_Found`` across the parts."""
+    from harness.results.checks.history import _Found
+    from harness.results.checks.spill import CONN_CHECKS, USER_CHECKS
+
+    found = {name: _Found(name) for name in names}
+    fns: dict[str, Callable[..., CheckResult]] = {
+        "kick_exactly_once": kick_exactly_once, "policy_limit": policy_limit, "last_login_wins": last_login_wins,
+        "switch_consistency": switch_consistency, "relogin_recovers": relogin_recovers,
+        "expiry_on_time": expiry_on_time}
+    conn = {n: (lambda part, n=n: fns[n](part, params=params, found=found[n])) for n in names if n in CONN_CHECKS}
+    user = {n: (lambda part, led, n=n: fns[n](part, params=params, ledger=led, found=found[n]))
+            for n in names if n in USER_CHECKS}
+    try:
+        h.spill.judge(h, conn, user, ledger=ledger_path)
+    finally:
+        h.spill.close()
+    out: dict[str, CheckResult] = {}
+    for n in names:
+        if n == "journal_integrity":
+            out[n] = journal_integrity(h, params=params, locust_total=locust_total)
+        elif n == "expected_rejections":
+            out[n] = expected_rejections(h, params=params)
+        else:
+            out[n] = found[n].result()
+    return out
 
 
 def read_locust_total(run_dir: str | Path) -> int | None:

@@ -8,7 +8,7 @@ from typing import Any
 from harness.results.checks.history import CheckParams, CheckResult, History, _Found, _history
 
 
-def expected_rejections(rows: Iterable[Any] | History, *, params: CheckParams | None = None) -> CheckResult:
+def expected_rejections(rows: Iterable[Any] | History, *, params: CheckParams | None = None, found: _Found | None = None) -> CheckResult:
     """Every row carrying ``expect`` (the code a scenario provoked on purpose, e.g. 70001 for
     a login with an already-expired UserSig in relogin_expiry) got exactly that code.
 
@@ -16,7 +16,7 @@ def expected_rejections(rows: Iterable[Any] | History, *, params: CheckParams | 
     with outcome ``info`` (no answer) are not evidence either way (they count as errors in
     ``error_ratio``)."""
     h = _history(rows)
-    found = _Found("expected_rejections")
+    found = _Found("expected_rejections") if found is None else found
     for t, w, n, op, user, scenario, expect, code, outcome, session in h.unexpected:
         accepted = code == 0 and outcome == "ok"
         found.add("accepted" if accepted else "wrong_code", t, {

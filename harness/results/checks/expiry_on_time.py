@@ -8,7 +8,7 @@ from harness.results.checks.history import (CheckParams, CheckResult, History, L
 
 
 def expiry_on_time(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
-                   ledger: Iterable[Any] | Ledger | None = None) -> CheckResult:
+                   ledger: Iterable[Any] | Ledger | None = None, found: _Found | None = None) -> CheckResult:
     """Every session still online at its deadline gets exactly one ``sig_expired``, on time.
 
     Deadline = (``expire_at`` + ``leeway_s``) s. On time = within
@@ -20,7 +20,7 @@ def expiry_on_time(rows: Iterable[Any] | History, *, params: CheckParams | None 
     p = params or CheckParams()
     h = _history(rows)
     led = _ledger(ledger)
-    found = _Found("expiry_on_time")
+    found = _Found("expiry_on_time") if found is None else found
     lee, skew, tol = int(p.leeway_s * _NS), int(p.clock_skew_s * _NS), int(p.expiry_tolerance_s * _NS)
     evicted = h.evictions()
     led_end = led.end_ts() if led is not None else {}

@@ -156,6 +156,8 @@ class _Found:
         self.by_kind: dict[str, list[dict]] = {}
         self.times: list[int] = []
         self.notes: list[str] = []
+        self.tally: dict[str, int] = {}  # counters a check keeps across calls (see switch_consistency)
+        self.finisher: Callable[["_Found"], None] | None = None  # adds notes from ``tally`` at result()
 
     def note(self, text: str) -> None:
         """Something the check could not judge (shown beside its result, never a violation)."""
@@ -171,13 +173,17 @@ class _Found:
             bucket.append({"kind": kind, "t": None if t is None else int(t), **example})
 
     def result(self) -> CheckResult:
+        notes = list(self.notes)
+        if self.finisher is not None:
+            self.finisher(self)
+            notes, self.notes = list(self.notes), notes  # a later result() of the same _Found notes afresh
         examples: list[dict] = []
         buckets = [list(b) for b in self.by_kind.values()]
         while len(examples) < _MAX_EXAMPLES and any(buckets):
             for b in buckets:
                 if b and len(examples) < _MAX_EXAMPLES:
                     examples.append(b.pop(0))
-        return CheckResult(self.name, self.count, examples, sorted(self.times), list(self.notes))
+        return CheckResult(self.name, self.count, examples, sorted(self.times), notes)
 
 
 def _secs(ns: int | float) -> float:
@@ -301,12 +307,18 @@ class History:
         self.kicks: dict[Any, list[tuple]] = {}       # sid -> [(t, by, reason, conn, user, w, n)]
         self.expiries: dict[Any, list[int]] = {}      # sid -> [t]
         self.expiry_rows: list[tuple] = []            # (t, sid, connkey, user, scenario, w, n)
-        self.logouts: dict[str, tuple[int, int]] = {}  # sid -> (start, end) of the ok logout
+        self.logouts: dict[str, tuple] = {}  # sid -> (start, end, connkey) of the ok logout
         self.conn_logins: dict[Any, list[tuple]] = {}  # connkey -> login-ish entries
         self.conn_disc: dict[Any, tuple] = {}          # connkey -> its first disconnect (t, outcome, detail)
         self.rest_kicks: dict[str, list[int]] = {}     # user -> [start]
         self.races: list[_Race] = []
-        self.switches: list[tuple] = []  # (w, n, user, session, end, outcome, code, detail, _switch_data)
+        self.switches: list[tuple] = []  # (w, n, user, session, end, outcome, code, detail, _switch_data, connkey)
+        # set on one part of a partitioned History (harness.results.checks.spill): facts of the
+        # whole run that one part's rows cannot tell
+        self.kicked_lists: bool | None = None   # does any login answer list the sessions it evicted?
+        self.info_users: set | None = None      # users with a login of unknown outcome (whole run)
+        #: a :class:`~harness.results.checks.spill.Spill` when the index is kept on disk in parts
+        self.spill: Any = None
         # integrity
         self._seen: dict[Any, bytearray] = {}
         self._max_n: dict[Any, int] = {}
@@ -533,9 +545,11 @@ class History:
         idx = rows_of(("logout",))
         if len(idx):
             logouts = self.logouts
-            for sid, st, en, out in zip(*columns(idx, ("session", "start", "end", "outcome"))):
+            for sid, st, en, out, conn, w, user in zip(*columns(idx, ("session", "start", "end", "outcome", "conn",
+                                                                     "w", "user"))):
                 if out == "ok" and type(sid) is str and sid not in logouts:
-                    logouts[_intern(sid)] = (st, en)
+                    key = _intern(conn) if type(conn) is str and conn else ("user", str(w), str(user))
+                    logouts[_intern(sid)] = (st, en, key)
         handlers = self._handlers()
         for bulk in ("login", "relogin", "switch", "disconnect", "logout"):
             handlers.pop(bulk)
@@ -598,7 +612,7 @@ class History:
     def _add_logout(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         sid = row.get("session")
         if outcome == "ok" and type(sid) is str and sid not in self.logouts:
-            self.logouts[_intern(sid)] = (st, en)
+            self.logouts[_intern(sid)] = (st, en, _ckey(row))
 
     def _add_disconnect(self, row: Mapping, op: str, w: Any, n: Any, st: int, en: int, outcome: str) -> None:
         key = _ckey(row)
@@ -644,7 +658,7 @@ class History:
             lst = self.conn_logins[key] = []
         lst.append((st, en, op, sid, outcome, code, user, _intern(scenario) if type(scenario) is str else None))
         if op == "switch":
-            self.switches.append((w, n, user, sid, en, outcome, code, _s(detail), _switch_data(data)))
+            self.switches.append((w, n, user, sid, en, outcome, code, _s(detail), _switch_data(data), key))
         if not isinstance(sid, str) or not sid:
             return
         # an ok row made a session; so did a switch whose login worked (fail 0 = checks disagreed)
@@ -772,6 +786,13 @@ class History:
         if d and d[0] >= s.sent:
             consider(d[0], "disconnect")
         return best
+
+    def has_kicked_lists(self) -> bool:
+        """Does any login answer of the run list the sessions it evicted (PROTOCOL.md ``kicked``)?
+        XMPP's answers do not: its kicks are judged differently (kick_exactly_once)."""
+        if self.kicked_lists is not None:
+            return self.kicked_lists
+        return any(s.kicked is not None for s in self.sessions.values())
 
     def evictions(self) -> dict[str, tuple]:
         """Sessions the server's login responses reported as evicted:
@@ -965,6 +986,8 @@ def _grouper(params: CheckParams, policy: str | None = None) -> Callable[..., tu
 
 def _info_users(h: History) -> set:
     """Users with a login of unknown outcome (it may have made a session we never saw)."""
+    if h.info_users is not None:
+        return h.info_users
     return {e[_L_USER] for lst in h.conn_logins.values() for e in lst if e[_L_OUT] == "info"}
 
 

@@ -8,13 +8,13 @@ from harness.results.checks.history import (CheckParams, CheckResult, History, _
 
 
 def journal_integrity(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
-                      locust_total: int | None = None) -> CheckResult:
+                      locust_total: int | None = None, found: _Found | None = None) -> CheckResult:
     """The journal is whole: per worker ``n`` runs from 0 without gaps or duplicates; every
     row has outcome ok/fail/info, int unix-ns times with intended <= start <= end; and the
     request row total (rows minus events, harness.results.journal.EVENT_OPS) equals Locust's
     request total (when ``locust_total`` is given)."""
     h = _history(rows)
-    found = _Found("journal_integrity")
+    found = _Found("journal_integrity") if found is None else found
     for ex in h.bad_rows:
         found.add("bad_row", ex.get("t"), {k: v for k, v in ex.items() if k != "t"}, count=1)
     if h.bad_count > len(h.bad_rows):

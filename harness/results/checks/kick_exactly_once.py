@@ -8,7 +8,7 @@ from harness.results.checks.history import (CheckParams, CheckResult, History, L
 
 
 def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
-                      ledger: Iterable[Any] | Ledger | None = None) -> CheckResult:
+                      ledger: Iterable[Any] | Ledger | None = None, found: _Found | None = None) -> CheckResult:
     """Every session the server reported evicted gets exactly one ``kicked_offline``.
 
     Evicted = listed in an ok login's ``kicked`` (or a ledger ``end`` with reason
@@ -22,7 +22,7 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
     h = _history(rows)
     led = _ledger(ledger)
     settle = int(p.settle_s * _NS)
-    found = _Found("kick_exactly_once")
+    found = _Found("kick_exactly_once") if found is None else found
     evicted: dict[Any, tuple] = {}  # sid -> (by, t_evicted, source, reason)
     for sid, (by, _sent, done) in h.evictions().items():
         evicted[sid] = (by, done, "login response", None)
@@ -60,7 +60,7 @@ def kick_exactly_once(rows: Iterable[Any] | History, *, params: CheckParams | No
     # evicted stream): an eviction is explained by a newer login of the same account (the same
     # instance for same_instance) sent before the kick arrived; a missing kick shows as a race
     # survivor over the limit (policy_limit) instead.
-    lists = any(s.kicked is not None for s in h.sessions.values())
+    lists = h.has_kicked_lists()
     by_user: dict[Any, list] = {}
     if not lists and h.kicks:
         for s in h.sessions.values():

@@ -9,7 +9,7 @@ from harness.results.checks.history import (CheckParams, CheckResult, History, L
 
 
 def last_login_wins(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
-                    ledger: Iterable[Any] | Ledger | None = None) -> CheckResult:
+                    ledger: Iterable[Any] | Ledger | None = None, found: _Found | None = None) -> CheckResult:
     """The newest login always wins: a session is never evicted (multi_device) by an older one.
 
     Older = its login completed before the other's was sent (or, with a ledger, an earlier
@@ -26,7 +26,7 @@ def last_login_wins(rows: Iterable[Any] | History, *, params: CheckParams | None
     p = params or CheckParams()
     h = _history(rows)
     led = _ledger(ledger)
-    found = _Found("last_login_wins")
+    found = _Found("last_login_wins") if found is None else found
     group = _grouper(p)
     by_instance = _by_instance(p)
     seq = led.login_seq() if led is not None else {}

@@ -8,7 +8,7 @@ from harness.results.checks.history import (CheckParams, CheckResult, History, L
 
 
 def policy_limit(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
-                 ledger: Iterable[Any] | Ledger | None = None) -> CheckResult:
+                 ledger: Iterable[Any] | Ledger | None = None, found: _Found | None = None) -> CheckResult:
     """No user ever has more live sessions in a policy group than the group's limit.
 
     Evidence: ``race`` rows (devices the clients still believe alive, and the REST
@@ -24,7 +24,7 @@ def policy_limit(rows: Iterable[Any] | History, *, params: CheckParams | None = 
     p = params or CheckParams()
     h = _history(rows)
     led = _ledger(ledger)
-    found = _Found("policy_limit")
+    found = _Found("policy_limit") if found is None else found
     settle = int(p.settle_s * _NS)
     group = _grouper(p)
     by_instance = _by_instance(p)

@@ -7,7 +7,7 @@ from typing import Any
 from harness.results.checks.history import (CheckParams, CheckResult, EXPIRY_CODES, History, RELOGIN_SCENARIO, _EPS_NS, _Found, _LOOP_WINDOW_NS, _L_CODE, _L_END, _L_OP, _L_OUT, _L_SCEN, _L_START, _L_USER, _NS, _conn_str, _history, _secs)
 
 
-def relogin_recovers(rows: Iterable[Any] | History, *, params: CheckParams | None = None) -> CheckResult:
+def relogin_recovers(rows: Iterable[Any] | History, *, params: CheckParams | None = None, found: _Found | None = None) -> CheckResult:
     """After a UserSig expiry the client is back online within ``relogin_bound_s``.
 
     Every ``sig_expired`` row, and every failed login with an expiry code (6206, 70001,
@@ -18,7 +18,7 @@ def relogin_recovers(rows: Iterable[Any] | History, *, params: CheckParams | Non
     """
     p = params or CheckParams()
     h = _history(rows)
-    found = _Found("relogin_recovers")
+    found = _Found("relogin_recovers") if found is None else found
     bound = int(p.relogin_bound_s * _NS)
 
     def check(key: Any, t: int, what: str, ref: dict) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from harness.results.checks.history import (CheckParams, CheckResult, History, _Found, _history)
 
 
-def switch_consistency(rows: Iterable[Any] | History, *, params: CheckParams | None = None) -> CheckResult:
+def switch_consistency(rows: Iterable[Any] | History, *, params: CheckParams | None = None, found: _Found | None = None) -> CheckResult:
     """An account switch (login of B on a connection holding A) leaves exactly B logged in.
 
     Per ``switch`` row whose login succeeded: ``data.login_user`` == ``user`` ==
@@ -15,9 +15,10 @@ def switch_consistency(rows: Iterable[Any] | History, *, params: CheckParams | N
     B Online and A Offline, and the switched-from session never gets a ``kicked_offline``.
     """
     h = _history(rows)
-    found = _Found("switch_consistency")
+    found = _Found("switch_consistency") if found is None else found
+    tally = found.tally  # counts over every call sharing ``found`` (a partitioned run: one call per part)
     unseen_server = unseen_online = judged = 0
-    for w, n, user, sid, t, outcome, code, _detail, data in h.switches:
+    for w, n, user, sid, t, outcome, code, _detail, data, *_ in h.switches:
         if outcome == "info" or code != 0:
             continue
         judged += 1
@@ -55,10 +56,18 @@ def switch_consistency(rows: Iterable[Any] | History, *, params: CheckParams | N
                 "from_session": from_session,
                 "expected": "only the new account logged in, on the client, the server and REST",
                 "found": "; ".join(problems)})
+    for k, v in (("unseen_server", unseen_server), ("unseen_online", unseen_online), ("judged", judged)):
+        tally[k] = tally.get(k, 0) + v
+    found.finisher = _notes
+    return found.result()
+
+
+def _notes(found: _Found) -> None:
+    tally = found.tally
+    unseen_server, unseen_online, judged = (tally.get(k, 0) for k in ("unseen_server", "unseen_online", "judged"))
     if unseen_server:
         found.note(f"{unseen_server} of {judged} switches: the protocol has no server-side status of a "
                    "connection; judged on the client and the admin view only")
     if unseen_online and judged:
         found.note(f"{unseen_online} of {judged} switches: no admin view of who is online "
                    "(query_online_status or the server's own) was available; not cross-checked")
-    return found.result()

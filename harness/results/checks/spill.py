@@ -1,0 +1,350 @@
+"""The checks' index of a big run, kept on disk in parts, so that judging a run needs memory
+for one part at a time, not for the whole run (issue 13, item 5: "flat in memory").
+
+Why two partitionings. The checks join a session with facts of its *connection* (the next
+login on it, its disconnect, its relogins; a switch's switched-from session) and with facts of
+its *user* (the other sessions of that account, evictions, races, the ledger). Connections
+join users (account switching puts several accounts on one connection), so there is no key
+that keeps every join inside one part. The index is therefore split twice:
+
+1. **By connection** while the journals are scanned. After every block, what the
+   :class:`~harness.results.checks.history.History` indexed (login entries, disconnects,
+   sessions, kicks, expiries, logouts, switches) is appended to the part of its connection
+   and dropped from memory; races and REST kicks, which are a user's, go straight to the
+   user parts. Only the run's totals stay in memory (integrity bookkeeping, ``expect`` rows,
+   the last time).
+2. **By user** once the scan is done: each connection part is loaded as a History of its own,
+   judged by the checks that need only connections (``relogin_recovers``,
+   ``switch_consistency``), and then every session goes to its user's part *with its
+   connection's login entries and disconnect*. A kick, expiry or logout follows the session it
+   names (on its connection), so it lands where that session is. Each user part is then
+   loaded and judged by the checks that need users (``kick_exactly_once``, ``policy_limit``,
+   ``last_login_wins``, ``expiry_on_time``), with the ledger rows of its users.
+
+Every check keeps one ``_Found`` across the parts, so counts, examples (the first ten of a
+kind) and notes come out as one result. Totals of the whole run that no part can tell on its
+own are handed to each part: the run's last time, whether login answers list evicted sessions
+(``History.kicked_lists``), and the users with a login of unknown outcome
+(``History.info_users``).
+
+What a part cannot see (documented in docs/CHECKS.md): an eviction is joined to the evicted
+session only within one user, so a server that evicts *another account's* session is judged
+as if the evicted session were unknown; the ledger replay (policy_limit) goes through each
+part's users in server order, so a login and its eviction ``end`` rows with another user's
+row between them are not reported (a single-part run reports that as over the limit); a
+session ID reused on two connections counts as two sessions.
+
+Parts are files of ``marshal`` chunks in a temporary folder inside the run folder (removed
+when the checks are done, or when the History is dropped), written and read sequentially.
+"""
+from __future__ import annotations
+
+import marshal
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.results.checks.history import (_L_OUT, _L_USER, History, Ledger, _disc_order, _Race, _Sess)
+
+__all__ = ["Spill", "parts_for", "SPILL_FROM_BYTES", "PART_BYTES"]
+
+#: A run whose journals hold more than this is checked in parts (about 4-5 million rows).
+SPILL_FROM_BYTES = 1 << 30
+#: Journal text per part: each part's History then stays around 300 MiB.
+PART_BYTES = 384 << 20
+#: Write a part's buffer once it holds this many records.
+_FLUSH_RECORDS = 20_000
+
+#: Checks judged on connection parts, and on user parts.
+CONN_CHECKS = ("relogin_recovers", "switch_consistency")
+USER_CHECKS = ("kick_exactly_once", "policy_limit", "last_login_wins", "expiry_on_time")
+
+
+def parts_for(journal_bytes: int) -> int:
+    """How many parts a run of ``journal_bytes`` of journal text is checked in (1: in memory)."""
+    if journal_bytes <= SPILL_FROM_BYTES:
+        return 1
+    return max(2, -(-journal_bytes // PART_BYTES))
+
+
+def _sess_tuple(s: _Sess) -> tuple:
+    return (s.sid, s.user, s.platform, s.conn, s.sent, s.done, s.expire_at, s.kicked, s.instance, s.via)
+
+
+class _Parts:
+    """``n`` append-only files of marshal chunks; each chunk a dict kind -> list of records."""
+
+    def __init__(self, folder: str, prefix: str, n: int) -> None:
+        self.paths = [os.path.join(folder, f"{prefix}{i}.bin") for i in range(n)]
+        self.files: list[Any] = [None] * n
+        self.bufs: list[dict[str, list]] = [{} for _ in range(n)]
+        self.counts = [0] * n
+        self.n = n
+
+    def add(self, i: int, kind: str, rec: Any) -> None:
+        buf = self.bufs[i]
+        lst = buf.get(kind)
+        if lst is None:
+            lst = buf[kind] = []
+        lst.append(rec)
+        self.counts[i] += 1
+        if self.counts[i] >= _FLUSH_RECORDS:
+            self.write(i)
+
+    def write(self, i: int) -> None:
+        if not self.counts[i]:
+            return
+        fh = self.files[i]
+        if fh is None:
+            fh = self.files[i] = open(self.paths[i], "ab")
+        fh.write(marshal.dumps(self.bufs[i], 4))
+        self.bufs[i] = {}
+        self.counts[i] = 0
+
+    def close(self) -> None:
+        for i in range(self.n):
+            self.write(i)
+            if self.files[i] is not None:
+                self.files[i].close()
+                self.files[i] = None
+
+    def chunks(self, i: int) -> Iterator[dict[str, list]]:
+        """Part ``i``'s chunks in write order (the part must be closed)."""
+        if not os.path.exists(self.paths[i]):
+            return
+        with open(self.paths[i], "rb") as fh:
+            while True:
+                try:
+                    yield marshal.load(fh)
+                except EOFError:
+                    return
+
+    def remove(self, i: int) -> None:
+        try:
+            os.unlink(self.paths[i])
+        except FileNotFoundError:
+            pass
+
+
+class Spill:
+    """The on-disk parts of one run's History (see the module docstring)."""
+
+    def __init__(self, parts: int, folder: str | Path | None = None) -> None:
+        if parts < 2:
+            raise ValueError("a spilled History has at least 2 parts")
+        self.n = parts
+        self.dir = tempfile.mkdtemp(prefix=".checks-parts-", dir=None if folder is None else str(folder))
+        self.conn = _Parts(self.dir, "c", parts)
+        self.user = _Parts(self.dir, "u", parts)
+        self.kicked_lists = False
+        #: kick ``by`` session -> its login's send time (the report's kick delays), filled by
+        #: :meth:`split_by_user` for the sessions named in :attr:`want_login_sent`
+        self.want_login_sent: set = set()
+        self.login_sent: dict[str, int] = {}
+        self.info_users: set = set()
+        self.stage = "scan"
+
+    # ------------------------------------------------------------------ stage 1: the scan
+    def flush(self, h: History) -> None:
+        """Move what ``h`` indexed so far to the parts and empty its indexes."""
+        n = self.n
+        add = self.conn.add
+        for key, lst in h.conn_logins.items():
+            add(hash(key) % n, "L", (key, lst))
+        for key, d in h.conn_disc.items():
+            add(hash(key) % n, "D", (key, d))
+        kl = self.kicked_lists
+        for s in h.sessions.values():
+            if s.kicked is not None:
+                kl = True
+            add(hash(s.conn) % n, "S", _sess_tuple(s))
+        self.kicked_lists = kl
+        for sid, lst in h.kicks.items():
+            for k in lst:
+                add(hash(k[3]) % n, "K", (sid, k))
+        for e in h.expiry_rows:
+            add(hash(e[2]) % n, "E", e)
+        for sid, lo in h.logouts.items():
+            add(hash(lo[2]) % n, "O", (sid, lo))
+        for sw in h.switches:
+            add(hash(sw[9]) % n, "W", sw)
+        uadd = self.user.add
+        for r in h.races:
+            uadd(hash(r.user) % n, "R", (r.w, r.n, r.user, r.race, r.t, r.devices, r.online))
+        for user, starts in h.rest_kicks.items():
+            uadd(hash(user) % n, "Q", (user, starts))
+        h.conn_logins, h.conn_disc, h.sessions, h.kicks = {}, {}, {}, {}
+        h.expiries, h.expiry_rows, h.logouts, h.switches = {}, [], {}, []
+        h.races, h.rest_kicks = [], {}
+        h._evictions = None
+        h._starts = None
+
+    # ------------------------------------------------------------------ stage 2
+    def _part(self, parts: _Parts, i: int, last_t: int) -> tuple[History, list | None]:
+        """Part ``i`` of ``parts`` as a History of its own (connection parts hold no
+        races or REST kicks; user parts hold sessions with their connections)."""
+        h = History()
+        h.last_t = last_t
+        ledger_rows: list | None = None
+        logins, disc, sessions, kicks = h.conn_logins, h.conn_disc, h.sessions, h.kicks
+        for chunk in parts.chunks(i):
+            for key, lst in chunk.get("L", ()):
+                got = logins.get(key)
+                if got is None:
+                    logins[key] = lst
+                else:
+                    got.extend(lst)
+            for key, d in chunk.get("D", ()):
+                first = disc.get(key)
+                if first is None or _disc_order(d) < _disc_order(first):
+                    disc[key] = d
+            for t in chunk.get("S", ()):
+                sid = t[0]
+                if t[9] == "login" or sid not in sessions:  # a login row is the authoritative record
+                    sessions[sid] = _Sess(*t)
+            for sid, k in chunk.get("K", ()):
+                lst = kicks.get(sid)
+                if lst is None:
+                    kicks[sid] = [k]
+                else:
+                    lst.append(k)
+            for e in chunk.get("E", ()):
+                h.expiries.setdefault(e[1], []).append(e[0])
+                h.expiry_rows.append(e)
+            for sid, lo in chunk.get("O", ()):
+                if sid not in h.logouts:
+                    h.logouts[sid] = lo
+            h.switches.extend(chunk.get("W", ()))
+            for w, nn, user, race, t, devices, online in chunk.get("R", ()):
+                r = _Race.__new__(_Race)
+                r.w, r.n, r.user, r.race, r.t, r.devices, r.online = w, nn, user, race, t, devices, online
+                h.races.append(r)
+            for user, starts in chunk.get("Q", ()):
+                h.rest_kicks.setdefault(user, []).extend(starts)
+            if "G" in chunk:
+                if ledger_rows is None:
+                    ledger_rows = []
+                ledger_rows.extend(chunk["G"])
+        h.kicked_lists = self.kicked_lists
+        return h, ledger_rows
+
+    def _route(self, h1: History) -> None:
+        """Send one connection part's sessions (with their connections), kicks, expiries and
+        logouts to their users' parts."""
+        n = self.n
+        add = self.user.add
+        sessions = h1.sessions
+        shipped: set = set()
+        want, sent = self.want_login_sent, self.login_sent
+        for s in sessions.values():
+            q = hash(s.user) % n
+            add(q, "S", _sess_tuple(s))
+            if s.sid in want and s.via == "login":
+                sent[s.sid] = s.sent
+            if (s.conn, q) not in shipped:
+                shipped.add((s.conn, q))
+                lst = h1.conn_logins.get(s.conn)
+                if lst:
+                    add(q, "L", (s.conn, lst))
+                d = h1.conn_disc.get(s.conn)
+                if d is not None:
+                    add(q, "D", (s.conn, d))
+        for sid, lst in h1.kicks.items():
+            owner = sessions.get(sid) if isinstance(sid, str) else None
+            for k in lst:
+                add(hash(owner.user if owner is not None else k[4]) % n, "K", (sid, k))
+        for e in h1.expiry_rows:
+            owner = sessions.get(e[1]) if isinstance(e[1], str) else None
+            add(hash(owner.user if owner is not None else e[3]) % n, "E", e)
+        for sid, lo in h1.logouts.items():
+            owner = sessions.get(sid)
+            if owner is not None:
+                add(hash(owner.user) % n, "O", (sid, lo))
+            else:  # a logout on another connection than its session's: every part may need it
+                for q in range(n):
+                    add(q, "O", (sid, lo))
+        # users with a login of unknown outcome: a fact of the whole run, bounded by the account pool
+        self.info_users.update(e[_L_USER] for lst in h1.conn_logins.values() for e in lst if e[_L_OUT] == "info")
+
+    def login_sent_for(self) -> dict[str, int]:
+        """Send time of the ok login of every session in :attr:`want_login_sent` (the report's
+        kick delays): gathered while the checks ran, else read from the connection parts."""
+        if self.stage == "judged":
+            return self.login_sent
+        self.conn.close()
+        want, out = self.want_login_sent, {}
+        for i in range(self.n):
+            for chunk in self.conn.chunks(i):
+                for t in chunk.get("S", ()):
+                    if t[9] == "login" and t[0] in want:
+                        out[t[0]] = t[4]
+        return out
+
+    def add_ledger(self, path: Path) -> int:
+        """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
+        import json
+
+        bad = 0
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except (ValueError, RecursionError):
+                    bad += 1
+                    continue
+                if not isinstance(row, Mapping):
+                    bad += 1
+                    continue
+                user = row.get("userID")
+                self.user.add(hash(user if isinstance(user, str) else None) % self.n, "G", row)
+        return bad
+
+    def judge(self, main: History, conn_checks: Mapping[str, Callable[[History], None]],
+              user_checks: Mapping[str, Callable[[History, Ledger | None], None]], *,
+              ledger: Path | None = None) -> None:
+        """Run the checks part by part: ``conn_checks`` name -> fn(part) on every connection
+        part, ``user_checks`` name -> fn(part, its ledger or None) on every user part."""
+        if self.stage != "scan":
+            raise RuntimeError("a spilled History is judged once")
+        self.stage = "judged"
+        self.conn.close()
+        ledger_bad = self.add_ledger(ledger) if ledger is not None else 0
+        for i in range(self.n):
+            h1, _ = self._part(self.conn, i, main.last_t)
+            for fn in conn_checks.values():
+                fn(h1)
+            self._route(h1)
+            del h1
+            self.conn.remove(i)
+        self.user.close()
+        for i in range(self.n):
+            h2, rows = self._part(self.user, i, main.last_t)
+            led = None
+            if ledger is not None:
+                led = Ledger(rows or ())
+                led.bad += ledger_bad if i == 0 else 0
+            h2.info_users = self.info_users
+            for fn in user_checks.values():
+                fn(h2, led)
+            del h2, led, rows
+            self.user.remove(i)
+
+    def close(self) -> None:
+        """Remove the parts' folder (idempotent)."""
+        for p in (self.conn, self.user):
+            for fh in p.files:
+                if fh is not None:
+                    fh.close()
+            p.files = [None] * p.n
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __del__(self) -> None:  # pragma: no cover - best effort when a run is abandoned
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,206 @@
+"""The checks of a run kept on disk in parts (harness.results.checks.spill) judge exactly as
+the checks of the same run in memory: same counts, same times, same examples (at most ten of a
+kind: the same when there are ten or fewer), same notes."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.results.checks import run_checks
+from harness.results.checks.spill import parts_for, SPILL_FROM_BYTES
+from harness.results.scan import scan_run
+from tests.unit.test_scan import NS, T0, _damage, _journal, _results
+
+
+def _more_trouble(root: Path, *, lists: bool = True, flows: int = 120) -> None:
+    """A fourth worker whose rows break the checks the base journal leaves alone: kicks by an
+    older session (last_login_wins), expiries early / late / twice / missing (expiry_on_time),
+    expiries without a relogin and login loops (relogin_recovers), kicks nobody announced and
+    REST kicks (kick_exactly_once), logins of unknown outcome, connections that switch between
+    accounts that also log in elsewhere. ``lists=False``: login answers name no evicted
+    sessions (as XMPP's)."""
+    rows: list[dict] = []
+
+    def row(op: str, start: int, end: int, **kw) -> None:
+        r = {"w": "w9", "n": 0, "scenario": kw.pop("scenario", "kick_race"), "op": op, "user": kw.pop("user", ""),
+             "platform": kw.pop("platform", "Android"), "instance": kw.pop("instance", "i1"),
+             "session": kw.pop("session", None), "intended": start, "start": start, "end": end,
+             "outcome": kw.pop("outcome", "ok"), "code": kw.pop("code", 0), "detail": kw.pop("detail", "")}
+        r.update(kw)
+        rows.append(r)
+
+    def login(t: int, user: str, sid: str, conn: str, kicked: list | None = None, **kw) -> None:
+        extra = {"kicked": kicked or []} if lists else {}
+        row("login", t, t + 4_000_000, user=user, session=sid, conn=conn, **extra, **kw)
+
+    for i in range(flows):
+        t = T0 + 3 * NS + i * 53_000_000
+        user, c = f"x{i % 11}", f"w9/{i}"
+        kind = i % 6
+        if kind == 0:  # the older session evicts the newer one
+            login(t, user, f"X{i}a", c + "a")
+            login(t + 10_000_000, user, f"X{i}b", c + "b", kicked=[f"X{i}a"] if i % 12 else [])
+            row("kicked_offline", t + 20_000_000, t + 20_000_000, user=user, session=f"X{i}b", conn=c + "b",
+                by=f"X{i}a", detail="multi_device")
+        elif kind == 1:  # expiry: early, late, twice, or never
+            sid = f"Y{i}"
+            exp = (t + 4_000_000) // NS + 1
+            login(t, user, sid, c, expire_at=exp, scenario="relogin_expiry")
+            deadline = (exp + 5) * NS
+            at = {0: deadline - 3 * NS, 1: deadline + 9 * NS, 2: deadline, 3: None}[(i // 6) % 4]
+            if at is not None:
+                row("sig_expired", at, at, user=user, session=sid, conn=c, scenario="relogin_expiry")
+                if (i // 6) % 4 == 2:
+                    row("sig_expired", at + 5_000_000, at + 5_000_000, user=user, session=sid, conn=c,
+                        scenario="relogin_expiry")
+        elif kind == 2:  # a non-expiry failure retried at once; an expiry code never recovered
+            row("login", t, t + 2_000_000, user=user, conn=c, outcome="fail", code=70013, scenario="relogin_expiry")
+            row("login", t + 3_000_000, t + 5_000_000, user=user, conn=c, outcome="fail", code=6206,
+                scenario="relogin_expiry")
+            row("login", t + 6_000_000, t + 9_000_000, user=user, conn=c, outcome="info", code=-1,
+                scenario="relogin_expiry")
+        elif kind == 3:  # a kick nobody announced; a REST kick with and without its op
+            login(t, user, f"Z{i}", c)
+            row("kicked_offline", t + 30_000_000, t + 30_000_000, user=user, session=f"Z{i}", conn=c,
+                by=None if i % 4 else f"Q{i}", detail="multi_device")
+            if i % 4 == 3:
+                row("rest_kick", t + 31_000_000, t + 32_000_000, user=user, conn=c)
+            row("kicked_offline", t + 40_000_000, t + 40_000_000, user=user, session=f"Z{i}", conn=c,
+                detail="rest_kick")
+        elif kind == 4:  # one connection switching between accounts that also live elsewhere
+            a, b = f"x{(i + 1) % 11}", f"x{(i + 5) % 11}"
+            login(t, a, f"W{i}a", c)
+            row("switch", t + 10_000_000, t + 18_000_000, user=b, session=f"W{i}b", conn=c, scenario="account_switch",
+                data={"from_user": a, "from_session": f"W{i}a", "login_user": b, "server_user": b,
+                      "server_status": 1, "online": {b: "Online", a: "Offline"}})
+            if i % 4 == 0:  # and the switched-from session is told it was kicked
+                row("kicked_offline", t + 20_000_000, t + 20_000_000, user=a, session=f"W{i}a", conn=c,
+                    by=f"W{i}b", detail="multi_device")
+            row("logout", t + 25_000_000, t + 26_000_000, user=b, session=f"W{i}b", conn=c)
+            row("disconnect", t + 30_000_000, t + 30_000_000, user=b, conn=c, detail="closed_by_client")
+        else:  # overlapping sessions of one account on two connections, nobody evicted
+            user = f"v{i}"
+            login(t, user, f"V{i}a", c + "a")
+            login(t + 5_000_000, user, f"V{i}b", c + "b")
+            # every other one ends within settle_s: no violation, if the disconnect reaches the check
+            gone = t + (4 * NS if i % 12 == 5 else 300_000_000)
+            row("disconnect", gone, gone, user=user, conn=c + "a", detail="closed_by_client")
+    rows.sort(key=lambda r: r["end"])
+    with open(root / "journal" / "w9.jsonl", "w") as fh:
+        for k, r in enumerate(rows):
+            r["n"] = k
+            fh.write(json.dumps(r, separators=(",", ":")) + "\n")
+
+
+def _both(root: Path, parts: int, **kw) -> tuple[dict, dict]:
+    whole = run_checks(root, history=scan_run(root, digest=False, parts=1).history, **kw)
+    scan = scan_run(root, digest=False, parts=parts)
+    assert scan.history.spill is not None and scan.history.spill.n == parts
+    split = run_checks(root, history=scan.history, **kw)
+    return whole, split
+
+
+def _notes(res: dict) -> dict:
+    return {k: r.notes for k, r in res.items()}
+
+
+@pytest.mark.parametrize("parts", [2, 5])
+def test_a_run_checked_in_parts_gets_the_verdicts_of_one_checked_in_memory(tmp_path, parts):
+    _journal(tmp_path, flows=700)
+    _more_trouble(tmp_path)
+    whole, split = _both(tmp_path, parts)
+    assert _results(split) == _results(whole)
+    assert _notes(split) == _notes(whole)
+    # the journal has real problems of every check in it: the comparison compares something
+    for name, res in whole.items():
+        if name != "journal_integrity":
+            assert res.violations > 0, name
+    kinds = {e["kind"] for r in whole.values() for e in r.examples}
+    assert {"newest_evicted", "early", "late", "twice", "missing", "login_loop", "no_relogin", "unreported",
+            "duplicate", "sessions_overlap", "mismatch", "accepted"} <= kinds, kinds
+    assert sum(r.violations for r in whole.values()) > 20
+    # the parts are gone when the checks are done; the run folder keeps only what it had
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".checks-parts-")]
+
+
+def test_a_protocol_without_eviction_lists_judges_the_same_in_parts(tmp_path):
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "config.yaml").write_text("target:\n  policy: single_platform\nrun:\n  settle_s: 1\n")
+    _more_trouble(tmp_path, lists=False, flows=300)
+    whole, split = _both(tmp_path, 4)
+    assert _results(split) == _results(whole)
+    assert _notes(split) == _notes(whole)
+    assert whole["kick_exactly_once"].notes and whole["kick_exactly_once"].violations > 0
+
+
+def test_damaged_journals_and_a_ledger_judge_the_same_in_parts(tmp_path):
+    _journal(tmp_path, flows=500)
+    _damage(tmp_path)
+    # a ledger where some evictions are wrong: last_login_wins and policy_limit read it
+    rows, seq = [], 0
+    for i in range(60):
+        user = f"u{i % 7}"
+        for k in range(2):
+            seq += 1
+            rows.append({"seq": seq, "ts": T0 + seq * NS, "event": "login", "sessionID": f"L{i}-{k}",
+                         "userID": user, "platform": "Android", "instanceID": f"i{k}"})
+        seq += 1
+        by, ended = (f"L{i}-1", f"L{i}-0") if i % 5 else (f"L{i}-0", f"L{i}-1")  # every 5th: the newest ends
+        rows.append({"seq": seq, "ts": T0 + seq * NS, "event": "end", "sessionID": ended, "userID": user,
+                     "reason": "multi_device", "by": by})
+        if i % 9 == 0:  # and a login that is never balanced by an end: over the limit
+            seq += 1
+            rows.append({"seq": seq, "ts": T0 + seq * NS, "event": "login", "sessionID": f"L{i}-x",
+                         "userID": user, "platform": "Android"})
+    with open(tmp_path / "ledger.jsonl", "w") as fh:
+        for r in rows:
+            fh.write(json.dumps(r) + "\n")
+        fh.write("not json\n")
+    whole, split = _both(tmp_path, 3, locust_total=123)
+    assert _results(split) == _results(whole)
+    assert _notes(split) == _notes(whole)
+    assert whole["journal_integrity"].violations > 0
+    assert whole["last_login_wins"].violations > 0
+    assert whole["policy_limit"].violations > 0
+
+
+def test_the_report_s_kick_delays_come_out_the_same_from_parts(tmp_path):
+    _journal(tmp_path, flows=300)
+    whole = scan_run(tmp_path, parts=1).digest.kick_delays()
+    split_scan = scan_run(tmp_path, parts=4)
+    split = split_scan.digest.kick_delays()  # not judged: read from the parts
+    assert len(whole) > 10
+    assert whole.sort_values(list(whole.columns)).reset_index(drop=True).equals(
+        split.sort_values(list(split.columns)).reset_index(drop=True))
+    judged_scan = scan_run(tmp_path, parts=4)
+    run_checks(tmp_path, history=judged_scan.history)
+    judged = judged_scan.digest.kick_delays()  # judged first: gathered while the checks ran
+    assert len(judged) == len(whole)
+
+
+def test_how_many_parts(tmp_path, monkeypatch):
+    assert parts_for(0) == 1
+    assert parts_for(SPILL_FROM_BYTES) == 1
+    assert parts_for(SPILL_FROM_BYTES + 1) >= 2
+    assert parts_for(100 * SPILL_FROM_BYTES) >= 9 * parts_for(10 * SPILL_FROM_BYTES)  # parts grow with the run
+    _journal(tmp_path, flows=50)
+    monkeypatch.setenv("HARNESS_CHECK_PARTS", "3")
+    assert scan_run(tmp_path, digest=False).history.spill.n == 3
+    monkeypatch.setenv("HARNESS_CHECK_PARTS", "many")
+    with pytest.raises(ConfigError, match="HARNESS_CHECK_PARTS"):
+        scan_run(tmp_path, digest=False)
+    monkeypatch.setenv("HARNESS_CHECK_PARTS", "1")
+    assert scan_run(tmp_path, digest=False).history.spill is None
+
+
+def test_the_parts_folder_goes_when_the_history_is_dropped_unjudged(tmp_path):
+    _journal(tmp_path, flows=50)
+    scan = scan_run(tmp_path, parts=2)
+    folder = Path(scan.history.spill.dir)
+    assert folder.is_dir() and folder.parent == tmp_path
+    scan.history.spill.close()
+    assert not folder.exists()
