@@ -27,14 +27,14 @@ own are handed to each part: the run's last time, whether login answers list evi
 (``History.kicked_lists``), and the users with a login of unknown outcome
 (``History.info_users``).
 
-What a part cannot see (documented in docs/CHECKS.md): an eviction is joined to the evicted
+What a part cannot see (README.md "What a run leaves"): an eviction is joined to the evicted
 session only within one user, so a server that evicts *another account's* session is judged
 as if the evicted session were unknown; the ledger replay (policy_limit) goes through each
 part's users in server order, so a login and its eviction ``end`` rows with another user's
 row between them are not reported (a single-part run reports that as over the limit); a
 session ID reused on two connections counts as two sessions.
 
-Parts are files of ``marshal`` chunks in a temporary folder inside the run folder (removed
+Parts are files of length-prefixed ``marshal`` chunks in a temporary folder inside the run folder (removed
 when the checks are done, or when the History is dropped), written and read sequentially.
 """
 from __future__ import annotations
@@ -70,10 +70,6 @@ def parts_for(journal_bytes: int) -> int:
     return max(2, -(-journal_bytes // PART_BYTES))
 
 
-def _sess_tuple(s: _Sess) -> tuple:
-    return (s.sid, s.user, s.platform, s.conn, s.sent, s.done, s.expire_at, s.kicked, s.instance, s.via)
-
-
 class _Parts:
     """``n`` append-only files of marshal chunks; each chunk a dict kind -> list of records."""
 
@@ -81,28 +77,38 @@ class _Parts:
         self.paths = [os.path.join(folder, f"{prefix}{i}.bin") for i in range(n)]
         self.files: list[Any] = [None] * n
         self.bufs: list[dict[str, list]] = [{} for _ in range(n)]
-        self.counts = [0] * n
         self.n = n
 
+    def buckets(self, kind: str) -> list[list]:
+        """Part i's buffer of ``kind`` records, for every i (append to them, then :meth:`settle`)."""
+        out = []
+        for buf in self.bufs:
+            lst = buf.get(kind)
+            if lst is None:
+                lst = buf[kind] = []
+            out.append(lst)
+        return out
+
     def add(self, i: int, kind: str, rec: Any) -> None:
-        buf = self.bufs[i]
-        lst = buf.get(kind)
-        if lst is None:
-            lst = buf[kind] = []
-        lst.append(rec)
-        self.counts[i] += 1
-        if self.counts[i] >= _FLUSH_RECORDS:
-            self.write(i)
+        self.bufs[i].setdefault(kind, []).append(rec)
+
+    def settle(self) -> None:
+        """Write every buffer that has grown to ``_FLUSH_RECORDS`` records."""
+        for i, buf in enumerate(self.bufs):
+            if sum(map(len, buf.values())) >= _FLUSH_RECORDS:
+                self.write(i)
 
     def write(self, i: int) -> None:
-        if not self.counts[i]:
+        buf = {k: v for k, v in self.bufs[i].items() if v}
+        self.bufs[i] = {}
+        if not buf:
             return
         fh = self.files[i]
         if fh is None:
             fh = self.files[i] = open(self.paths[i], "ab")
-        fh.write(marshal.dumps(self.bufs[i], 4))
-        self.bufs[i] = {}
-        self.counts[i] = 0
+        data = marshal.dumps(buf, 4)
+        fh.write(len(data).to_bytes(8, "little"))
+        fh.write(data)
 
     def close(self) -> None:
         for i in range(self.n):
@@ -117,10 +123,12 @@ class _Parts:
             return
         with open(self.paths[i], "rb") as fh:
             while True:
-                try:
-                    yield marshal.load(fh)
-                except EOFError:
+                head = fh.read(8)
+                if len(head) < 8:
                     return
+                # marshal.loads of the whole chunk: marshal.load(file) reads object by object
+                # through the file's Python methods, ten times slower
+                yield marshal.loads(fh.read(int.from_bytes(head, "little")))
 
     def remove(self, i: int) -> None:
         try:
@@ -141,7 +149,7 @@ class Spill:
         self.user = _Parts(self.dir, "u", parts)
         self.kicked_lists = False
         #: kick ``by`` session -> its login's send time (the report's kick delays), filled by
-        #: :meth:`split_by_user` for the sessions named in :attr:`want_login_sent`
+        #: :meth:`_route` for the sessions named in :attr:`want_login_sent`
         self.want_login_sent: set = set()
         self.login_sent: dict[str, int] = {}
         self.info_users: set = set()
@@ -151,31 +159,41 @@ class Spill:
     def flush(self, h: History) -> None:
         """Move what ``h`` indexed so far to the parts and empty its indexes."""
         n = self.n
-        add = self.conn.add
+        b = self.conn.buckets("L")
         for key, lst in h.conn_logins.items():
-            add(hash(key) % n, "L", (key, lst))
+            b[hash(key) % n].append((key, lst))
+        b = self.conn.buckets("D")
         for key, d in h.conn_disc.items():
-            add(hash(key) % n, "D", (key, d))
+            b[hash(key) % n].append((key, d))
         kl = self.kicked_lists
+        b = self.conn.buckets("S")
         for s in h.sessions.values():
             if s.kicked is not None:
                 kl = True
-            add(hash(s.conn) % n, "S", _sess_tuple(s))
+            b[hash(s.conn) % n].append((s.sid, s.user, s.platform, s.conn, s.sent, s.done, s.expire_at, s.kicked,
+                                        s.instance, s.via))
         self.kicked_lists = kl
+        b = self.conn.buckets("K")
         for sid, lst in h.kicks.items():
             for k in lst:
-                add(hash(k[3]) % n, "K", (sid, k))
+                b[hash(k[3]) % n].append((sid, k))
+        b = self.conn.buckets("E")
         for e in h.expiry_rows:
-            add(hash(e[2]) % n, "E", e)
+            b[hash(e[2]) % n].append(e)
+        b = self.conn.buckets("O")
         for sid, lo in h.logouts.items():
-            add(hash(lo[2]) % n, "O", (sid, lo))
+            b[hash(lo[2]) % n].append((sid, lo))
+        b = self.conn.buckets("W")
         for sw in h.switches:
-            add(hash(sw[9]) % n, "W", sw)
-        uadd = self.user.add
+            b[hash(sw[9]) % n].append(sw)
+        b = self.user.buckets("R")
         for r in h.races:
-            uadd(hash(r.user) % n, "R", (r.w, r.n, r.user, r.race, r.t, r.devices, r.online))
+            b[hash(r.user) % n].append((r.w, r.n, r.user, r.race, r.t, r.devices, r.online))
+        b = self.user.buckets("Q")
         for user, starts in h.rest_kicks.items():
-            uadd(hash(user) % n, "Q", (user, starts))
+            b[hash(user) % n].append((user, starts))
+        self.conn.settle()
+        self.user.settle()
         h.conn_logins, h.conn_disc, h.sessions, h.kicks = {}, {}, {}, {}
         h.expiries, h.expiry_rows, h.logouts, h.switches = {}, [], {}, []
         h.races, h.rest_kicks = [], {}
@@ -235,37 +253,43 @@ class Spill:
         """Send one connection part's sessions (with their connections), kicks, expiries and
         logouts to their users' parts."""
         n = self.n
-        add = self.user.add
         sessions = h1.sessions
         shipped: set = set()
         want, sent = self.want_login_sent, self.login_sent
+        bs, bl, bd = self.user.buckets("S"), self.user.buckets("L"), self.user.buckets("D")
+        logins, disc = h1.conn_logins, h1.conn_disc
         for s in sessions.values():
             q = hash(s.user) % n
-            add(q, "S", _sess_tuple(s))
-            if s.sid in want and s.via == "login":
+            conn = s.conn
+            bs[q].append((s.sid, s.user, s.platform, conn, s.sent, s.done, s.expire_at, s.kicked, s.instance, s.via))
+            if s.via == "login" and s.sid in want:
                 sent[s.sid] = s.sent
-            if (s.conn, q) not in shipped:
-                shipped.add((s.conn, q))
-                lst = h1.conn_logins.get(s.conn)
+            if (conn, q) not in shipped:
+                shipped.add((conn, q))
+                lst = logins.get(conn)
                 if lst:
-                    add(q, "L", (s.conn, lst))
-                d = h1.conn_disc.get(s.conn)
+                    bl[q].append((conn, lst))
+                d = disc.get(conn)
                 if d is not None:
-                    add(q, "D", (s.conn, d))
+                    bd[q].append((conn, d))
+        b = self.user.buckets("K")
         for sid, lst in h1.kicks.items():
             owner = sessions.get(sid) if isinstance(sid, str) else None
             for k in lst:
-                add(hash(owner.user if owner is not None else k[4]) % n, "K", (sid, k))
+                b[hash(owner.user if owner is not None else k[4]) % n].append((sid, k))
+        b = self.user.buckets("E")
         for e in h1.expiry_rows:
             owner = sessions.get(e[1]) if isinstance(e[1], str) else None
-            add(hash(owner.user if owner is not None else e[3]) % n, "E", e)
+            b[hash(owner.user if owner is not None else e[3]) % n].append(e)
+        b = self.user.buckets("O")
         for sid, lo in h1.logouts.items():
             owner = sessions.get(sid)
             if owner is not None:
-                add(hash(owner.user) % n, "O", (sid, lo))
+                b[hash(owner.user) % n].append((sid, lo))
             else:  # a logout on another connection than its session's: every part may need it
                 for q in range(n):
-                    add(q, "O", (sid, lo))
+                    b[q].append((sid, lo))
+        self.user.settle()
         # users with a login of unknown outcome: a fact of the whole run, bounded by the account pool
         self.info_users.update(e[_L_USER] for lst in h1.conn_logins.values() for e in lst if e[_L_OUT] == "info")
 
@@ -287,7 +311,7 @@ class Spill:
         """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
         import json
 
-        bad = 0
+        bad = routed = 0
         with open(path, "rb") as fh:
             for line in fh:
                 if not line.strip():
@@ -302,6 +326,9 @@ class Spill:
                     continue
                 user = row.get("userID")
                 self.user.add(hash(user if isinstance(user, str) else None) % self.n, "G", row)
+                routed += 1
+                if routed % 10_000 == 0:
+                    self.user.settle()
         return bad
 
     def judge(self, main: History, conn_checks: Mapping[str, Callable[[History], None]],
