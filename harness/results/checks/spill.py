@@ -201,13 +201,17 @@ class Spill:
         h._starts = None
 
     # ------------------------------------------------------------------ stage 2
-    def _part(self, parts: _Parts, i: int, last_t: int) -> tuple[History, list | None]:
+    def _part(self, parts: _Parts, i: int, last_t: int, raw: dict | None = None) -> tuple[History, list | None]:
         """Part ``i`` of ``parts`` as a History of its own (connection parts hold no
-        races or REST kicks; user parts hold sessions with their connections)."""
+        races or REST kicks; user parts hold sessions with their connections). With ``raw``
+        (a connection part: its checks read no sessions), sessions stay record tuples, in
+        ``raw``, not ``History.sessions``."""
         h = History()
         h.last_t = last_t
         ledger_rows: list | None = None
-        logins, disc, sessions, kicks = h.conn_logins, h.conn_disc, h.sessions, h.kicks
+        logins, disc, kicks = h.conn_logins, h.conn_disc, h.kicks
+        sessions: dict = h.sessions if raw is None else raw
+        make = _Sess if raw is None else None
         for chunk in parts.chunks(i):
             for key, lst in chunk.get("L", ()):
                 got = logins.get(key)
@@ -222,7 +226,7 @@ class Spill:
             for t in chunk.get("S", ()):
                 sid = t[0]
                 if t[9] == "login" or sid not in sessions:  # a login row is the authoritative record
-                    sessions[sid] = _Sess(*t)
+                    sessions[sid] = t if make is None else make(*t)
             for sid, k in chunk.get("K", ()):
                 lst = kicks.get(sid)
                 if lst is None:
@@ -249,21 +253,20 @@ class Spill:
         h.kicked_lists = self.kicked_lists
         return h, ledger_rows
 
-    def _route(self, h1: History) -> None:
-        """Send one connection part's sessions (with their connections), kicks, expiries and
-        logouts to their users' parts."""
+    def _route(self, h1: History, sessions: dict[str, tuple]) -> None:
+        """Send one connection part's sessions (record tuples, with their connections), kicks,
+        expiries and logouts to their users' parts."""
         n = self.n
-        sessions = h1.sessions
         shipped: set = set()
         want, sent = self.want_login_sent, self.login_sent
         bs, bl, bd = self.user.buckets("S"), self.user.buckets("L"), self.user.buckets("D")
         logins, disc = h1.conn_logins, h1.conn_disc
-        for s in sessions.values():
-            q = hash(s.user) % n
-            conn = s.conn
-            bs[q].append((s.sid, s.user, s.platform, conn, s.sent, s.done, s.expire_at, s.kicked, s.instance, s.via))
-            if s.via == "login" and s.sid in want:
-                sent[s.sid] = s.sent
+        for t in sessions.values():
+            q = hash(t[1]) % n
+            conn = t[3]
+            bs[q].append(t)
+            if t[9] == "login" and t[0] in want:
+                sent[t[0]] = t[4]
             if (conn, q) not in shipped:
                 shipped.add((conn, q))
                 lst = logins.get(conn)
@@ -276,16 +279,16 @@ class Spill:
         for sid, lst in h1.kicks.items():
             owner = sessions.get(sid) if isinstance(sid, str) else None
             for k in lst:
-                b[hash(owner.user if owner is not None else k[4]) % n].append((sid, k))
+                b[hash(owner[1] if owner is not None else k[4]) % n].append((sid, k))
         b = self.user.buckets("E")
         for e in h1.expiry_rows:
             owner = sessions.get(e[1]) if isinstance(e[1], str) else None
-            b[hash(owner.user if owner is not None else e[3]) % n].append(e)
+            b[hash(owner[1] if owner is not None else e[3]) % n].append(e)
         b = self.user.buckets("O")
         for sid, lo in h1.logouts.items():
             owner = sessions.get(sid)
             if owner is not None:
-                b[hash(owner.user) % n].append((sid, lo))
+                b[hash(owner[1]) % n].append((sid, lo))
             else:  # a logout on another connection than its session's: every part may need it
                 for q in range(n):
                     b[q].append((sid, lo))
@@ -342,11 +345,12 @@ class Spill:
         self.conn.close()
         ledger_bad = self.add_ledger(ledger) if ledger is not None else 0
         for i in range(self.n):
-            h1, _ = self._part(self.conn, i, main.last_t)
+            raw: dict[str, tuple] = {}
+            h1, _ = self._part(self.conn, i, main.last_t, raw)
             for fn in conn_checks.values():
                 fn(h1)
-            self._route(h1)
-            del h1
+            self._route(h1, raw)
+            del h1, raw
             self.conn.remove(i)
         self.user.close()
         for i in range(self.n):
