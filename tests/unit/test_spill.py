@@ -204,3 +204,22 @@ def test_the_parts_folder_goes_when_the_history_is_dropped_unjudged(tmp_path):
     assert folder.is_dir() and folder.parent == tmp_path
     scan.history.spill.close()
     assert not folder.exists()
+
+
+def test_the_checks_command_prints_the_same_in_parts(tmp_path, monkeypatch, capsys):
+    from harness.results.checks import main
+
+    _journal(tmp_path, flows=400)
+    _more_trouble(tmp_path, flows=60)
+    monkeypatch.setenv("HARNESS_CHECK_PARTS", "1")
+    rc_whole = main([str(tmp_path)])
+    whole = capsys.readouterr().out
+    monkeypatch.setenv("HARNESS_CHECK_PARTS", "3")
+    rc_split = main([str(tmp_path)])
+    split = capsys.readouterr().out
+    assert rc_whole == rc_split == 4
+    assert [ln.split("  first:")[0] for ln in split.splitlines()] == [ln.split("  first:")[0] for ln in whole.splitlines()]
+    assert "journal_integrity    violations=0" in whole and len(whole.splitlines()) == 8
+    monkeypatch.setenv("HARNESS_CHECK_PARTS", "zero")
+    assert main([str(tmp_path)]) == 2
+    assert "HARNESS_CHECK_PARTS" in capsys.readouterr().err
