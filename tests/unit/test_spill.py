@@ -4,14 +4,13 @@ kind: the same when there are ten or fewer), same notes."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from harness.errors import ConfigError
 from harness.results.checks import run_checks
-from harness.results.checks.spill import parts_for, SPILL_FROM_BYTES
+from harness.results.checks.spill import SPILL_FROM_BYTES, parts_for
 from harness.results.scan import scan_run
 from tests.unit.test_scan import NS, T0, _damage, _journal, _results
 

@@ -65,15 +65,15 @@ __all__ = [
 
 # --------------------------------------------------------------------------- shell
 
-_CHECKS: dict[str, Callable[..., CheckResult]] = {
-    "kick_exactly_once": lambda h, p, led, lt: kick_exactly_once(h, params=p, ledger=led),
-    "policy_limit": lambda h, p, led, lt: policy_limit(h, params=p, ledger=led),
-    "last_login_wins": lambda h, p, led, lt: last_login_wins(h, params=p, ledger=led),
-    "switch_consistency": lambda h, p, led, lt: switch_consistency(h, params=p),
-    "relogin_recovers": lambda h, p, led, lt: relogin_recovers(h, params=p),
-    "expiry_on_time": lambda h, p, led, lt: expiry_on_time(h, params=p, ledger=led),
-    "journal_integrity": lambda h, p, led, lt: journal_integrity(h, params=p, locust_total=lt),
-    "expected_rejections": lambda h, p, led, lt: expected_rejections(h, params=p),
+_CHECKS: dict[str, Callable[..., CheckResult]] = {  # (history, params, ledger, locust_total, found=None)
+    "kick_exactly_once": lambda h, p, led, lt, f=None: kick_exactly_once(h, params=p, ledger=led, found=f),
+    "policy_limit": lambda h, p, led, lt, f=None: policy_limit(h, params=p, ledger=led, found=f),
+    "last_login_wins": lambda h, p, led, lt, f=None: last_login_wins(h, params=p, ledger=led, found=f),
+    "switch_consistency": lambda h, p, led, lt, f=None: switch_consistency(h, params=p, found=f),
+    "relogin_recovers": lambda h, p, led, lt, f=None: relogin_recovers(h, params=p, found=f),
+    "expiry_on_time": lambda h, p, led, lt, f=None: expiry_on_time(h, params=p, ledger=led, found=f),
+    "journal_integrity": lambda h, p, led, lt, f=None: journal_integrity(h, params=p, locust_total=lt, found=f),
+    "expected_rejections": lambda h, p, led, lt, f=None: expected_rejections(h, params=p, found=f),
 }
 
 
@@ -146,26 +146,16 @@ def _run_in_parts(h: History, names: list[str], params: CheckParams, ledger_path
     from harness.results.checks.spill import CONN_CHECKS, USER_CHECKS
 
     found = {name: _Found(name) for name in names}
-    fns: dict[str, Callable[..., CheckResult]] = {
-        "kick_exactly_once": kick_exactly_once, "policy_limit": policy_limit, "last_login_wins": last_login_wins,
-        "switch_consistency": switch_consistency, "relogin_recovers": relogin_recovers,
-        "expiry_on_time": expiry_on_time}
-    conn = {n: (lambda part, n=n: fns[n](part, params=params, found=found[n])) for n in names if n in CONN_CHECKS}
-    user = {n: (lambda part, led, n=n: fns[n](part, params=params, ledger=led, found=found[n]))
+    conn = {n: (lambda part, n=n: _CHECKS[n](part, params, None, None, found[n])) for n in names if n in CONN_CHECKS}
+    user = {n: (lambda part, led, n=n: _CHECKS[n](part, params, led, None, found[n]))
             for n in names if n in USER_CHECKS}
     try:
         h.spill.judge(h, conn, user, ledger=ledger_path)
     finally:
         h.spill.close()
-    out: dict[str, CheckResult] = {}
-    for n in names:
-        if n == "journal_integrity":
-            out[n] = journal_integrity(h, params=params, locust_total=locust_total)
-        elif n == "expected_rejections":
-            out[n] = expected_rejections(h, params=params)
-        else:
-            out[n] = found[n].result()
-    return out
+    # the run's totals (integrity, expect rows) stayed in the scan's History
+    return {n: found[n].result() if n in CONN_CHECKS or n in USER_CHECKS
+            else _CHECKS[n](h, params, None, locust_total, found[n]) for n in names}
 
 
 def read_locust_total(run_dir: str | Path) -> int | None:
