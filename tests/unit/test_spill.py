@@ -39,7 +39,7 @@ def _more_trouble(root: Path, *, lists: bool = True, flows: int = 120) -> None:
     for i in range(flows):
         t = T0 + 3 * NS + i * 53_000_000
         user, c = f"x{i % 11}", f"w9/{i}"
-        kind = i % 6
+        kind = i % 7
         if kind == 0:  # the older session evicts the newer one
             login(t, user, f"X{i}a", c + "a")
             login(t + 10_000_000, user, f"X{i}b", c + "b", kicked=[f"X{i}a"] if i % 12 else [])
@@ -81,6 +81,14 @@ def _more_trouble(root: Path, *, lists: bool = True, flows: int = 120) -> None:
                     by=f"W{i}b", detail="multi_device")
             row("logout", t + 25_000_000, t + 26_000_000, user=b, session=f"W{i}b", conn=c)
             row("disconnect", t + 30_000_000, t + 30_000_000, user=b, conn=c, detail="closed_by_client")
+        elif kind == 6:  # another account's login on the connection ends the session there (next login)
+            a = f"s{i}"
+            login(t, a, f"P{i}a", c)
+            login(t + 5_000_000, a, f"P{i}z", c + "z")
+            # the session's own relogin on the connection: not what ends it
+            row("relogin", t + 50_000_000, t + 60_000_000, user=a, session=f"P{i}a", conn=c, scenario="relogin_expiry")
+            later = t + (3 * NS if i % 14 == 6 else 200_000_000)  # within settle_s, or not
+            login(later, f"t{i}", f"P{i}b", c)
         else:  # overlapping sessions of one account on two connections, nobody evicted
             user = f"v{i}"
             login(t, user, f"V{i}a", c + "a")

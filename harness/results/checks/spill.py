@@ -44,18 +44,22 @@ import marshal
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.results.checks.history import (
     _L_OUT,
+    _L_SID,
+    _L_START,
     _L_USER,
     History,
     Ledger,
     _disc_order,
     _Race,
     _Sess,
+    _start,
 )
 
 __all__ = ["Spill", "parts_for", "SPILL_FROM_BYTES", "PART_BYTES"]
@@ -264,26 +268,42 @@ class Spill:
 
     def _route(self, h1: History, sessions: dict[str, tuple]) -> None:
         """Send one connection part's sessions (record tuples, with their connections), kicks,
-        expiries and logouts to their users' parts."""
+        expiries and logouts to their users' parts.
+
+        Of a connection's login entries, a user part gets only each of its sessions' next
+        login (``History.next_login``: the first entry sent after the session was made that is
+        not its own): that is all the user checks read of them, and it is found the same in
+        the smaller list (every entry the larger list has before it is the session's own). A
+        connection that switches between many accounts for an hour is not copied whole into
+        every part."""
         n = self.n
         shipped: set = set()
         want, sent = self.want_login_sent, self.login_sent
-        bs, bl, bd = self.user.buckets("S"), self.user.buckets("L"), self.user.buckets("D")
+        bs, bd = self.user.buckets("S"), self.user.buckets("D")
+        next_of: dict[tuple, dict[int, tuple]] = {}  # (conn, part) -> entry index -> entry
         logins, disc = h1.conn_logins, h1.conn_disc
+        h1._prepare()  # the entries sorted by start
         for t in sessions.values():
             q = hash(t[1]) % n
             conn = t[3]
             bs[q].append(t)
             if t[9] == "login" and t[0] in want:
                 sent[t[0]] = t[4]
+            entries = logins.get(conn)
+            if entries and entries[-1][_L_START] >= t[5]:
+                i = bisect_left(entries, t[5], key=_start)
+                while i < len(entries) and entries[i][_L_SID] == t[0]:
+                    i += 1
+                if i < len(entries):
+                    next_of.setdefault((conn, q), {})[i] = entries[i]
             if (conn, q) not in shipped:
                 shipped.add((conn, q))
-                lst = logins.get(conn)
-                if lst:
-                    bl[q].append((conn, lst))
                 d = disc.get(conn)
                 if d is not None:
                     bd[q].append((conn, d))
+        bl = self.user.buckets("L")
+        for (conn, q), picked in next_of.items():
+            bl[q].append((conn, [picked[i] for i in sorted(picked)]))
         b = self.user.buckets("K")
         for sid, lst in h1.kicks.items():
             owner = sessions.get(sid) if isinstance(sid, str) else None
