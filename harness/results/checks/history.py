@@ -897,21 +897,9 @@ class Ledger:
     @classmethod
     def read(cls, path: str | Path) -> "Ledger":
         """Read ``ledger.jsonl``; undecodable lines are skipped and counted in ``bad``."""
-        bad = 0
-
-        def gen() -> Iterator[Any]:
-            nonlocal bad
-            with open(path, "rb") as fh:
-                for line in fh:
-                    if not line.strip():
-                        continue
-                    try:
-                        yield json.loads(line)
-                    except (ValueError, RecursionError):
-                        bad += 1
-
-        led = cls(gen())
-        led.bad += bad
+        bad = [0]
+        led = cls(ledger_lines(path, bad))
+        led.bad += bad[0]
         return led
 
     def login_seq(self) -> dict[str, int]:
@@ -927,6 +915,18 @@ class Ledger:
 
     def end_ts(self) -> dict[str, int]:
         return {r[3]: r[1] for r in self.rows if r[2] == "end"}
+
+
+def ledger_lines(path: str | Path, bad: list[int]) -> Iterator[Any]:
+    """The decoded lines of a ledger file; blank lines skipped, undecodable ones counted in ``bad[0]``."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except (ValueError, RecursionError):
+                bad[0] += 1
 
 
 def _history(rows: Iterable[Any] | History) -> History:

@@ -60,6 +60,7 @@ from harness.results.checks.history import (
     _Race,
     _Sess,
     _start,
+    ledger_lines,
 )
 
 __all__ = ["Spill", "parts_for", "SPILL_FROM_BYTES", "PART_BYTES"]
@@ -341,27 +342,16 @@ class Spill:
 
     def add_ledger(self, path: Path) -> int:
         """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
-        import json
-
-        bad = routed = 0
-        with open(path, "rb") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except (ValueError, RecursionError):
-                    bad += 1
-                    continue
-                if not isinstance(row, Mapping):
-                    bad += 1
-                    continue
-                user = row.get("userID")
-                self.user.add(hash(user if isinstance(user, str) else None) % self.n, "G", row)
-                routed += 1
-                if routed % 10_000 == 0:
-                    self.user.settle()
-        return bad
+        bad = [0]
+        for routed, row in enumerate(ledger_lines(path, bad), 1):
+            if not isinstance(row, Mapping):
+                bad[0] += 1
+                continue
+            user = row.get("userID")
+            self.user.add(hash(user if isinstance(user, str) else None) % self.n, "G", row)
+            if routed % 10_000 == 0:
+                self.user.settle()
+        return bad[0]
 
     def judge(self, main: History, conn_checks: Mapping[str, Callable[[History], None]],
               user_checks: Mapping[str, Callable[[History, Ledger | None], None]], *,
