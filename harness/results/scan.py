@@ -250,7 +250,8 @@ def _scan(root: Path, history: bool, digest: bool, recovery: bool = False, parts
         if n_parts > 1:
             from harness.results.checks.spill import Spill
 
-            spill = h.spill = Spill(n_parts, folder=root if os.access(root, os.W_OK) else None)
+            spill = Spill(n_parts, folder=root if os.access(root, os.W_OK) else None)
+            spill.attach(h)
     d = Digest() if digest else None
     if d is not None:
         d.files = len(files)

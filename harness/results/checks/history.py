@@ -294,6 +294,10 @@ class History:
     worker. Memory is O(sessions + connections + events), not O(rows).
     """
 
+    #: makes a session record (the arguments of :class:`_Sess`); a History whose index goes to
+    #: disk in parts keeps them as plain tuples (:mod:`harness.results.checks.spill`)
+    _new_sess: Callable[..., Any] = _Sess
+
     def __init__(self) -> None:
         self.rows = 0
         self.event_rows = 0                           # rows of EVENT_OPS (never Locust requests)
@@ -671,12 +675,12 @@ class History:
                 kicked_t = ()
             else:
                 kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
-            sess = _Sess(sid, user, _si(platform), key, st, en, exp, kicked_t, _si(instance), op)
-            self.sessions[sid] = sess  # a login row is the authoritative record
+            # a login row is the authoritative record
+            self.sessions[sid] = self._new_sess(sid, user, _si(platform), key, st, en, exp, kicked_t, _si(instance),
+                                                op)
         elif sid not in self.sessions:
             # relogin / switch rows without a login row of their own: kicked list unknown
-            self.sessions[sid] = _Sess(sid, user, _si(platform), key, st, en, exp, None,
-                                       _si(instance), op)
+            self.sessions[sid] = self._new_sess(sid, user, _si(platform), key, st, en, exp, None, _si(instance), op)
 
     def _slow_integrity(self, row: Mapping, where: str | None) -> tuple:
         """Validate a row that failed the fast path; returns (w, n, start, end), each

@@ -50,6 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.results.checks.history import (
+    _L_CODE,
+    _L_END,
+    _L_OP,
     _L_OUT,
     _L_SID,
     _L_START,
@@ -64,6 +67,13 @@ from harness.results.checks.history import (
 )
 
 __all__ = ["Spill", "parts_for", "SPILL_FROM_BYTES", "PART_BYTES"]
+
+_NOBODY = object()  # no session of that ID was made on the part's connections
+
+
+def _record(*fields: Any) -> tuple:
+    """A session as a record tuple (the fields of ``_Sess``, in its order)."""
+    return fields
 
 #: A run whose journals hold more than this is checked in parts (about 4-5 million rows).
 SPILL_FROM_BYTES = 1 << 30
@@ -170,6 +180,12 @@ class Spill:
         self.stage = "scan"
 
     # ------------------------------------------------------------------ stage 1: the scan
+    def attach(self, h: History) -> None:
+        """Make ``h`` (the scan's History) index into these parts: its sessions are kept as
+        record tuples until :meth:`flush` moves them out."""
+        h.spill = self
+        h._new_sess = _record
+
     def flush(self, h: History) -> None:
         """Move what ``h`` indexed so far to the parts and empty its indexes."""
         n = self.n
@@ -180,12 +196,11 @@ class Spill:
         for key, d in h.conn_disc.items():
             b[hash(key) % n].append((key, d))
         kl = self.kicked_lists
-        b = self.conn.buckets("S")
-        for s in h.sessions.values():
-            if s.kicked is not None:
+        b = self.user.buckets("S")  # straight to their users' parts: see _route
+        for t in h.sessions.values():  # record tuples (see attach)
+            if t[7] is not None:
                 kl = True
-            b[hash(s.conn) % n].append((s.sid, s.user, s.platform, s.conn, s.sent, s.done, s.expire_at, s.kicked,
-                                        s.instance, s.via))
+            b[hash(t[1]) % n].append(t)
         self.kicked_lists = kl
         b = self.conn.buckets("K")
         for sid, lst in h.kicks.items():
@@ -215,17 +230,13 @@ class Spill:
         h._starts = None
 
     # ------------------------------------------------------------------ stage 2
-    def _part(self, parts: _Parts, i: int, last_t: int, raw: dict | None = None) -> tuple[History, list | None]:
-        """Part ``i`` of ``parts`` as a History of its own (connection parts hold no
-        races or REST kicks; user parts hold sessions with their connections). With ``raw``
-        (a connection part: its checks read no sessions), sessions stay record tuples, in
-        ``raw``, not ``History.sessions``."""
+    def _part(self, parts: _Parts, i: int, last_t: int) -> tuple[History, list | None]:
+        """Part ``i`` of ``parts`` as a History of its own (connection parts hold no sessions,
+        races or REST kicks; user parts hold sessions with their connections' facts)."""
         h = History()
         h.last_t = last_t
         ledger_rows: list | None = None
-        logins, disc, kicks = h.conn_logins, h.conn_disc, h.kicks
-        sessions: dict = h.sessions if raw is None else raw
-        make = _Sess if raw is None else None
+        logins, disc, kicks, sessions = h.conn_logins, h.conn_disc, h.kicks, h.sessions
         for chunk in parts.chunks(i):
             for key, lst in chunk.get("L", ()):
                 got = logins.get(key)
@@ -240,7 +251,7 @@ class Spill:
             for t in chunk.get("S", ()):
                 sid = t[0]
                 if t[9] == "login" or sid not in sessions:  # a login row is the authoritative record
-                    sessions[sid] = t if make is None else make(*t)
+                    sessions[sid] = _Sess(*t)
             for sid, k in chunk.get("K", ()):
                 lst = kicks.get(sid)
                 if lst is None:
@@ -267,33 +278,55 @@ class Spill:
         h.kicked_lists = self.kicked_lists
         return h, ledger_rows
 
-    def _route(self, h1: History, sessions: dict[str, tuple]) -> None:
-        """Send one connection part's sessions (record tuples, with their connections), kicks,
-        expiries and logouts to their users' parts.
+    @staticmethod
+    def _made(h1: History) -> tuple[list[tuple], dict[str, Any]]:
+        """The sessions one connection part's login entries made, by ``History._login``'s rule
+        applied per connection (in feeding order: a login row is the authoritative record,
+        else the first): [(sid, user, done, conn)], and sid -> its user (a login row's first)."""
+        made: list[tuple] = []
+        owner: dict[str, Any] = {}
+        for key, lst in h1.conn_logins.items():
+            mine: dict[str, tuple] = {}
+            for e in lst:
+                sid, out = e[_L_SID], e[_L_OUT]
+                if type(sid) is not str or not sid:
+                    continue
+                if out != "ok" and not (e[_L_OP] == "switch" and out == "fail" and e[_L_CODE] == 0):
+                    continue
+                if e[_L_OP] == "login" or sid not in mine:
+                    mine[sid] = (sid, e[_L_USER], e[_L_END], key)
+            for sid, m in mine.items():
+                made.append(m)
+                if sid not in owner:
+                    owner[sid] = m[1]
+        return made, owner
+
+    def _route(self, h1: History) -> None:
+        """Send one connection part's facts to the user parts that need them: for every session
+        its login entries made (the sessions themselves went to their users' parts during the
+        scan), the connection's disconnect and the session's *next login* on it; kicks, expiries
+        and logouts to their sessions' users.
 
         Of a connection's login entries, a user part gets only each of its sessions' next
         login (``History.next_login``: the first entry sent after the session was made that is
         not its own): that is all the user checks read of them, and it is found the same in
         the smaller list (every entry the larger list has before it is the session's own). A
         connection that switches between many accounts for an hour is not copied whole into
-        every part."""
+        every part. Sessions are taken per connection, so a session ID reused on two
+        connections gets both connections' facts: a superset, judged the same."""
         n = self.n
         shipped: set = set()
-        want, sent = self.want_login_sent, self.login_sent
-        bs, bd = self.user.buckets("S"), self.user.buckets("D")
+        bd = self.user.buckets("D")
         next_of: dict[tuple, dict[int, tuple]] = {}  # (conn, part) -> entry index -> entry
+        made, owner = self._made(h1)  # before _prepare: the rule reads feeding order
         logins, disc = h1.conn_logins, h1.conn_disc
         h1._prepare()  # the entries sorted by start
-        for t in sessions.values():
-            q = hash(t[1]) % n
-            conn = t[3]
-            bs[q].append(t)
-            if t[9] == "login" and t[0] in want:
-                sent[t[0]] = t[4]
-            entries = logins.get(conn)
-            if entries and entries[-1][_L_START] >= t[5]:
-                i = bisect_left(entries, t[5], key=_start)
-                while i < len(entries) and entries[i][_L_SID] == t[0]:
+        for sid, user, done, conn in made:
+            q = hash(user) % n
+            entries = logins[conn]
+            if entries[-1][_L_START] >= done:
+                i = bisect_left(entries, done, key=_start)
+                while i < len(entries) and entries[i][_L_SID] == sid:
                     i += 1
                 if i < len(entries):
                     next_of.setdefault((conn, q), {})[i] = entries[i]
@@ -307,18 +340,18 @@ class Spill:
             bl[q].append((conn, [picked[i] for i in sorted(picked)]))
         b = self.user.buckets("K")
         for sid, lst in h1.kicks.items():
-            owner = sessions.get(sid) if isinstance(sid, str) else None
+            user = owner.get(sid, _NOBODY) if isinstance(sid, str) else _NOBODY
             for k in lst:
-                b[hash(owner[1] if owner is not None else k[4]) % n].append((sid, k))
+                b[hash(user if user is not _NOBODY else k[4]) % n].append((sid, k))
         b = self.user.buckets("E")
         for e in h1.expiry_rows:
-            owner = sessions.get(e[1]) if isinstance(e[1], str) else None
-            b[hash(owner[1] if owner is not None else e[3]) % n].append(e)
+            user = owner.get(e[1], _NOBODY) if isinstance(e[1], str) else _NOBODY
+            b[hash(user if user is not _NOBODY else e[3]) % n].append(e)
         b = self.user.buckets("O")
         for sid, lo in h1.logouts.items():
-            owner = sessions.get(sid)
-            if owner is not None:
-                b[hash(owner[1]) % n].append((sid, lo))
+            user = owner.get(sid, _NOBODY)
+            if user is not _NOBODY:
+                b[hash(user) % n].append((sid, lo))
             else:  # a logout on another connection than its session's: every part may need it
                 for q in range(n):
                     b[q].append((sid, lo))
@@ -328,17 +361,17 @@ class Spill:
 
     def login_sent_for(self) -> dict[str, int]:
         """Send time of the ok login of every session in :attr:`want_login_sent` (the report's
-        kick delays): gathered while the checks ran, else read from the connection parts."""
+        kick delays): gathered while the checks ran, else read from the user parts."""
         if self.stage == "judged":
             return self.login_sent
-        self.conn.close()
+        self.user.close()
         want, out = self.want_login_sent, {}
         for i in range(self.n):
-            for chunk in self.conn.chunks(i):
+            for chunk in self.user.chunks(i):
                 for t in chunk.get("S", ()):
-                    if t[9] == "login" and t[0] in want:
-                        out[t[0]] = t[4]
-        return out
+                    if t[0] in want and (t[9] == "login" or t[0] not in out):
+                        out[t[0]] = t[4] if t[9] == "login" else None
+        return {sid: t for sid, t in out.items() if t is not None}
 
     def add_ledger(self, path: Path) -> int:
         """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
@@ -377,16 +410,20 @@ class Spill:
         self.conn.close()
         ledger_bad = self.add_ledger(ledger) if ledger is not None else 0
         for i in range(self.n):
-            raw: dict[str, tuple] = {}
-            h1, _ = self._part(self.conn, i, main.last_t, raw)
+            h1, _ = self._part(self.conn, i, main.last_t)
             for fn in conn_checks.values():
                 fn(h1)
-            self._route(h1, raw)
-            del h1, raw
+            self._route(h1)
+            del h1
             self.conn.remove(i)
         self.user.close()
+        want, sent = self.want_login_sent, self.login_sent
         for i in range(self.n):
             h2, rows = self._part(self.user, i, main.last_t)
+            for sid in want & h2.sessions.keys() if want else ():
+                s = h2.sessions[sid]
+                if s.via == "login":
+                    sent[sid] = s.sent
             led = None
             if ledger is not None:
                 led = Ledger(rows or ())
