@@ -94,7 +94,11 @@ def _more_trouble(root: Path, *, lists: bool = True, flows: int = 120) -> None:
             login(t, user, f"V{i}a", c + "a")
             login(t + 5_000_000, user, f"V{i}b", c + "b")
             # every other one ends within settle_s: no violation, if the disconnect reaches the check
-            gone = t + (4 * NS if i % 12 == 5 else 300_000_000)
+            ended_by_a_failure = i % 3 == 0 and i % 12 != 5
+            gone = t + (4 * NS if i % 12 == 5 or ended_by_a_failure else 300_000_000)
+            if ended_by_a_failure:  # no: another account's failed login on it ends it (its next login)
+                row("login", t + 200_000_000, t + 202_000_000, user=f"y{i}", conn=c + "a", outcome="fail",
+                    code=70001)
             row("disconnect", gone, gone, user=user, conn=c + "a", detail="closed_by_client")
     rows.sort(key=lambda r: r["end"])
     with open(root / "journal" / "w9.jsonl", "w") as fh:
