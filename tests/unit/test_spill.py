@@ -100,6 +100,13 @@ def _more_trouble(root: Path, *, lists: bool = True, flows: int = 120) -> None:
                 row("login", t + 200_000_000, t + 202_000_000, user=f"y{i}", conn=c + "a", outcome="fail",
                     code=70001)
             row("disconnect", gone, gone, user=user, conn=c + "a", detail="closed_by_client")
+    for j in range(8):  # odd answers: an ok login without a session ID; a relogin row listing evictions
+        t = T0 + 5 * NS + j * 97_000_000
+        user, c = f"odd{j}", f"w9/odd{j}"
+        row("login", t, t + 3_000_000, user=user, session="", conn=c)
+        login(t + 10_000_000, user, f"O{j}a", c + "a")
+        row("relogin", t + 20_000_000, t + 25_000_000, user=user, session=f"O{j}b", conn=c + "a",
+            scenario="relogin_expiry", **({"kicked": [f"O{j - 1}b"] if j else []} if lists else {}))
     rows.sort(key=lambda r: r["end"])
     with open(root / "journal" / "w9.jsonl", "w") as fh:
         for k, r in enumerate(rows):

@@ -521,7 +521,11 @@ class History:
             sub = table.select(list(names)).take(idx)
             return [_pylist(sub[c], c in _LOW_CARD) for c in names]
 
-        idx = rows_of(("login", "relogin", "switch"))
+        if self.spill is not None:  # the index is kept on disk in parts: they take these rows as columns
+            self.spill.take_bulk(self, table, nested)
+            idx = ()
+        else:
+            idx = rows_of(("login", "relogin", "switch"))
         if len(idx):
             names = ("op", "w", "n", "start", "end", "outcome", "session", "user", "code", "conn", "scenario",
                      "detail", "kicked", "platform", "expire_at", "instance")
@@ -537,7 +541,7 @@ class History:
                     zip(*cols), data):
                 login(o, _intern(w), n, st, en, out, sid, user, code, conn, scen, det, dat, kicked, plat, exp_at,
                       inst)
-        idx = rows_of(("disconnect",))
+        idx = rows_of(("disconnect",)) if self.spill is None else ()
         if len(idx):
             disc = self.conn_disc
             for conn, w, user, en, out, det in zip(*columns(idx, ("conn", "w", "user", "end", "outcome", "detail"))):
@@ -546,7 +550,7 @@ class History:
                 first = disc.get(key)
                 if first is None or _disc_order(d) < _disc_order(first):
                     disc[key] = d
-        idx = rows_of(("logout",))
+        idx = rows_of(("logout",)) if self.spill is None else ()
         if len(idx):
             logouts = self.logouts
             for sid, st, en, out, conn, w, user in zip(*columns(idx, ("session", "start", "end", "outcome", "conn",

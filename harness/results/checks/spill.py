@@ -57,12 +57,19 @@ from harness.results.checks.history import (
     _L_SID,
     _L_START,
     _L_USER,
+    _LOW_CARD,
     History,
     Ledger,
     _disc_order,
+    _int,
+    _intern,
+    _pylist,
     _Race,
+    _s,
     _Sess,
+    _share_int,
     _start,
+    _switch_data,
     ledger_lines,
 )
 
@@ -94,6 +101,98 @@ def parts_for(journal_bytes: int) -> int:
     return max(2, -(-journal_bytes // PART_BYTES))
 
 
+# ---------------------------------------------------------------------- columns, not objects
+# A clean block's login-ish, disconnect and logout rows (most of what the parts hold) go to the
+# parts as Arrow columns, straight from the scan's table: no Python object is made for them
+# until a part is read, where the same records come out as History._login and friends make them
+# (tests/unit/test_spill.py compares every check with the in-memory History).
+#: kinds whose records are Arrow tables: "A" (connection parts: login / relogin / switch,
+#: disconnect and logout rows), "AS" (user parts: the rows that made a session)
+_TABLE_KINDS = ("A", "AS")
+_BULK_OPS = ("login", "relogin", "switch", "disconnect", "logout")
+_BULK_COLUMNS = ["op", "w", "n", "start", "end", "outcome", "session", "user", "code", "conn", "scenario", "detail",
+                 "kicked", "platform", "expire_at", "instance"]
+
+
+def _arrow_bytes(tables: list) -> bytes:
+    import pyarrow as pa
+
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _arrow_table(data: bytes) -> Any:
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+
+
+def _columns(table: Any, names: tuple[str, ...]) -> list[list]:
+    return [_pylist(table[c], c in _LOW_CARD) for c in names]
+
+
+def _split(table: Any, where: Any) -> Iterator[tuple[int, Any]]:
+    """(part, its rows of ``table``, in table order) for every part in ``where`` (one take,
+    then slices)."""
+    import numpy as np
+    import pyarrow as pa
+
+    order = np.argsort(where, kind="stable")
+    srt = where[order]
+    table = table.take(pa.array(order))
+    cuts = np.flatnonzero(srt[1:] != srt[:-1]) + 1
+    begin = 0
+    for end in [*cuts.tolist(), len(srt)]:
+        yield int(srt[begin]), table.slice(begin, end - begin)
+        begin = end
+
+
+def _key(conn: Any, w: Any, user: Any) -> Any:
+    """A row's connection key, as ``history._ckey``."""
+    return conn if type(conn) is str and conn else ("user", str(w), str(user))
+
+
+def _part_of(col: Any, n: int, fallback: Callable[[int], Any] | None = None) -> Any:
+    """Part number (numpy int array) of every value of a string column, by ``hash`` of the
+    value (None for a null) as the records' keys are routed; with ``fallback``, a null or empty
+    value's key is ``fallback(row)`` instead."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col.combine_chunks() if hasattr(col, "combine_chunks") else col)
+    uniq = enc.dictionary.to_pylist()
+    if fallback is None:
+        codes = np.fromiter((hash(u) % n for u in uniq), dtype=np.int64, count=len(uniq))
+        codes = np.append(codes, hash(None) % n)
+        return codes[enc.indices.fill_null(len(uniq)).to_numpy(zero_copy_only=False)]
+    codes = np.fromiter((hash(u) % n if u else -1 for u in uniq), dtype=np.int64, count=len(uniq))
+    codes = np.append(codes, -1)
+    out = codes[enc.indices.fill_null(len(uniq)).to_numpy(zero_copy_only=False)]
+    for i in np.flatnonzero(out < 0).tolist():
+        out[i] = hash(fallback(i)) % n
+    return out
+
+
+
+def _session_records(table: Any, shared: dict) -> Iterator[tuple]:
+    """A user part's columns of rows that made a session as session records (the fields of
+    ``_Sess``, as ``History._login`` makes them)."""
+    names = ("op", "session", "user", "platform", "conn", "w", "start", "end", "expire_at", "kicked", "instance")
+    for op, sid, user, plat, conn, w, st, en, exp, kicked, inst in zip(*_columns(table, names)):
+        if exp is not None:
+            exp = _share_int(shared, exp)
+        if op != "login" or kicked is None:
+            kicked_t = None
+        elif not kicked:
+            kicked_t = ()
+        else:
+            kicked_t = tuple(_intern(k) for k in kicked if type(k) is str)
+        yield (sid, user, plat, _key(conn, w, user), st, en, exp, kicked_t, inst, op)
+
+
 class _Parts:
     """``n`` append-only files of pickled chunks; each chunk a dict kind -> list of records.
 
@@ -105,6 +204,7 @@ class _Parts:
         self.paths = [os.path.join(folder, f"{prefix}{i}.bin") for i in range(n)]
         self.files: list[Any] = [None] * n
         self.bufs: list[dict[str, list]] = [{} for _ in range(n)]
+        self.table_rows = [0] * n
         self.n = n
 
     def buckets(self, kind: str) -> list[list]:
@@ -120,17 +220,31 @@ class _Parts:
     def add(self, i: int, kind: str, rec: Any) -> None:
         self.bufs[i].setdefault(kind, []).append(rec)
 
+    def add_table(self, i: int, kind: str, table: Any) -> None:
+        """A block's rows of ``kind`` for part ``i`` as a pyarrow Table (written as one Arrow
+        stream per chunk: no Python objects until the part is read)."""
+        self.bufs[i].setdefault(kind, []).append(table)
+        self.table_rows[i] += table.num_rows
+
     def settle(self) -> None:
         """Write every buffer that has grown to ``_FLUSH_RECORDS`` records."""
         for i, buf in enumerate(self.bufs):
-            if sum(map(len, buf.values())) >= _FLUSH_RECORDS:
+            if sum(map(len, buf.values())) + self.table_rows[i] >= _FLUSH_RECORDS:
                 self.write(i)
+
+    def write_all(self) -> None:
+        for i in range(self.n):
+            self.write(i)
 
     def write(self, i: int) -> None:
         buf = {k: v for k, v in self.bufs[i].items() if v}
         self.bufs[i] = {}
+        self.table_rows[i] = 0
         if not buf:
             return
+        for kind in _TABLE_KINDS:
+            if kind in buf:
+                buf[kind] = [_arrow_bytes(buf[kind])]
         fh = self.files[i]
         if fh is None:
             fh = self.files[i] = open(self.paths[i], "ab")
@@ -190,9 +304,61 @@ class Spill:
         h.spill = self
         h._new_sess = _record
 
+    def take_bulk(self, h: History, table: Any, nested: Mapping[int, dict]) -> None:
+        """(The scan, a clean block: ``History.feed_table``.) The block's login / relogin /
+        switch, disconnect and logout rows, as columns: all of them to their connections' parts,
+        the rows that made a session also to their users' parts. ``h`` indexes none of them."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        op = table["op"]
+        idx = pc.indices_nonzero(pc.fill_null(pc.is_in(op, value_set=pa.array(_BULK_OPS)), False))
+        if not len(idx):
+            return
+        sub = table.select(_BULK_COLUMNS).take(idx)
+        op = sub["op"]
+        is_switch = pc.fill_null(pc.equal(op, "switch"), False)
+        data: list = [None] * sub.num_rows
+        if pc.any(is_switch).as_py():
+            rows = idx.to_numpy()
+            for k in np.flatnonzero(is_switch.to_numpy(zero_copy_only=False)).tolist():
+                row = nested.get(int(rows[k]))
+                data[k] = pickle.dumps(_switch_data(row.get("data") if row is not None else None))
+        sub = sub.append_column("switch_data", pa.array(data, type=pa.binary()))
+        n = self.n
+        w, user = sub["w"], sub["user"]
+        where = _part_of(sub["conn"], n, lambda i: _key(None, w[i].as_py(), user[i].as_py()))
+        for p, part in _split(sub, where):
+            self.conn.add_table(p, "A", part)
+        sid, out = sub["session"], sub["outcome"]
+        made = pc.and_kleene(pc.is_in(op, value_set=pa.array(("login", "relogin", "switch"))),
+                             pc.and_kleene(pc.is_valid(sid), pc.not_equal(sid, "")))
+        made = pc.and_kleene(made, pc.or_kleene(pc.equal(out, "ok"), pc.and_kleene(
+            is_switch, pc.and_kleene(pc.equal(out, "fail"), pc.equal(sub["code"], 0)))))
+        made = pc.fill_null(made, False)
+        if not pc.any(made).as_py():
+            return
+        sess = sub.filter(made)
+        if not self.kicked_lists and pc.any(pc.fill_null(pc.and_kleene(
+                pc.equal(sess["op"], "login"), pc.is_valid(sess["kicked"])), False)).as_py():
+            self.kicked_lists = True
+        where = _part_of(sess["user"], n)
+        for q, part in _split(sess, where):
+            self.user.add_table(q, "AS", part)
+        self.conn.settle()
+        self.user.settle()
+
     def flush(self, h: History) -> None:
         """Move what ``h`` indexed so far to the parts and empty its indexes."""
         n = self.n
+        # Rows a block could not give as columns (journal damage: History.feed row by row) were
+        # indexed by h: their records go in chunks of their own, after everything before them
+        # and before anything after, so every part reads its rows in the journal's order.
+        rows_path = bool(h.conn_logins or h.conn_disc or h.sessions or h.logouts or h.switches)
+        if rows_path:
+            self.conn.write_all()
+            self.user.write_all()
         b = self.conn.buckets("L")
         for key, lst in h.conn_logins.items():
             b[hash(key) % n].append((key, lst))
@@ -225,8 +391,12 @@ class Spill:
         b = self.user.buckets("Q")
         for user, starts in h.rest_kicks.items():
             b[hash(user) % n].append((user, starts))
-        self.conn.settle()
-        self.user.settle()
+        if rows_path:
+            self.conn.write_all()
+            self.user.write_all()
+        else:
+            self.conn.settle()
+            self.user.settle()
         h.conn_logins, h.conn_disc, h.sessions, h.kicks = {}, {}, {}, {}
         h.expiries, h.expiry_rows, h.logouts, h.switches = {}, [], {}, []
         h.races, h.rest_kicks = [], {}
@@ -242,6 +412,13 @@ class Spill:
         ledger_rows: list | None = None
         logins, disc, kicks, sessions = h.conn_logins, h.conn_disc, h.kicks, h.sessions
         for chunk in parts.chunks(i):
+            for data in chunk.get("A", ()):
+                self._fold_bulk(h, _arrow_table(data))
+            for data in chunk.get("AS", ()):
+                for t in _session_records(_arrow_table(data), h._ints):
+                    sid = t[0]
+                    if t[9] == "login" or sid not in sessions:
+                        sessions[sid] = _Sess(*t)
             for key, lst in chunk.get("L", ()):
                 got = logins.get(key)
                 if got is None:
@@ -281,6 +458,37 @@ class Spill:
                 ledger_rows.extend(chunk["G"])
         h.kicked_lists = self.kicked_lists
         return h, ledger_rows
+
+    @staticmethod
+    def _fold_bulk(h: History, table: Any) -> None:
+        """A connection part's columns of login-ish, disconnect and logout rows into ``h``, as
+        ``History._login`` / ``_fold_columns`` index them."""
+        names = ("op", "w", "n", "start", "end", "outcome", "session", "user", "code", "conn", "scenario", "detail",
+                 "switch_data")
+        logins, disc, logouts, shared = h.conn_logins, h.conn_disc, h.logouts, h._ints
+        for op, w, nn, st, en, out, sid, user, code, conn, scen, det, sw in zip(*_columns(table, names)):
+            key = _key(conn, w, user)
+            if op == "disconnect":
+                d = (en, out, det)
+                first = disc.get(key)
+                if first is None or _disc_order(d) < _disc_order(first):
+                    disc[key] = d
+                continue
+            if op == "logout":
+                if out == "ok" and type(sid) is str and sid not in logouts:
+                    logouts[sid] = (st, en, key)
+                continue
+            if code is not None:
+                code = _share_int(shared, code)
+            entry = (st, en, op, sid, out, code, user, scen)
+            lst = logins.get(key)
+            if lst is None:
+                logins[key] = [entry]
+            else:
+                lst.append(entry)
+            if op == "switch":
+                h.switches.append((w, nn, user, sid, en, out, code, _s(det),
+                                   pickle.loads(sw) if sw is not None else None, key))
 
     @staticmethod
     def _made(h1: History) -> tuple[list[tuple], dict[str, Any]]:
@@ -390,7 +598,8 @@ class Spill:
         want, out = self.want_login_sent, {}
         for i in range(self.n):
             for chunk in self.user.chunks(i):
-                for t in chunk.get("S", ()):
+                records = [t for data in chunk.get("AS", ()) for t in _session_records(_arrow_table(data), {})]
+                for t in records + chunk.get("S", []):
                     if t[0] in want and (t[9] == "login" or t[0] not in out):
                         out[t[0]] = t[4] if t[9] == "login" else None
         return {sid: t for sid, t in out.items() if t is not None}
