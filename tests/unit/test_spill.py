@@ -12,7 +12,7 @@ from harness.errors import ConfigError
 from harness.results.checks import run_checks
 from harness.results.checks.spill import SPILL_FROM_BYTES, parts_for
 from harness.results.scan import scan_run
-from tests.unit.test_scan import NS, T0, _damage, _journal, _results
+from tests.unit.test_scan import NS, T0, _damage, _journal, _results, small_blocks  # noqa: F401 (a fixture)
 
 
 def _more_trouble(root: Path, *, lists: bool = True, flows: int = 120) -> None:
@@ -184,6 +184,51 @@ def test_damaged_journals_and_a_ledger_judge_the_same_in_parts(tmp_path):
     assert whole["journal_integrity"].violations > 0
     assert whole["last_login_wins"].violations > 0
     assert whole["policy_limit"].violations > 0
+
+
+def test_many_blocks_some_damaged_judge_the_same_in_parts(tmp_path, small_blocks):
+    """4 KiB blocks: a connection's rows, a user's sessions and the damaged blocks (read row by
+    row, between blocks read as columns) are spread over many chunks of every part."""
+    _journal(tmp_path, flows=400)
+    _more_trouble(tmp_path)
+    _damage(tmp_path)
+    whole, split = _both(tmp_path, 3)
+    assert _results(split) == _results(whole)
+    assert _notes(split) == _notes(whole)
+    assert whole["journal_integrity"].violations > 0
+    assert sum(r.violations for r in whole.values()) > 20
+
+
+def test_rows_read_row_by_row_keep_their_place_among_rows_read_as_columns(tmp_path, small_blocks):
+    """A session logged out twice: the first logout (in a damaged block, read row by row) ends
+    it, not the second (in a later clean block, read as columns), in parts as in memory; else
+    it would overlap the account's next session and break policy_limit."""
+    _journal(tmp_path, flows=60)
+    t = T0 + 100 * NS
+    rows = []
+
+    def row(op: str, start: int, end: int, **kw) -> None:
+        rows.append({"w": "w8", "n": len(rows), "scenario": "mass_login", "op": op, "user": "once",
+                     "platform": "Android", "instance": "i1", "session": kw.pop("session", None), "intended": start,
+                     "start": start, "end": end, "outcome": "ok", "code": 0, "detail": "", **kw})
+
+    row("login", t, t + 2_000_000, session="T1", conn="w8/1", kicked=[])
+    row("logout", t + 100_000_000, t + 101_000_000, session="T1", conn="w8/1")
+    lines = [json.dumps(r) for r in rows] + ["not json"]
+    rows.clear()
+    for k in range(80):  # more than a 4 KiB block of rows nobody indexes
+        row("heartbeat", t + 200_000_000 + k, t + 200_000_001 + k, conn="w8/1")
+    row("login", t + 3 * NS, t + 3 * NS + 2_000_000, session="T2", conn="w8/2", kicked=[])
+    row("logout", t + 20 * NS, t + 20 * NS + 1_000_000, session="T1", conn="w8/1")
+    row("disconnect", t + 30 * NS, t + 30 * NS, conn="w8/1", detail="closed_by_client")
+    row("disconnect", t + 31 * NS, t + 31 * NS, conn="w8/2", detail="closed_by_client")
+    for r in rows:
+        r["n"] += 2
+    lines += [json.dumps(r) for r in rows]
+    (tmp_path / "journal" / "w8.jsonl").write_text("\n".join(lines) + "\n")
+    whole, split = _both(tmp_path, 2)
+    assert _results(split) == _results(whole)
+    assert not [e for e in whole["policy_limit"].examples if e.get("user") == "once"]
 
 
 def test_the_report_s_kick_delays_come_out_the_same_from_parts(tmp_path):
