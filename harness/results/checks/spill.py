@@ -7,18 +7,21 @@ its *user* (the other sessions of that account, evictions, races, the ledger). C
 join users (account switching puts several accounts on one connection), so there is no key
 that keeps every join inside one part. The index is therefore split twice:
 
-1. **By connection** while the journals are scanned. After every block, what the
-   :class:`~harness.results.checks.history.History` indexed (login entries, disconnects,
-   sessions, kicks, expiries, logouts, switches) is appended to the part of its connection
-   and dropped from memory; races and REST kicks, which are a user's, go straight to the
-   user parts. Only the run's totals stay in memory (integrity bookkeeping, ``expect`` rows,
-   the last time).
-2. **By user** once the scan is done: each connection part is loaded as a History of its own,
-   judged by the checks that need only connections (``relogin_recovers``,
-   ``switch_consistency``), and then every session goes to its user's part *with its
-   connection's login entries and disconnect*. A kick, expiry or logout follows the session it
-   names (on its connection), so it lands where that session is. Each user part is then
-   loaded and judged by the checks that need users (``kick_exactly_once``, ``policy_limit``,
+1. **While the journals are scanned**, after every block: the block's login / relogin / switch,
+   disconnect and logout rows go to their *connection's* part, and the rows among them that
+   made a session also to their *user's* part, as Arrow columns taken straight from the scan's
+   table (no Python object is made for them until a part is read); kicks, expiries (and, from
+   a damaged block read row by row, whatever :class:`~harness.results.checks.history.History`
+   indexed) go to the connection parts as records; races and REST kicks, which are a user's,
+   to the user parts. Only the run's totals stay in memory (integrity bookkeeping, ``expect``
+   rows, the last time).
+2. **By connection** once the scan is done: each connection part is loaded as a History of its
+   own and judged by the checks that need only connections (``relogin_recovers``,
+   ``switch_consistency``); then, for every session its login entries made, the connection's
+   disconnect and the session's next login on it go to the session's user part, and kicks,
+   expiries and logouts follow the session they name.
+3. **By user**: each user part is loaded (its sessions, with those connection facts) and
+   judged by the checks that need users (``kick_exactly_once``, ``policy_limit``,
    ``last_login_wins``, ``expiry_on_time``), with the ledger rows of its users.
 
 Every check keeps one ``_Found`` across the parts, so counts, examples (the first ten of a
@@ -32,10 +35,11 @@ session only within one user, so a server that evicts *another account's* sessio
 as if the evicted session were unknown; the ledger replay (policy_limit) goes through each
 part's users in server order, so a login and its eviction ``end`` rows with another user's
 row between them are not reported (a single-part run reports that as over the limit); a
-session ID reused on two connections counts as two sessions.
+session ID reused by two accounts counts as two sessions.
 
-Parts are files of length-prefixed ``pickle`` chunks in a temporary folder inside the run folder (removed
-when the checks are done, or when the History is dropped), written and read sequentially.
+Parts are files of length-prefixed ``pickle`` chunks (Arrow streams inside for the columns) in
+a temporary folder inside the run folder (removed when the checks are done, or when the
+History is dropped), written and read sequentially.
 """
 from __future__ import annotations
 
@@ -61,7 +65,6 @@ from harness.results.checks.history import (
     History,
     Ledger,
     _disc_order,
-    _int,
     _intern,
     _pylist,
     _Race,
@@ -174,7 +177,6 @@ def _part_of(col: Any, n: int, fallback: Callable[[int], Any] | None = None) -> 
     for i in np.flatnonzero(out < 0).tolist():
         out[i] = hash(fallback(i)) % n
     return out
-
 
 
 def _session_records(table: Any, shared: dict) -> Iterator[tuple]:
