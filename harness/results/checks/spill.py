@@ -89,8 +89,10 @@ def _record(*fields: Any) -> tuple:
 SPILL_FROM_BYTES = 1 << 30
 #: Journal text per part: each part's History then stays around 300 MiB.
 PART_BYTES = 384 << 20
-#: Write a part's buffer once it holds this many records.
+#: Write a part's buffer once it holds this many records, and every part's once they hold
+#: ``_PENDING_RECORDS`` together (what the parts keep in memory does not grow with their number).
 _FLUSH_RECORDS = 20_000
+_PENDING_RECORDS = 150_000
 
 #: Checks judged on connection parts, and on user parts.
 CONN_CHECKS = ("relogin_recovers", "switch_consistency")
@@ -229,9 +231,13 @@ class _Parts:
         self.table_rows[i] += table.num_rows
 
     def settle(self) -> None:
-        """Write every buffer that has grown to ``_FLUSH_RECORDS`` records."""
-        for i, buf in enumerate(self.bufs):
-            if sum(map(len, buf.values())) + self.table_rows[i] >= _FLUSH_RECORDS:
+        """Write every buffer that has grown to ``_FLUSH_RECORDS`` records, or all of them once
+        they hold ``_PENDING_RECORDS`` together (many parts: each would fill slowly, and a
+        block's columns stay in memory until every part's share of them is written)."""
+        sizes = [sum(map(len, buf.values())) + rows for buf, rows in zip(self.bufs, self.table_rows)]
+        every = sum(sizes) >= _PENDING_RECORDS
+        for i, size in enumerate(sizes):
+            if size and (every or size >= _FLUSH_RECORDS):
                 self.write(i)
 
     def write_all(self) -> None:
