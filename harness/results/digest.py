@@ -24,17 +24,20 @@ in approximate time order. It keeps:
   draw single operations.
 
 What grows with the run is its length (seconds x ops in the per-second table) and, with the row
-count, only two small per-event lists: one record per ``race`` row (~480 bytes) and per
-``kicked_offline`` row with a ``by`` (~220 bytes), for the race and kick-delay charts: 23 + 43 MiB
-for the 50,098 races and 199,309 kicks of bench/report_scale.py's 10^7-row journal, whose Digest is
-~92 MiB in all. Every other row costs nothing once folded. The outputs are the same DataFrames :mod:`harness.results.report.aggregate` computes
+count, only two small per-event lists, kept as columns: one record per ``race`` row (~110 bytes,
+mostly its name) and per ``kicked_offline`` row with a ``by`` (~90 bytes, mostly the ``by``
+session's ID), for the race and kick-delay charts (as dicts and tuples they took ~480 and ~220
+bytes: 23 + 43 MiB for the 50,098 races and 199,309 kicks of bench/report_scale.py's 10^7-row
+journal). Every other row costs nothing once folded. The outputs are the same DataFrames :mod:`harness.results.report.aggregate` computes
 from a loaded journal (same columns, same order, same rules): tests compare the two.
 """
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -220,6 +223,61 @@ def _add_counts(acc: dict, keys: np.ndarray) -> None:
         acc[k] = get(k, 0) + c
 
 
+
+class _Races:
+    """One record per ``race`` row, kept as columns (a few dozen bytes a race, not a dict's
+    ~480): (race, survivors or None, devices, outcome, policy, settle_ms, data settle_ms)."""
+
+    __slots__ = ("race", "survivors", "devices", "outcome", "policy", "settle", "data_settle")
+
+    def __init__(self) -> None:
+        self.race: list[str] = []
+        self.survivors = array("i")  # -1: None
+        self.devices = array("q")
+        self.outcome: list[str] = []
+        self.policy: list[str] = []
+        self.settle: list[Any] = []
+        self.data_settle: list[Any] = []
+
+    def append(self, race: str, survivors: int | None, devices: int, outcome: str, policy: str, settle: Any,
+               data_settle: Any) -> None:
+        self.race.append(race)
+        self.survivors.append(-1 if survivors is None else survivors)
+        self.devices.append(devices)
+        self.outcome.append(sys.intern(outcome))
+        self.policy.append(sys.intern(policy))
+        self.settle.append(settle)
+        self.data_settle.append(data_settle)
+
+    def __len__(self) -> int:
+        return len(self.race)
+
+    def __iter__(self) -> Iterator[tuple]:
+        surv = (None if v < 0 else v for v in self.survivors)
+        return zip(self.race, surv, self.devices, self.outcome, self.policy, self.settle, self.data_settle)
+
+
+class _Kicks:
+    """(start ns, by session, detail) of every ``kicked_offline`` row with a ``by``, as columns."""
+
+    __slots__ = ("start", "by", "detail")
+
+    def __init__(self) -> None:
+        self.start = array("q")
+        self.by: list[Any] = []
+        self.detail: list[Any] = []
+
+    def extend(self, start: list[int], by: list[Any], detail: list[Any]) -> None:
+        self.start.extend(start)
+        self.by.extend(by)
+        self.detail.extend(sys.intern(d) if type(d) is str else d for d in detail)
+
+    def __len__(self) -> int:
+        return len(self.by)
+
+    def __iter__(self) -> Iterator[tuple]:
+        return zip(self.start, self.by, self.detail)
+
 class Digest:
     """The streaming fold of a run's journal (see the module docstring)."""
 
@@ -254,8 +312,8 @@ class Digest:
         self._conn_open: dict[int, int] = {}            # sec -> connect rows starting then
         self._conn_close: dict[int, int] = {}           # sec -> disconnect rows ending then
         self.faults: list[tuple[int, int, str]] = []
-        self.races: list[dict[str, Any]] = []
-        self.kicks: list[tuple[int, str, str | None]] = []  # (start, by, detail) of kicked_offline rows with by
+        self.races = _Races()
+        self.kicks = _Kicks()  # (start, by, detail) of kicked_offline rows with by
         self.kick_login: dict[str, int] = {}  # by session -> start of its ok login row (set by the scan)
         self.kick_login_from: Any = None  # or the checks' on-disk index, which tells it (checks.spill)
 
@@ -344,8 +402,7 @@ class Digest:
                 idx = pa.array(sel)
                 by = table["by"].take(idx).to_pylist()
                 det = table["detail"].take(idx).to_pylist() if "detail" in names else [None] * len(sel)
-                for i, b, d in zip(sel.tolist(), by, det):
-                    self.kicks.append((int(start[i]), b, d))
+                self.kicks.extend(start[sel].tolist(), by, det)
 
     def _conditions(self, code: np.ndarray, cidx: np.ndarray, group: np.ndarray, detail: Any) -> None:
         nz = code != 0
@@ -399,15 +456,11 @@ class Digest:
         data = data if isinstance(data, Mapping) else {}
         surv = data.get("survivors")
         devices = data.get("devices")
-        self.races.append({
-            "race": str(row.get("race") or row.get("detail") or ""),
-            "survivors": len(surv) if isinstance(surv, list) else None,
-            "devices": len(devices) if isinstance(devices, list) else 0,
-            "outcome": str(row.get("outcome") or ""),
-            "policy": str(data.get("policy") or ""),
-            "settle_ms": row.get("settle_ms"),
-            "data_settle_ms": data.get("settle_ms"),
-        })
+        self.races.append(str(row.get("race") or row.get("detail") or ""),
+                          len(surv) if isinstance(surv, list) else None,
+                          len(devices) if isinstance(devices, list) else 0,
+                          str(row.get("outcome") or ""), str(data.get("policy") or ""),
+                          row.get("settle_ms"), data.get("settle_ms"))
 
     def advance(self, watermark_ns: int | None) -> None:
         """Every journal has been read up to ``watermark_ns`` (None: to its end): compute and
@@ -734,8 +787,8 @@ class Digest:
                 if self._op_index[op] in self.latency and not self.latency[self._op_index[op]].exact]
 
     def race_survivors(self) -> pd.DataFrame:
-        recs = [{k: r[k] for k in ("race", "survivors", "devices", "outcome", "policy")}
-                for r in self.races if r["survivors"] is not None]
+        recs = [{"race": race, "survivors": surv, "devices": dev, "outcome": out, "policy": pol}
+                for race, surv, dev, out, pol, _, _ in self.races if surv is not None]
         if not recs:
             return pd.DataFrame({"race": pd.Series([], dtype="str"), "survivors": pd.Series([], dtype="int64"),
                                  "devices": pd.Series([], dtype="int64"), "outcome": pd.Series([], dtype="str"),
@@ -744,7 +797,8 @@ class Digest:
 
     def race_rows(self) -> list[dict[str, Any]]:
         """Race rows as ``aggregate.race_settle_note`` reads them."""
-        return [{"settle_ms": r["settle_ms"], "data": {"settle_ms": r["data_settle_ms"]}} for r in self.races]
+        return [{"settle_ms": settle, "data": {"settle_ms": data_settle}}
+                for _, _, _, _, _, settle, data_settle in self.races]
 
     def kick_delays(self) -> pd.DataFrame:
         """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row."""
