@@ -38,6 +38,7 @@ import re
 import sys
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -787,18 +788,36 @@ class Digest:
                 if self._op_index[op] in self.latency and not self.latency[self._op_index[op]].exact]
 
     def race_survivors(self) -> pd.DataFrame:
-        recs = [{"race": race, "survivors": surv, "devices": dev, "outcome": out, "policy": pol}
-                for race, surv, dev, out, pol, _, _ in self.races if surv is not None]
-        if not recs:
+        """``aggregate.race_survivors``, from the columns (no record per race on the way)."""
+        r = self.races
+        surv = np.frombuffer(r.survivors, dtype=np.int32) if len(r) else np.zeros(0, dtype=np.int32)
+        keep = np.flatnonzero(surv >= 0)
+        if not len(keep):
             return pd.DataFrame({"race": pd.Series([], dtype="str"), "survivors": pd.Series([], dtype="int64"),
                                  "devices": pd.Series([], dtype="int64"), "outcome": pd.Series([], dtype="str"),
                                  "policy": pd.Series([], dtype="str")})
-        return pd.DataFrame(recs).astype({"race": "str", "outcome": "str", "policy": "str"})
+        pick = keep.tolist()
+
+        def take(values: list) -> list:
+            return values if len(pick) == len(values) else [values[i] for i in pick]
+
+        devices = np.frombuffer(r.devices, dtype=np.int64)
+        return pd.DataFrame({"race": take(r.race), "survivors": surv[keep].astype("int64"),
+                             "devices": devices[keep].astype("int64"), "outcome": take(r.outcome),
+                             "policy": take(r.policy)}).astype({"race": "str", "outcome": "str", "policy": "str"})
 
     def race_rows(self) -> list[dict[str, Any]]:
         """Race rows as ``aggregate.race_settle_note`` reads them."""
         return [{"settle_ms": settle, "data": {"settle_ms": data_settle}}
                 for _, _, _, _, _, settle, data_settle in self.races]
+
+    def race_settle_note(self) -> str | None:
+        """``aggregate.race_settle_note`` of the race rows, from the columns."""
+        from harness.results.report.aggregate import _num, settle_note
+
+        new = [v for v in map(_num, self.races.settle) if v is not None]
+        old = [v for v in map(_num, self.races.data_settle) if v is not None]
+        return settle_note(new, old)
 
     def kick_delays(self) -> pd.DataFrame:
         """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row."""
@@ -806,10 +825,14 @@ class Digest:
             self.kick_login = self.kick_login_from.login_sent_for()
             self.kick_login_from = None
         login_start = self.kick_login
-        recs = [((t - login_start[by]) / 1e6, d if isinstance(d, str) and d else "kick")
-                for t, by, d in self.kicks if by in login_start]
-        return pd.DataFrame({"reason": pd.Series([r for _, r in recs], dtype="str"),
-                             "delay_ms": np.asarray([d for d, _ in recs], dtype="float64")})
+        k = self.kicks
+        found = np.fromiter((b in login_start for b in k.by), dtype=bool, count=len(k))
+        pick = np.flatnonzero(found)
+        sent = np.fromiter((login_start[b] for b in compress(k.by, found)), dtype=np.int64, count=len(pick))
+        start = np.frombuffer(k.start, dtype=np.int64) if len(k) else np.zeros(0, dtype=np.int64)
+        reasons = [d if isinstance(d, str) and d else "kick" for d in compress(k.detail, found)]
+        return pd.DataFrame({"reason": pd.Series(reasons, dtype="str"),
+                             "delay_ms": (start[pick] - sent) / 1e6})
 
     def lag_p99_ms(self) -> float | None:
         return None if not self.lag.n else float(self.lag.quantiles([0.99])[0])

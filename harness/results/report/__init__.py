@@ -138,7 +138,7 @@ def _analyse(root: Path, *, full: bool = True, digest: Any = None) -> _Run:
         extra["relogin_ms"] = d.ok_latencies("relogin")
         extra["switch_ms"] = d.ok_latencies("switch")
         extra["races"] = d.race_survivors()
-        settle = agg.race_settle_note(d.race_rows())
+        settle = d.race_settle_note()
         if settle:
             notes.append(settle)
         extra["violation_times"] = agg.check_violation_times(summary, origin)

@@ -768,6 +768,12 @@ def race_settle_note(race_rows: Sequence[Mapping[str, Any]]) -> str | None:
     new = [_num(r.get("settle_ms")) for r in race_rows if _num(r.get("settle_ms")) is not None]
     old = [_num(r["data"].get("settle_ms")) for r in race_rows
            if isinstance(r.get("data"), Mapping) and _num(r["data"].get("settle_ms")) is not None]
+    return settle_note(new, old)
+
+
+def settle_note(new: Sequence[float], old: Sequence[float]) -> str | None:
+    """:func:`race_settle_note` of the races' top-level ``settle_ms`` values (``new``) and
+    their ``data.settle_ms`` values (``old``), numbers only."""
     if new:
         return (f"race latency excludes the settle wait after the logins (settle_ms, "
                 f"median {plain_number(float(np.median(new)))} ms per race)")
