@@ -546,26 +546,12 @@ class Spill:
             entries = logins[conn]
             last = entries[-1][_L_START]
             d = disc.get(conn)
-            if len(sessions) == 1:  # most connections: one session, one part
-                sid, user, done = sessions[0]
-                q = hash(user) % n
-                if d is not None:
-                    bd[q].append((conn, d))
-                if last < done:
-                    continue
-                i = bisect_left(entries, done, key=_start)
-                while i < len(entries) and entries[i][_L_SID] == sid:
-                    i += 1
-                if i < len(entries):
-                    next_of.setdefault((conn, q), {})[i] = entries[i]
-                continue
-            shipped = set()
+            shipped: set = set()  # the parts this connection's disconnect went to
             for sid, user, done in sessions:
                 q = hash(user) % n
-                if q not in shipped:
+                if d is not None and q not in shipped:
                     shipped.add(q)
-                    if d is not None:
-                        bd[q].append((conn, d))
+                    bd[q].append((conn, d))
                 if last < done:
                     continue
                 i = bisect_left(entries, done, key=_start)
