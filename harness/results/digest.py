@@ -806,11 +806,6 @@ class Digest:
                              "devices": devices[keep].astype("int64"), "outcome": take(r.outcome),
                              "policy": take(r.policy)}).astype({"race": "str", "outcome": "str", "policy": "str"})
 
-    def race_rows(self) -> list[dict[str, Any]]:
-        """Race rows as ``aggregate.race_settle_note`` reads them."""
-        return [{"settle_ms": settle, "data": {"settle_ms": data_settle}}
-                for _, _, _, _, _, settle, data_settle in self.races]
-
     def race_settle_note(self) -> str | None:
         """``aggregate.race_settle_note`` of the race rows, from the columns."""
         from harness.results.report.aggregate import _num, settle_note
