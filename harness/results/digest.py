@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -225,59 +222,188 @@ def _add_counts(acc: dict, keys: np.ndarray) -> None:
 
 
 
-class _Races:
-    """One record per ``race`` row, kept as columns (a few dozen bytes a race, not a dict's
-    ~480): (race, survivors or None, devices, outcome, policy, settle_ms, data settle_ms)."""
+#: Chunks a column store merges into one (a block's few hundred events are a chunk of their own
+#: until then: an Arrow array per block would cost more in headers than in values).
+_MERGE_CHUNKS = 64
 
-    __slots__ = ("race", "survivors", "devices", "outcome", "policy", "settle", "data_settle")
+
+def _one_chunk(a: Any) -> pa.Array:
+    return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+
+class _Chunks:
+    """Append-only columns of one kind of event: numpy and Arrow chunks, no Python object per
+    value. ``add`` takes one chunk per column; every :data:`_MERGE_CHUNKS` chunks since the last
+    merge become one (chunks already merged stay as they are: no array ever holds a whole run's
+    strings, so 32-bit string offsets cannot overflow)."""
+
+    __slots__ = ("cols", "n", "_since")
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.cols: dict[str, list] = {k: [] for k in names}
+        self.n = 0
+        self._since = 0
+
+    def add(self, **chunks: Any) -> None:
+        lens = {len(v) for v in chunks.values()}
+        if lens == {0}:
+            return
+        for k, v in chunks.items():
+            self.cols[k].append(v)
+        self.n += lens.pop()
+        self._since += 1
+        if self._since >= _MERGE_CHUNKS:
+            self._merge()
+
+    def _merge(self) -> None:
+        k = self._since
+        for lst in self.cols.values():
+            tail = lst[-k:]
+            del lst[-k:]
+            lst.append(np.concatenate(tail) if isinstance(tail[0], np.ndarray) else pa.concat_arrays(tail))
+        self._since = 0
+
+    def numpy(self, name: str, dtype: str) -> np.ndarray:
+        lst = self.cols[name]
+        return np.concatenate(lst) if lst else np.zeros(0, dtype=dtype)
+
+    def arrow(self, name: str) -> pa.ChunkedArray:
+        """A string column."""
+        return pa.chunked_array(self.cols[name], type=pa.string())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _nan(value: Any) -> float:
+    from harness.results.report.aggregate import _num
+
+    v = _num(value)
+    return math.nan if v is None else v
+
+
+class _Races:
+    """One record per ``race`` row, kept as columns: (race, survivors or None, devices, outcome,
+    policy, settle_ms, data settle_ms). Rows come one by one (from their nested data); every
+    :data:`_RACE_BATCH` of them become a chunk of Arrow and numpy columns (~45 bytes a race, not
+    a Python string and a float object each)."""
+
+    __slots__ = ("store", "_codes", "_names", "_pending")
 
     def __init__(self) -> None:
-        self.race: list[str] = []
-        self.survivors = array("i")  # -1: None
-        self.devices = array("q")
-        self.outcome: list[str] = []
-        self.policy: list[str] = []
-        self.settle: list[Any] = []
-        self.data_settle: list[Any] = []
+        self.store = _Chunks(("race", "survivors", "devices", "outcome", "policy", "settle", "data_settle"))
+        self._codes: dict[str, int] = {}   # outcome / policy text -> code
+        self._names: list[str] = []
+        self._pending: tuple[list, ...] = ([], [], [], [], [], [], [])
+
+    def _code(self, text: str) -> int:
+        c = self._codes.get(text)
+        if c is None:
+            c = self._codes[text] = len(self._names)
+            self._names.append(text)
+        return c
 
     def append(self, race: str, survivors: int | None, devices: int, outcome: str, policy: str, settle: Any,
                data_settle: Any) -> None:
-        self.race.append(race)
-        self.survivors.append(-1 if survivors is None else survivors)
-        self.devices.append(devices)
-        self.outcome.append(sys.intern(outcome))
-        self.policy.append(sys.intern(policy))
-        self.settle.append(settle)
-        self.data_settle.append(data_settle)
+        p = self._pending
+        p[0].append(race)
+        p[1].append(-1 if survivors is None else survivors)
+        p[2].append(devices)
+        p[3].append(self._code(outcome))
+        p[4].append(self._code(policy))
+        p[5].append(_nan(settle))
+        p[6].append(_nan(data_settle))
+        if len(p[0]) >= _RACE_BATCH:
+            self.seal()
+
+    def seal(self) -> None:
+        """Move the pending races into the columns."""
+        p = self._pending
+        if not p[0]:
+            return
+        self.store.add(race=pa.array(p[0], type=pa.string()), survivors=np.array(p[1], dtype=np.int64),
+                       devices=np.array(p[2], dtype=np.int64), outcome=np.array(p[3], dtype=np.int32),
+                       policy=np.array(p[4], dtype=np.int32), settle=np.array(p[5], dtype=np.float64),
+                       data_settle=np.array(p[6], dtype=np.float64))
+        self._pending = ([], [], [], [], [], [], [])
 
     def __len__(self) -> int:
-        return len(self.race)
+        return len(self.store) + len(self._pending[0])
 
-    def __iter__(self) -> Iterator[tuple]:
-        surv = (None if v < 0 else v for v in self.survivors)
-        return zip(self.race, surv, self.devices, self.outcome, self.policy, self.settle, self.data_settle)
+    def column(self, name: str) -> Any:
+        """One column of every race: numpy (numbers, codes), Arrow (``race``)."""
+        self.seal()
+        if name == "race":
+            return self.store.arrow("race")
+        return self.store.numpy(name, "float64" if name in ("settle", "data_settle") else "int64")
+
+    def texts(self, codes: np.ndarray) -> np.ndarray:
+        """Outcome / policy codes as their texts (one shared str object per distinct text)."""
+        return np.asarray(self._names + [""], dtype=object)[codes]
+
+
+#: Races buffered as Python values before they become a chunk of columns.
+_RACE_BATCH = 4096
 
 
 class _Kicks:
-    """(start ns, by session, detail) of every ``kicked_offline`` row with a ``by``, as columns."""
+    """(start ns, by session, detail) of every ``kicked_offline`` row with a ``by``, as columns
+    (numpy and Arrow chunks: ~40 bytes a kick), and the Python ``hash`` of each ``by`` (int64),
+    with which the checks' parts pick the kicker sessions' logins without a set of strings."""
 
-    __slots__ = ("start", "by", "detail")
+    __slots__ = ("store",)
 
     def __init__(self) -> None:
-        self.start = array("q")
-        self.by: list[Any] = []
-        self.detail: list[Any] = []
+        self.store = _Chunks(("start", "by", "detail", "hash"))
 
-    def extend(self, start: list[int], by: list[Any], detail: list[Any]) -> None:
-        self.start.extend(start)
-        self.by.extend(by)
-        self.detail.extend(sys.intern(d) if type(d) is str else d for d in detail)
+    def extend(self, start: np.ndarray, by: pa.Array, detail: pa.Array | None) -> None:
+        by = by.cast(pa.string())
+        detail = pa.nulls(len(by), pa.string()) if detail is None else detail.cast(pa.string())
+        hashes = np.fromiter(map(hash, by.to_pylist()), dtype=np.int64, count=len(by))
+        self.store.add(start=np.asarray(start, dtype=np.int64), by=by, detail=detail, hash=hashes)
 
     def __len__(self) -> int:
-        return len(self.by)
+        return len(self.store)
 
-    def __iter__(self) -> Iterator[tuple]:
-        return zip(self.start, self.by, self.detail)
+    def start(self) -> np.ndarray:
+        return self.store.numpy("start", "int64")
+
+    def by(self) -> pa.ChunkedArray:
+        return self.store.arrow("by")
+
+    def detail(self) -> pa.ChunkedArray:
+        return self.store.arrow("detail")
+
+    def by_hashes(self) -> np.ndarray:
+        """The distinct hashes of the ``by`` sessions, sorted (for ``np.searchsorted``)."""
+        return np.unique(self.store.numpy("hash", "int64"))
+
+    def by_values(self) -> Iterator[str]:
+        """Every kick's ``by``, one chunk at a time (for a small in-memory run)."""
+        for chunk in self.store.cols["by"]:
+            yield from chunk.to_pylist()
+
+
+def hashed_in(values: Sequence[Any], wanted: np.ndarray) -> np.ndarray:
+    """Mask of ``values`` whose Python ``hash`` is in the sorted int64 ``wanted`` (a hash match
+    may be a collision: callers join on the values themselves afterwards)."""
+    if not len(values) or not len(wanted):
+        return np.zeros(len(values), dtype=bool)
+    hv = np.fromiter(map(hash, values), dtype=np.int64, count=len(values))
+    i = np.minimum(np.searchsorted(wanted, hv), len(wanted) - 1)
+    return wanted[i] == hv
+
+
+def kick_login_pairs(ids: Sequence[pa.Array], sent: Sequence[np.ndarray]) -> tuple[pa.Array, np.ndarray]:
+    """(session IDs, login send times) for :attr:`Digest.kick_login` from chunks gathered in
+    order; a session given twice keeps its last time (as a dict filled in that order would)."""
+    if not ids:
+        return pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
+    a = pa.concat_arrays([x.cast(pa.string()) for x in ids])
+    t = np.concatenate(sent).astype(np.int64)
+    rev = pa.array(np.arange(len(a) - 1, -1, -1))
+    return a.take(rev), t[::-1].copy()  # index_in finds the first of equal values: the last given
+
 
 class Digest:
     """The streaming fold of a run's journal (see the module docstring)."""
@@ -315,7 +441,8 @@ class Digest:
         self.faults: list[tuple[int, int, str]] = []
         self.races = _Races()
         self.kicks = _Kicks()  # (start, by, detail) of kicked_offline rows with by
-        self.kick_login: dict[str, int] = {}  # by session -> start of its ok login row (set by the scan)
+        #: (by sessions, start of their ok login rows), set by the scan (see kick_login_pairs)
+        self.kick_login: tuple[pa.Array, np.ndarray] = kick_login_pairs((), ())
         self.kick_login_from: Any = None  # or the checks' on-disk index, which tells it (checks.spill)
 
     # ------------------------------------------------------------------ feeding
@@ -401,9 +528,9 @@ class Digest:
             sel = np.flatnonzero((op == kick) & table["by"].is_valid().to_numpy(zero_copy_only=False))
             if len(sel):
                 idx = pa.array(sel)
-                by = table["by"].take(idx).to_pylist()
-                det = table["detail"].take(idx).to_pylist() if "detail" in names else [None] * len(sel)
-                self.kicks.extend(start[sel].tolist(), by, det)
+                by = _one_chunk(table["by"].take(idx))
+                det = _one_chunk(table["detail"].take(idx)) if "detail" in names else None
+                self.kicks.extend(start[sel], by, det)
 
     def _conditions(self, code: np.ndarray, cidx: np.ndarray, group: np.ndarray, detail: Any) -> None:
         nz = code != 0
@@ -790,44 +917,50 @@ class Digest:
     def race_survivors(self) -> pd.DataFrame:
         """``aggregate.race_survivors``, from the columns (no record per race on the way)."""
         r = self.races
-        surv = np.frombuffer(r.survivors, dtype=np.int32) if len(r) else np.zeros(0, dtype=np.int32)
+        surv = r.column("survivors")
         keep = np.flatnonzero(surv >= 0)
         if not len(keep):
             return pd.DataFrame({"race": pd.Series([], dtype="str"), "survivors": pd.Series([], dtype="int64"),
                                  "devices": pd.Series([], dtype="int64"), "outcome": pd.Series([], dtype="str"),
                                  "policy": pd.Series([], dtype="str")})
-        pick = keep.tolist()
-
-        def take(values: list) -> list:
-            return values if len(pick) == len(values) else [values[i] for i in pick]
-
-        devices = np.frombuffer(r.devices, dtype=np.int64)
-        return pd.DataFrame({"race": take(r.race), "survivors": surv[keep].astype("int64"),
-                             "devices": devices[keep].astype("int64"), "outcome": take(r.outcome),
-                             "policy": take(r.policy)}).astype({"race": "str", "outcome": "str", "policy": "str"})
+        race = r.column("race")
+        if len(keep) < len(surv):
+            race = race.take(pa.array(keep))
+        return pd.DataFrame({"race": race.to_pylist(), "survivors": surv[keep],
+                             "devices": r.column("devices")[keep], "outcome": r.texts(r.column("outcome")[keep]),
+                             "policy": r.texts(r.column("policy")[keep])}
+                            ).astype({"race": "str", "outcome": "str", "policy": "str"})
 
     def race_settle_note(self) -> str | None:
         """``aggregate.race_settle_note`` of the race rows, from the columns."""
-        from harness.results.report.aggregate import _num, settle_note
+        from harness.results.report.aggregate import settle_note
 
-        new = [v for v in map(_num, self.races.settle) if v is not None]
-        old = [v for v in map(_num, self.races.data_settle) if v is not None]
-        return settle_note(new, old)
+        new, old = self.races.column("settle"), self.races.column("data_settle")
+        return settle_note(new[~np.isnan(new)].tolist(), old[~np.isnan(old)].tolist())
 
     def kick_delays(self) -> pd.DataFrame:
         """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row."""
         if self.kick_login_from is not None:
             self.kick_login = self.kick_login_from.login_sent_for()
             self.kick_login_from = None
-        login_start = self.kick_login
+        ids, sent = self.kick_login
         k = self.kicks
-        found = np.fromiter((b in login_start for b in k.by), dtype=bool, count=len(k))
+        empty = pd.DataFrame({"reason": pd.Series([], dtype="str"), "delay_ms": pd.Series([], dtype="float64")})
+        if not len(k) or not len(ids):
+            return empty
+        pos = pc.index_in(k.by(), value_set=ids).combine_chunks()
+        found = pos.is_valid().to_numpy(zero_copy_only=False)
         pick = np.flatnonzero(found)
-        sent = np.fromiter((login_start[b] for b in compress(k.by, found)), dtype=np.int64, count=len(pick))
-        start = np.frombuffer(k.start, dtype=np.int64) if len(k) else np.zeros(0, dtype=np.int64)
-        reasons = [d if isinstance(d, str) and d else "kick" for d in compress(k.detail, found)]
+        if not len(pick):
+            return empty
+        login = sent[pos.drop_null().to_numpy()]
+        det = k.detail().take(pa.array(pick)).combine_chunks()
+        det = pc.if_else(pc.fill_null(pc.equal(det, ""), True), pa.scalar("kick"), det)
+        enc = pc.dictionary_encode(det)
+        texts = np.asarray(enc.dictionary.to_pylist(), dtype=object)  # one str per distinct reason
+        reasons = texts[enc.indices.to_numpy(zero_copy_only=False)]
         return pd.DataFrame({"reason": pd.Series(reasons, dtype="str"),
-                             "delay_ms": (start[pick] - sent) / 1e6})
+                             "delay_ms": (k.start()[pick] - login) / 1e6})
 
     def lag_p99_ms(self) -> float | None:
         return None if not self.lag.n else float(self.lag.quantiles([0.99])[0])

@@ -28,7 +28,7 @@ import pyarrow.json as pa_json
 
 from harness.errors import ConfigError
 from harness.results.checks.history import History
-from harness.results.digest import Digest
+from harness.results.digest import Digest, kick_login_pairs
 from harness.results.report.load import _SCHEMA, _coerce_row, _fill_times
 
 __all__ = ["Scan", "scan_run", "BLOCK_BYTES"]
@@ -316,9 +316,14 @@ def _scan(root: Path, history: bool, digest: bool, recovery: bool = False, parts
     if spill is not None:
         spill.flush(h)
         if d is not None:
-            spill.want_login_sent = {by for _, by, _ in d.kicks}
+            spill.want_login_sent = d.kicks.by_hashes()
             d.kick_login_from = spill
     elif d is not None and h is not None:
-        d.kick_login = {by: h.sessions[by].sent for _, by, _ in d.kicks
-                        if by in h.sessions and h.sessions[by].via == "login"}
+        ids, sent = [], []
+        for by in d.kicks.by_values():
+            s = h.sessions.get(by)
+            if s is not None and s.via == "login":
+                ids.append(by)
+                sent.append(s.sent)
+        d.kick_login = kick_login_pairs([pa.array(ids, type=pa.string())], [np.array(sent, dtype=np.int64)])
     return Scan(history=h, digest=d, files=len(files), rows=rows, recovery=rec)

@@ -298,10 +298,11 @@ class Spill:
         self.conn = _Parts(self.dir, "c", parts)
         self.user = _Parts(self.dir, "u", parts)
         self.kicked_lists = False
-        #: kick ``by`` session -> its login's send time (the report's kick delays), filled by
-        #: :meth:`_route` for the sessions named in :attr:`want_login_sent`
-        self.want_login_sent: set = set()
-        self.login_sent: dict[str, int] = {}
+        #: the kick ``by`` sessions whose login send times the report's kick delays need: their
+        #: sorted int64 Python hashes (see ``digest.hashed_in``), set by the scan; the times are
+        #: gathered into :attr:`login_sent` while the user parts are judged
+        self.want_login_sent: Any = ()
+        self.login_sent: tuple[list, list] = ([], [])  # chunks of (session IDs, send times)
         self.info_users: set = set()
         self.stage = "scan"
 
@@ -583,20 +584,29 @@ class Spill:
         # users with a login of unknown outcome: a fact of the whole run, bounded by the account pool
         self.info_users.update(e[_L_USER] for lst in h1.conn_logins.values() for e in lst if e[_L_OUT] == "info")
 
-    def login_sent_for(self) -> dict[str, int]:
-        """Send time of the ok login of every session in :attr:`want_login_sent` (the report's
-        kick delays): gathered while the checks ran, else read from the user parts."""
+    def login_sent_for(self) -> tuple[Any, Any]:
+        """(session IDs, send time of their ok login) of the sessions named in
+        :attr:`want_login_sent` (the report's kick delays): gathered while the checks ran, else
+        read from the user parts (a session's last login record counts, as in the checks)."""
+        import numpy as np
+        import pyarrow as pa
+
+        from harness.results.digest import hashed_in, kick_login_pairs
+
         if self.stage == "judged":
-            return self.login_sent
+            return kick_login_pairs(*self.login_sent)
         self.user.close()
-        want, out = self.want_login_sent, {}
+        want, ids, sent = self.want_login_sent, [], []
         for i in range(self.n):
             for chunk in self.user.chunks(i):
                 records = [t for data in chunk.get("AS", ()) for t in _session_records(_arrow_table(data), {})]
-                for t in records + chunk.get("S", []):
-                    if t[0] in want and (t[9] == "login" or t[0] not in out):
-                        out[t[0]] = t[4] if t[9] == "login" else None
-        return {sid: t for sid, t in out.items() if t is not None}
+                logins = [t for t in records + chunk.get("S", []) if t[9] == "login" and type(t[0]) is str]
+                keep = hashed_in([t[0] for t in logins], want)
+                picked = [t for t, k in zip(logins, keep) if k]
+                if picked:
+                    ids.append(pa.array([t[0] for t in picked], type=pa.string()))
+                    sent.append(np.array([t[4] for t in picked], dtype=np.int64))
+        return kick_login_pairs(ids, sent)
 
     def add_ledger(self, path: Path) -> int:
         """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
@@ -642,13 +652,21 @@ class Spill:
             del h1
             self.conn.remove(i)
         self.user.close()
+        import numpy as np
+        import pyarrow as pa
+
+        from harness.results.digest import hashed_in
+
         want, sent = self.want_login_sent, self.login_sent
         for i in range(self.n):
             h2, rows = self._part(self.user, i, main.last_t)
-            for sid in want & h2.sessions.keys() if want else ():
-                s = h2.sessions[sid]
-                if s.via == "login":
-                    sent[sid] = s.sent
+            if len(want):
+                keys = [k for k in h2.sessions if type(k) is str]
+                picked = [(k, h2.sessions[k]) for k, m in zip(keys, hashed_in(keys, want)) if m]
+                picked = [(k, s.sent) for k, s in picked if s.via == "login"]
+                if picked:
+                    sent[0].append(pa.array([k for k, _ in picked], type=pa.string()))
+                    sent[1].append(np.array([t for _, t in picked], dtype=np.int64))
             led = None
             if ledger is not None:
                 led = Ledger(rows or ())
