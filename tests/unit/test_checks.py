@@ -630,6 +630,30 @@ def test_integrity_gap_in_n():
     assert ex["kind"] == "gap" and ex["w"] == "w0" and (ex["missing_from"], ex["missing_to"]) == (2, 3)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 20])
+def test_integrity_gaps_and_duplicates_over_a_long_n_range(tmp_path, monkeypatch, chunk):
+    """The seen-n bitmap (one bit per n) and the gap finder that reads it a chunk at a time:
+    gaps that start, end or span chunk edges, at the first and last n, and duplicates."""
+    from harness.results.checks import history as hist
+
+    monkeypatch.setattr(hist, "_RUN_CHUNK", chunk)
+    top = 200
+    gone = {0, 7, 8, 15, 16, 17, 23, *range(40, 97), 130, 199, 200}
+    rows = []
+    for n in range(top + 1):
+        if n not in gone:
+            rows.append({"w": "w0", "n": n, "op": "heartbeat", "start": 10 + n, "end": 11 + n, "intended": 10 + n,
+                         "outcome": "ok"})
+    rows.insert(50, dict(rows[3]))   # n=4 again
+    rows.append(dict(rows[-1]))      # n=198 again
+    for res in (journal_integrity(rows), run_checks(write_run(tmp_path, {"w0": rows}))["journal_integrity"]):
+        runs = sorted((e["missing_from"], e["missing_to"]) for e in res.examples if e["kind"] == "gap")
+        # n 199 and 200 were never written and nothing came after them: the top is 198, no gap there
+        assert runs == [(0, 0), (7, 8), (15, 17), (23, 23), (40, 96), (130, 130)]
+        assert sorted(e["n"] for e in res.examples if e["kind"] == "duplicate_n") == [4, 198]
+        assert res.violations == 8
+
+
 def test_integrity_duplicate_n_and_bad_rows():
     j = J()
     j.add("heartbeat", 1.0, 1.01)

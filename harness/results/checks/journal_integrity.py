@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from harness.results.checks.history import (CheckParams, CheckResult, History, _Found, _history)
+from harness.results.checks.history import (CheckParams, CheckResult, History, _Found, _history,
+                                             missing_runs)
 
 
 def journal_integrity(rows: Iterable[Any] | History, *, params: CheckParams | None = None,
@@ -25,14 +26,10 @@ def journal_integrity(rows: Iterable[Any] | History, *, params: CheckParams | No
         found.count += h.dup_count - len(h.dup_n)
     for w, seen in h._seen.items():
         top = h._max_n[w]
-        i = seen.find(0, 0, top + 1)
-        while 0 <= i <= top:
-            j = seen.find(1, i, top + 1)
-            j = top + 1 if j < 0 else j
+        for i, j in missing_runs(seen, top):
             found.add("gap", None, {"w": w, "missing_from": i, "missing_to": j - 1, "missing": j - i,
                                     "expected": f"n = 0..{top} without gaps",
                                     "found": f"n {i}..{j - 1} missing"})
-            i = seen.find(0, j, top + 1)
     requests = h.rows - h.event_rows  # events (kicked_offline, ...) are journaled, never Locust requests
     if locust_total is not None and locust_total != requests:
         found.add("total_mismatch", h.last_t or None, {
