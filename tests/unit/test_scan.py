@@ -305,6 +305,30 @@ def test_sketch_beyond_exact_values_is_never_below_and_at_most_0_07_percent_abov
     assert small.exact and small.quantiles([0.5, 1.0]) == [2.0, 3.0]
 
 
+def test_the_latency_sample_stays_evenly_thinned_and_does_not_hold_the_blocks_it_came_from():
+    """The chart's (time, latency) sample keeps at most ~cap points however many rows pass, and
+    the memory behind them is its own: a view into each block's arrays kept every block alive
+    (the sample's memory grew with the run's rows: ~430 MB at 10^8)."""
+    cap, block, blocks = 1_000, 5_000, 400
+    pts = digest_mod._Points(cap)
+    for b in range(blocks):
+        t = np.arange(b * block, (b + 1) * block, dtype="int64")
+        pts.add(t, t.astype("float64") * 0.5)
+    t, v = pts.arrays()
+    assert 0 < len(t) <= cap + block // pts.stride + 1
+    assert np.all(np.diff(t) == pts.stride) and t[0] == 0  # every stride-th row, in arrival order
+    assert np.array_equal(v, t * 0.5)
+
+    def held(a: np.ndarray) -> int:
+        while a.base is not None and isinstance(a.base, np.ndarray):
+            a = a.base
+        return a.nbytes
+
+    kept = sum(held(a) for a in pts.t + pts.v)
+    own = sum(a.nbytes for a in pts.t + pts.v)
+    assert kept == own and own <= 2 * 8 * (cap + block), (kept, own)
+
+
 def test_per_second_latencies_are_dropped_once_every_journal_is_past_them(tmp_path):
     """The digest holds the values of the last seconds only (SLACK_S behind the slowest
     journal), not of the whole run: memory stays flat however long the run."""
