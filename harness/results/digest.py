@@ -173,7 +173,8 @@ class _Points:
         first = (-self.seen) % self.stride
         self.seen += len(t)
         # copies, not views: a strided view keeps its whole block alive (at stride 2^k the
-        # sample held 2^k times its own size: ~430 MB at 10^8 rows)
+        # sample held 2^k times its own size: 43 MiB traced at 10^7 rows; the 10^8 peak fell
+        # from 2,197 to 1,549 MiB with the copies)
         self.t.append(t[first::self.stride].copy())
         self.v.append(v[first::self.stride].copy())
         if sum(len(x) for x in self.t) > self.cap:

@@ -308,7 +308,7 @@ def test_sketch_beyond_exact_values_is_never_below_and_at_most_0_07_percent_abov
 def test_the_latency_sample_stays_evenly_thinned_and_does_not_hold_the_blocks_it_came_from():
     """The chart's (time, latency) sample keeps at most ~cap points however many rows pass, and
     the memory behind them is its own: a view into each block's arrays kept every block alive
-    (the sample's memory grew with the run's rows: ~430 MB at 10^8)."""
+    (the sample's memory grew with the run's rows: 43 MiB at 10^7)."""
     cap, block, blocks = 1_000, 5_000, 400
     pts = digest_mod._Points(cap)
     for b in range(blocks):
