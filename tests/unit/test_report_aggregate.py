@@ -271,3 +271,14 @@ def test_codes_name_the_protocol_condition_a_code_stands_for():
     tim = pd.DataFrame({"code": [70001, 70001], "detail": ["UserSig expired", "UserSig expired"],
                         "outcome": ["fail", "fail"]})
     assert protocol_conditions(tim) == {}
+
+
+def test_race_counts_count_races_per_kind_and_sum_counted_rows():
+    rows = [{"op": "race", "race": f"r{i}", "outcome": "ok" if i % 3 else "fail",
+             "data": {"survivors": ["S"] * (1 if i % 3 else 2), "devices": [{}, {}, {}], "policy": "single_platform"}}
+            for i in range(9)]
+    c = agg.race_counts(agg.race_survivors(rows))
+    assert c.values.tolist() == [[1, 3, "ok", "single_platform", 6], [2, 3, "fail", "single_platform", 3]]
+    twice = agg.race_counts(pd.concat([c, c]))  # counted rows are summed, not counted as one race each
+    assert twice["races"].tolist() == [12, 6]
+    assert agg.race_counts(agg.race_survivors([])).empty

@@ -99,3 +99,28 @@ def test_code_labels_name_codes():
     assert legend == ["70001 USERSIG_EXPIRED", "-1 TRANSPORT", "0 (check failed, no error code)"]
     bars = [t.get_text() for t in axes[0, 1].get_yticklabels()]
     assert "70001 USERSIG_EXPIRED" in bars
+
+
+def _bars(ax) -> list[tuple[float, float, float]]:
+    return sorted((round(p.get_x(), 6), round(p.get_y(), 6), round(p.get_height(), 6)) for p in ax.patches)
+
+
+def test_race_survivors_drawn_from_counts_match_one_row_per_race():
+    """The digest hands the chart counted races (a long run keeps nothing per race): the bars,
+    labels and axis text are those of the same races given one row each."""
+    from harness.results.report import aggregate as agg
+
+    per_race = pd.DataFrame({"race": [f"r{i}" for i in range(7)], "survivors": [1, 1, 1, 2, 0, 1, 2],
+                             "devices": [3, 3, 3, 3, 2, 3, 3],
+                             "outcome": ["ok", "ok", "ok", "fail", "fail", "ok", "info"],
+                             "policy": ["single_platform"] * 7})
+    counted = agg.race_counts(per_race)
+    assert counted["races"].sum() == 7 and len(counted) == 4
+    fig, axes = plot.new_figure(1, 2)
+    axes = axes.ravel()
+    plot.draw_race_survivors(axes[0], per_race)
+    plot.draw_race_survivors(axes[1], counted)
+    assert _bars(axes[0]) == _bars(axes[1]) and _bars(axes[0])
+    assert _texts(axes[0]) == _texts(axes[1])
+    assert "4 (57%)" in _texts(axes[1])
+    assert axes[0].get_xlabel() == axes[1].get_xlabel() == "sessions still logged in after the race (of 7 races)"

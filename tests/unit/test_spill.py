@@ -290,7 +290,7 @@ def test_the_checks_command_prints_the_same_in_parts(tmp_path, monkeypatch, caps
 
 
 def test_the_heap_a_part_leaves_is_given_back_before_the_next_part(tmp_path, monkeypatch):
-    """Every part, connection and user, is followed by a trim; the verdicts are those of a run
+    """The scan and every part, connection and user, are followed by a trim; the verdicts are those of a run
     judged without trimming (it only returns memory)."""
     import harness.results.checks.spill as spill
 
@@ -301,7 +301,7 @@ def test_the_heap_a_part_leaves_is_given_back_before_the_next_part(tmp_path, mon
     calls = []
     monkeypatch.setattr(spill, "_TRIM", lambda pad: calls.append(pad) or 1)
     trimmed = run_checks(tmp_path, history=scan_run(tmp_path, digest=False, parts=3).history)
-    assert calls == [0] * 6  # 3 connection parts + 3 user parts
+    assert calls == [0] * 7  # after the scan, then after each of 3 connection parts and 3 user parts
     assert _results(trimmed) == _results(untrimmed)
     assert _notes(trimmed) == _notes(untrimmed)
 

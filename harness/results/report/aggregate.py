@@ -56,6 +56,7 @@ __all__ = [
     "latency_cdf",
     "ok_latencies",
     "race_survivors",
+    "race_counts",
     "kick_delays",
     "gates_table",
     "checks_table",
@@ -758,6 +759,23 @@ def race_survivors(race_rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(recs).astype({"race": "str", "outcome": "str", "policy": "str"})
 
 
+def race_counts(races: pd.DataFrame) -> pd.DataFrame:
+    """Races per (survivors, devices, outcome, policy), column ``races``, sorted by those keys:
+    what the survivors chart draws, from :func:`race_survivors` (one row per race) or from rows
+    already counted (a ``races`` column, summed)."""
+    keys = ["survivors", "devices", "outcome", "policy"]
+    if races.empty:
+        return pd.DataFrame({"survivors": pd.Series([], dtype="int64"), "devices": pd.Series([], dtype="int64"),
+                             "outcome": pd.Series([], dtype="str"), "policy": pd.Series([], dtype="str"),
+                             "races": pd.Series([], dtype="int64")})
+    frame = races if "races" in races.columns else races.assign(races=1)
+    if "devices" not in frame.columns:
+        frame = frame.assign(devices=0)
+    out = frame.groupby(keys, as_index=False, sort=True)["races"].sum()
+    out = out[out["races"] > 0].reset_index(drop=True)
+    return out.astype({"survivors": "int64", "devices": "int64", "races": "int64", "outcome": "str", "policy": "str"})
+
+
 def race_settle_note(race_rows: Sequence[Mapping[str, Any]]) -> str | None:
     """One sentence on whether the ``race`` latencies include the settle wait.
 
@@ -774,12 +792,18 @@ def race_settle_note(race_rows: Sequence[Mapping[str, Any]]) -> str | None:
 def settle_note(new: Sequence[float], old: Sequence[float]) -> str | None:
     """:func:`race_settle_note` of the races' top-level ``settle_ms`` values (``new``) and
     their ``data.settle_ms`` values (``old``), numbers only."""
-    if new:
+    return settle_text(float(np.median(new)) if len(new) else None,
+                       float(np.median(old)) if len(old) else None)
+
+
+def settle_text(new_median: float | None, old_median: float | None) -> str | None:
+    """:func:`settle_note` from the two medians (None: no such values)."""
+    if new_median is not None:
         return (f"race latency excludes the settle wait after the logins (settle_ms, "
-                f"median {plain_number(float(np.median(new)))} ms per race)")
-    if old:
+                f"median {plain_number(new_median)} ms per race)")
+    if old_median is not None:
         return (f"race latency includes the settle wait of about "
-                f"{plain_number(float(np.median(old)))} ms per race (a journal from before "
+                f"{plain_number(old_median)} ms per race (a journal from before "
                 "settle_ms was split out): compare race latencies across runs with care")
     return None
 

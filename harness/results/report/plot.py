@@ -693,13 +693,18 @@ def chart_error_codes(codes_ps: pd.DataFrame, totals: pd.DataFrame, faults: pd.D
 
 def draw_race_survivors(ax: Axes, races: pd.DataFrame) -> None:
     """The distribution of surviving sessions per kick race: % of races (bars, every
-    count from 0 to the most devices), split by the race's verdict, labelled with counts."""
+    count from 0 to the most devices), split by the race's verdict, labelled with counts.
+    ``races``: one row per race, or rows with a ``races`` count (aggregate.race_counts)."""
     ax.set_title("Kick races: sessions still logged in after each race")
     if races.empty:
         draw_message(ax, "no data", sub="no kick races (race rows) in this run")
         return
-    n = len(races)
-    counts = races.groupby(["survivors", "outcome"]).size().unstack(fill_value=0)
+    if "races" in races.columns:  # already counted (aggregate.race_counts, the digest)
+        n = int(races["races"].sum())
+        counts = races.groupby(["survivors", "outcome"])["races"].sum().unstack(fill_value=0)
+    else:  # one row per race (aggregate.race_survivors)
+        n = len(races)
+        counts = races.groupby(["survivors", "outcome"]).size().unstack(fill_value=0)
     most = int(max(races["survivors"].max(), races["devices"].max() if "devices" in races
                    else 0))
     x = np.arange(0, most + 1)
