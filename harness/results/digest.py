@@ -19,16 +19,17 @@ in approximate time order. It keeps:
   that (a journal out of order by more than SLACK_S) still count, but not in that second's
   percentiles (``late_rows``);
 * per second: failed / expected rows by code, connections opened / closed;
-* fault windows, races (compact), and per op an evenly thinned sample of (end, latency) of
+* fault windows, race counts, and per op an evenly thinned sample of (end, latency) of
   ok rows (every row while an op has at most :data:`POINTS` of them) for the charts that
   draw single operations.
 
 What grows with the run is its length (seconds x ops in the per-second table) and, with the row
-count, only two small per-event lists, kept as columns: one record per ``race`` row (~110 bytes,
-mostly its name) and per ``kicked_offline`` row with a ``by`` (~90 bytes, mostly the ``by``
-session's ID), for the race and kick-delay charts (as dicts and tuples they took ~480 and ~220
-bytes: 23 + 43 MiB for the 50,098 races and 199,309 kicks of bench/report_scale.py's 10^7-row
-journal). Every other row costs nothing once folded. The outputs are the same DataFrames :mod:`harness.results.report.aggregate` computes
+count, one per-event list: per ``kicked_offline`` row with a ``by``, its start, ``by`` session
+and detail (~40 bytes, as columns), for the kick-delay chart, joined at the report with the send
+times of the logins they name. In a run big enough for the checks to spill their index to disk,
+those go to disk too (:class:`KickSpool`) and are joined one partition at a time. Races are
+counted per (survivors, devices, outcome, policy) as they come; nothing is kept per race.
+Every other row costs nothing once folded. The outputs are the same DataFrames :mod:`harness.results.report.aggregate` computes
 from a loaded journal (same columns, same order, same rules): tests compare the two.
 """
 from __future__ import annotations
@@ -122,6 +123,20 @@ class Sketch:
         v = self._chunks[0]
         v.sort()
         return v
+
+    def weighted(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, how many of each): every value once (exact mode), or each non-empty bucket's
+        upper edge (clipped to min..max; the values <= 0 at min) and its count: what a histogram
+        of the values needs, in memory for the buckets."""
+        if self._chunks is not None:
+            v = self.values()
+            return v, np.ones(len(v), dtype=np.int64)
+        k = np.flatnonzero(self._hist)
+        v = np.clip(2.0 ** (k / _SUB + _LO_EXP), self.min, self.max)
+        c = self._hist[k]
+        if self._low:
+            v, c = np.r_[self.min, v], np.r_[self._low, c]
+        return v, c
 
     def quantiles(self, qs: Sequence[float]) -> list[float]:
         """Nearest-rank quantiles (NaN when empty): the ceil(q*n)-th smallest value."""
@@ -345,24 +360,172 @@ class _Races:
 _RACE_BATCH = 4096
 
 
+#: Kicks a spooled :class:`_Kicks` holds in memory before it writes them to its partitions.
+_KICK_SPOOL = 1 << 16
+#: log2 of the bits in a spool's filter of kicker sessions (2**27 bits: 16 MiB; with 5 million
+#: kickers, 3.5 % of the other sessions pass it and cost a row on disk, nothing more).
+_KICK_BITS = 27
+
+
+class KickSpool:
+    """The kicks of a run too big for memory, on disk, and the login send times they join.
+
+    A big run (one whose checks index is spilled: :mod:`harness.results.checks.spill`) has
+    millions of ``kicked_offline`` rows; kept in memory until the report they were the digest's
+    one store that grew with the run. Here they go to ``parts`` Arrow IPC files by the Python
+    ``hash`` of their ``by`` session, :data:`_KICK_SPOOL` at a time, and each ``by`` hash sets a
+    bit of a fixed filter. While the checks' user parts are judged, every session a login made
+    whose ID passes the filter is written, with its login's send time, to the logins file of the
+    same partition (:meth:`add_logins`). Each partition is then joined on its own
+    (:meth:`Digest.kick_delay_parts`): a kick and the login it names share a partition, so the
+    result is the join of the whole run, in memory for one partition at a time.
+
+    The files live in a temporary folder of their own (inside the run folder when it is
+    writable), removed by :meth:`close` or when the spool is dropped."""
+
+    def __init__(self, parts: int, folder: str | None = None) -> None:
+        import shutil
+        import tempfile
+        import weakref
+
+        self.parts = parts
+        self.dir = tempfile.mkdtemp(prefix=".report-kicks-", dir=folder)
+        self._gone = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self.bits = np.zeros(1 << (_KICK_BITS - 3), dtype=np.uint8)
+        self.n = 0
+        self._buf = _Chunks(("start", "by", "detail", "hash"))
+        self.sealed = False
+        self.logins_done = False
+
+    # -- writing
+    def add(self, start: np.ndarray, by: pa.Array, detail: pa.Array, hashes: np.ndarray) -> None:
+        if self.sealed:
+            raise RuntimeError("kicks added to a sealed spool")
+        slot = hashes & ((1 << _KICK_BITS) - 1)
+        np.bitwise_or.at(self.bits, slot >> 3, (1 << (slot & 7)).astype(np.uint8))
+        self._buf.add(start=start, by=by, detail=detail, hash=hashes)
+        self.n += len(start)
+        if len(self._buf) >= _KICK_SPOOL:
+            self._flush()
+
+    def _write(self, kind: str, table: pa.Table, q: np.ndarray) -> None:
+        """Append each partition's rows to its file as one length-prefixed Arrow IPC stream
+        (a file is opened only to append: no handle is held between writes)."""
+        order = np.argsort(q, kind="stable")
+        cuts = np.searchsorted(q[order], np.arange(self.parts + 1)).tolist()
+        table = table.take(pa.array(order))
+        for p in range(self.parts):
+            if cuts[p + 1] > cuts[p]:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, table.schema) as w:
+                    w.write_table(table.slice(cuts[p], cuts[p + 1] - cuts[p]))
+                data = sink.getvalue()
+                with open(self._path(kind, p), "ab") as fh:
+                    fh.write(len(data).to_bytes(8, "little"))
+                    fh.write(data)
+
+    def _flush(self) -> None:
+        b = self._buf
+        if not len(b):
+            return
+        table = pa.table({"start": b.numpy("start", "int64"), "by": b.arrow("by").combine_chunks(),
+                          "detail": b.arrow("detail").combine_chunks()})
+        self._write("kicks", table, b.numpy("hash", "int64") % self.parts)
+        self._buf = _Chunks(("start", "by", "detail", "hash"))
+
+    def seal(self) -> None:
+        """Every kick is in: write what is buffered (idempotent)."""
+        if not self.sealed:
+            self._flush()
+            self.sealed = True
+
+    def passes(self, ids: Sequence[Any]) -> np.ndarray:
+        """Mask of the session IDs that may be a kick's ``by`` (a false positive costs a row)."""
+        if not len(ids):
+            return np.zeros(0, dtype=bool)
+        h = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        slot = h & ((1 << _KICK_BITS) - 1)
+        return ((self.bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1).astype(bool)
+
+    def add_logins(self, ids: Sequence[str], sent: Sequence[int]) -> None:
+        """Sessions (IDs that :meth:`passes`) and the send times of the logins that made them, in
+        the order the checks see them (a session given twice keeps its last time)."""
+        if not len(ids):
+            return
+        h = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+        table = pa.table({"sid": pa.array(ids, type=pa.string()), "sent": np.asarray(sent, dtype=np.int64)})
+        self._write("logins", table, h % self.parts)
+
+    def finish_logins(self) -> None:
+        self.seal()
+        self.logins_done = True
+
+    # -- reading
+    def _path(self, kind: str, p: int) -> str:
+        import os
+
+        return os.path.join(self.dir, f"{kind}-{p}.arrow")
+
+    def _read(self, kind: str, p: int) -> pa.Table | None:
+        import os
+
+        path = self._path(kind, p)
+        if not os.path.exists(path):
+            return None
+        tables = []
+        with open(path, "rb") as fh:
+            while True:
+                head = fh.read(8)
+                if len(head) < 8:
+                    break
+                with pa.ipc.open_stream(pa.py_buffer(fh.read(int.from_bytes(head, "little")))) as r:
+                    tables.append(r.read_all())
+        return pa.concat_tables(tables) if tables else None
+
+    def partition(self, p: int) -> tuple[pa.Table | None, tuple[pa.Array, np.ndarray]]:
+        """(kicks, (session IDs, login send times)) of partition ``p`` (see kick_login_pairs)."""
+        if not self.logins_done:
+            raise RuntimeError("the spool's logins are not all in")
+        if not self._gone.alive:
+            raise RuntimeError("the spool is closed: its kicks are gone")
+        kicks = self._read("kicks", p)
+        logins = self._read("logins", p) if kicks is not None else None
+        if logins is None or not logins.num_rows:
+            return kicks, kick_login_pairs((), ())
+        return kicks, kick_login_pairs([logins["sid"].combine_chunks()], [logins["sent"].to_numpy()])
+
+    def close(self) -> None:
+        self._gone()
+
+
 class _Kicks:
     """(start ns, by session, detail) of every ``kicked_offline`` row with a ``by``, as columns
     (numpy and Arrow chunks: ~40 bytes a kick), and the Python ``hash`` of each ``by`` (int64),
-    with which the checks' parts pick the kicker sessions' logins without a set of strings."""
+    with which the checks' parts pick the kicker sessions' logins without a set of strings; or,
+    in a big run, all of it in a :class:`KickSpool` on disk."""
 
-    __slots__ = ("store",)
+    __slots__ = ("store", "spool")
 
     def __init__(self) -> None:
         self.store = _Chunks(("start", "by", "detail", "hash"))
+        self.spool: KickSpool | None = None
+
+    def spool_to(self, parts: int, folder: str | None) -> KickSpool:
+        """Send every kick from now on to a :class:`KickSpool` of ``parts`` partitions."""
+        self.spool = KickSpool(parts, folder)
+        return self.spool
 
     def extend(self, start: np.ndarray, by: pa.Array, detail: pa.Array | None) -> None:
         by = by.cast(pa.string())
         detail = pa.nulls(len(by), pa.string()) if detail is None else detail.cast(pa.string())
         hashes = np.fromiter(map(hash, by.to_pylist()), dtype=np.int64, count=len(by))
+        if self.spool is not None:
+            self.spool.add(np.asarray(start, dtype=np.int64), by, detail, hashes)
+            return
         self.store.add(start=np.asarray(start, dtype=np.int64), by=by, detail=detail, hash=hashes)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.store) + (self.spool.n if self.spool is not None else 0)
 
     def start(self) -> np.ndarray:
         return self.store.numpy("start", "int64")
@@ -373,24 +536,10 @@ class _Kicks:
     def detail(self) -> pa.ChunkedArray:
         return self.store.arrow("detail")
 
-    def by_hashes(self) -> np.ndarray:
-        """The distinct hashes of the ``by`` sessions, sorted (for ``np.searchsorted``)."""
-        return np.unique(self.store.numpy("hash", "int64"))
-
     def by_values(self) -> Iterator[str]:
         """Every kick's ``by``, one chunk at a time (for a small in-memory run)."""
         for chunk in self.store.cols["by"]:
             yield from chunk.to_pylist()
-
-
-def hashed_in(values: Sequence[Any], wanted: np.ndarray) -> np.ndarray:
-    """Mask of ``values`` whose Python ``hash`` is in the sorted int64 ``wanted`` (a hash match
-    may be a collision: callers join on the values themselves afterwards)."""
-    if not len(values) or not len(wanted):
-        return np.zeros(len(values), dtype=bool)
-    hv = np.fromiter(map(hash, values), dtype=np.int64, count=len(values))
-    i = np.minimum(np.searchsorted(wanted, hv), len(wanted) - 1)
-    return wanted[i] == hv
 
 
 def kick_login_pairs(ids: Sequence[pa.Array], sent: Sequence[np.ndarray]) -> tuple[pa.Array, np.ndarray]:
@@ -443,6 +592,7 @@ class Digest:
         #: (by sessions, start of their ok login rows), set by the scan (see kick_login_pairs)
         self.kick_login: tuple[pa.Array, np.ndarray] = kick_login_pairs((), ())
         self.kick_login_from: Any = None  # or the checks' on-disk index, which tells it (checks.spill)
+        self._kick_sketch: Sketch | None = None
 
     # ------------------------------------------------------------------ feeding
     def _code_idx(self, codes: np.ndarray) -> np.ndarray:
@@ -929,29 +1079,72 @@ class Digest:
         r = self.races
         return settle_text(r.median(r.settle), r.median(r.data_settle))
 
-    def kick_delays(self) -> pd.DataFrame:
-        """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row."""
-        if self.kick_login_from is not None:
-            self.kick_login = self.kick_login_from.login_sent_for()
-            self.kick_login_from = None
-        ids, sent = self.kick_login
-        k = self.kicks
-        empty = pd.DataFrame({"reason": pd.Series([], dtype="str"), "delay_ms": pd.Series([], dtype="float64")})
-        if not len(k) or not len(ids):
-            return empty
-        pos = pc.index_in(k.by(), value_set=ids).combine_chunks()
-        found = pos.is_valid().to_numpy(zero_copy_only=False)
-        pick = np.flatnonzero(found)
+    def kick_delay_parts(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``aggregate.kick_delays`` (kicks whose ``by`` session has an ok login row) as
+        (reasons, delay ms) chunks: one for a run in memory, one per partition of a spooled one."""
+        sp = self.kicks.spool
+        if sp is None:
+            if self.kick_login_from is not None:
+                self.kick_login = self.kick_login_from.login_sent_for()
+                self.kick_login_from = None
+            k = self.kicks
+            if len(k):
+                yield self._kick_join(k.start(), k.by(), k.detail(), *self.kick_login)
+            return
+        if not sp.logins_done:
+            if self.kick_login_from is not None:
+                self.kick_login_from.spool_logins(sp)
+                self.kick_login_from = None
+            sp.finish_logins()
+        for p in range(sp.parts):
+            kicks, (ids, sent) = sp.partition(p)
+            if kicks is not None and kicks.num_rows:
+                yield self._kick_join(kicks["start"].to_numpy(), kicks["by"], kicks["detail"], ids, sent)
+
+    @staticmethod
+    def _kick_join(start: np.ndarray, by: pa.ChunkedArray, detail: pa.ChunkedArray, ids: pa.Array,
+                   sent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not len(ids):
+            return np.empty(0, dtype=object), np.empty(0)
+        pos = pc.index_in(by, value_set=ids)
+        pos = pos.combine_chunks() if isinstance(pos, pa.ChunkedArray) else pos
+        pick = np.flatnonzero(pos.is_valid().to_numpy(zero_copy_only=False))
         if not len(pick):
-            return empty
+            return np.empty(0, dtype=object), np.empty(0)
         login = sent[pos.drop_null().to_numpy()]
-        det = k.detail().take(pa.array(pick)).combine_chunks()
+        det = detail.take(pa.array(pick))
+        det = det.combine_chunks() if isinstance(det, pa.ChunkedArray) else det
         det = pc.if_else(pc.fill_null(pc.equal(det, ""), True), pa.scalar("kick"), det)
         enc = pc.dictionary_encode(det)
         texts = np.asarray(enc.dictionary.to_pylist(), dtype=object)  # one str per distinct reason
-        reasons = texts[enc.indices.to_numpy(zero_copy_only=False)]
-        return pd.DataFrame({"reason": pd.Series(reasons, dtype="str"),
-                             "delay_ms": (k.start()[pick] - login) / 1e6})
+        return texts[enc.indices.to_numpy(zero_copy_only=False)], (start[pick] - login) / 1e6
+
+    def kick_delays(self) -> pd.DataFrame:
+        """``aggregate.kick_delays``: kicks whose ``by`` session has an ok login row (one row per
+        kick: for a big run, :meth:`kick_delay_sketch` is what the report draws)."""
+        parts = list(self.kick_delay_parts())
+        if not parts:
+            return pd.DataFrame({"reason": pd.Series([], dtype="str"), "delay_ms": pd.Series([], dtype="float64")})
+        return pd.DataFrame({"reason": pd.Series(np.concatenate([r for r, _ in parts]), dtype="str"),
+                             "delay_ms": np.concatenate([d for _, d in parts]).astype(np.float64)})
+
+    def kick_delay_sketch(self) -> Sketch:
+        """The kick delays (ms) of :meth:`kick_delays` in a :class:`Sketch`: every value up to
+        EXACT_VALUES, a histogram beyond; memory for one partition at a time. Computed once: a
+        spooled run's kick files are removed then (:meth:`kick_delays` needs them: call it first)."""
+        if self._kick_sketch is None:
+            sk = Sketch()
+            for _, delay in self.kick_delay_parts():
+                sk.add(np.asarray(delay, dtype=np.float64))
+            self._kick_sketch = sk
+            self.close()
+        return self._kick_sketch
+
+    def close(self) -> None:
+        """Remove what the digest keeps on disk (a big run's kicks); idempotent."""
+        sp = self.kicks.spool
+        if sp is not None:
+            sp.close()
 
     def lag_p99_ms(self) -> float | None:
         return None if not self.lag.n else float(self.lag.quantiles([0.99])[0])

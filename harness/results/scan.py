@@ -255,6 +255,8 @@ def _scan(root: Path, history: bool, digest: bool, recovery: bool = False, parts
     d = Digest() if digest else None
     if d is not None:
         d.files = len(files)
+        if spill is not None:  # a big run: its kicks wait on disk for the report too
+            d.kicks.spool_to(spill.n, str(root) if os.access(root, os.W_OK) else None)
     active = [_Source(p) for p in files]
     rows = 0
     rec: list[dict] | None = [] if recovery else None
@@ -316,7 +318,8 @@ def _scan(root: Path, history: bool, digest: bool, recovery: bool = False, parts
     if spill is not None:
         spill.flush(h)
         if d is not None:
-            spill.want_login_sent = d.kicks.by_hashes()
+            d.kicks.spool.seal()
+            spill.kick_spool = d.kicks.spool
             d.kick_login_from = spill
     elif d is not None and h is not None:
         ids, sent = [], []

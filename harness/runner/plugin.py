@@ -1238,6 +1238,8 @@ class HarnessPlugin:
             except Exception as exc:
                 log.exception("report failed")
                 sys.stderr.write(f"warning: report failed: {exc!r}\n")
+        if scan.digest is not None:
+            scan.digest.close()  # a big run's kicks on disk (the report is done with them)
         run.summary, run.report, run.exit_code = summary, report_path, env.process_exit_code
         update_latest(Path(cfg.run.results_dir), run.run_id)  # only now: latest is always a finished folder
         verdict = "PASS" if env.process_exit_code == 0 else f"FAIL (exit {env.process_exit_code})"

@@ -124,3 +124,33 @@ def test_race_survivors_drawn_from_counts_match_one_row_per_race():
     assert _texts(axes[0]) == _texts(axes[1])
     assert "4 (57%)" in _texts(axes[1])
     assert axes[0].get_xlabel() == axes[1].get_xlabel() == "sessions still logged in after the race (of 7 races)"
+
+
+def test_a_histogram_drawn_from_a_sketch_is_the_histogram_of_its_values(monkeypatch):
+    """A long run's kick delays reach the chart as a Sketch: while it holds every value the
+    chart is the one drawn from the values; beyond, its buckets hold every value (bar heights
+    sum to n) and p50 / p99 are the sketch's (never below the true value, within 0.07 %)."""
+    from harness.results import digest as digest_mod
+
+    rng = np.random.default_rng(3)
+    vals = rng.lognormal(3, 1, 5000)
+    sk = digest_mod.Sketch()
+    sk.add(vals)
+    fig, axes = plot.new_figure(1, 3)
+    a = axes.ravel()
+    plot.draw_ms_histogram(a[0], vals, "Kick delay", "kick delay")
+    plot.draw_ms_histogram(a[1], sk, "Kick delay", "kick delay")
+    assert _bars(a[0]) == _bars(a[1])
+    assert [t.get_text() for t in a[0].get_legend().get_texts()] == [t.get_text() for t in a[1].get_legend().get_texts()]
+    monkeypatch.setattr(digest_mod, "EXACT_VALUES", 100)
+    big = digest_mod.Sketch()
+    big.add(vals)
+    assert not big.exact
+    plot.draw_ms_histogram(a[2], big, "Kick delay", "kick delay")
+    assert sum(p.get_height() for p in a[2].patches) == len(vals)
+    legend = [t.get_text() for t in a[2].get_legend().get_texts()]
+    assert legend[0] == "n = 5,000"
+    srt = np.sort(vals)
+    for q, line in zip((0.5, 0.99), a[2].lines):
+        true = srt[int(np.ceil(q * len(vals))) - 1]
+        assert true <= line.get_xdata()[0] <= true * 1.0007

@@ -11,6 +11,7 @@ import pytest
 from harness.errors import ConfigError
 from harness.results.checks import run_checks
 from harness.results.checks.spill import SPILL_FROM_BYTES, parts_for
+from harness.results.report import build_report
 from harness.results.scan import scan_run
 from tests.unit.test_scan import NS, T0, _damage, _journal, _results, small_blocks  # noqa: F401 (a fixture)
 
@@ -231,10 +232,19 @@ def test_rows_read_row_by_row_keep_their_place_among_rows_read_as_columns(tmp_pa
     assert not [e for e in whole["policy_limit"].examples if e.get("user") == "once"]
 
 
-def test_the_report_s_kick_delays_come_out_the_same_from_parts(tmp_path):
+@pytest.mark.parametrize("spool_every", [7, 1 << 16])
+def test_the_report_s_kick_delays_come_out_the_same_from_parts(tmp_path, monkeypatch, spool_every):
+    """A big run's kicks wait for the report on disk (digest.KickSpool), written a few at a
+    time and joined partition by partition: the delays are those of the run joined in memory."""
+    import harness.results.digest as digest_mod
+
+    monkeypatch.setattr(digest_mod, "_KICK_SPOOL", spool_every)
     _journal(tmp_path, flows=300)
     whole = scan_run(tmp_path, parts=1).digest.kick_delays()
     split_scan = scan_run(tmp_path, parts=4)
+    kicks = split_scan.digest.kicks
+    assert kicks.spool is not None and len(kicks.store) == 0 and len(kicks) > 10  # nothing kept in memory
+    assert len(list(Path(kicks.spool.dir).glob("kicks-*.arrow"))) == 4
     split = split_scan.digest.kick_delays()  # not judged: read from the parts
     assert len(whole) > 10
     assert whole.sort_values(list(whole.columns)).reset_index(drop=True).equals(
@@ -244,6 +254,28 @@ def test_the_report_s_kick_delays_come_out_the_same_from_parts(tmp_path):
     judged = judged_scan.digest.kick_delays()  # judged first: gathered while the checks ran
     assert whole.sort_values(list(whole.columns)).reset_index(drop=True).equals(
         judged.sort_values(list(judged.columns)).reset_index(drop=True))
+    # what the report draws: the same values in a sketch; then the kick files are gone
+    sk = judged_scan.digest.kick_delay_sketch()
+    assert sk.exact and sorted(sk.values()) == sorted(whole["delay_ms"])
+    assert not Path(judged_scan.digest.kicks.spool.dir).exists()
+    assert judged_scan.digest.kick_delay_sketch() is sk
+
+
+def test_a_run_keeps_no_kick_files_once_its_report_is_written(tmp_path):
+    _journal(tmp_path, flows=120)
+    scan = scan_run(tmp_path, parts=3)
+    run_checks(tmp_path, history=scan.history)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".report-kicks-")]
+    build_report(tmp_path, charts=False, digest=scan.digest)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".report-kicks-", ".checks-parts-"))]
+    dropped = scan_run(tmp_path, parts=3)  # a run abandoned before its report: dropped with its digest
+    folder = Path(dropped.digest.kicks.spool.dir)
+    assert folder.exists()
+    del dropped
+    import gc
+
+    gc.collect()
+    assert not folder.exists()
 
 
 def test_how_many_parts(tmp_path, monkeypatch):

@@ -106,6 +106,11 @@ def release_heap() -> bool:
     49 MiB while RSS stayed near 700 MiB), so every part's peak stacks on the previous one's
     leftovers. Trimming before the next part is loaded returns them (10^7: peak 638 -> 588 MiB,
     CPU within noise; bench/README.md). Returns whether a trim ran (False off glibc)."""
+    import sys
+
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:  # Arrow's own allocator (mimalloc, jemalloc) keeps freed pages too
+        pa.default_memory_pool().release_unused()
     if _TRIM is None:
         return False
     _TRIM(0)
@@ -331,11 +336,9 @@ class Spill:
         self.conn = _Parts(self.dir, "c", parts)
         self.user = _Parts(self.dir, "u", parts)
         self.kicked_lists = False
-        #: the kick ``by`` sessions whose login send times the report's kick delays need: their
-        #: sorted int64 Python hashes (see ``digest.hashed_in``), set by the scan; the times are
-        #: gathered into :attr:`login_sent` while the user parts are judged
-        self.want_login_sent: Any = ()
-        self.login_sent: tuple[list, list] = ([], [])  # chunks of (session IDs, send times)
+        #: the report's kicks on disk (digest.KickSpool), set by the scan: the user parts write
+        #: the send times of the logins the kicks may name to it while they are judged
+        self.kick_spool: Any = None
         self.info_users: set = set()
         self.stage = "scan"
 
@@ -617,29 +620,19 @@ class Spill:
         # users with a login of unknown outcome: a fact of the whole run, bounded by the account pool
         self.info_users.update(e[_L_USER] for lst in h1.conn_logins.values() for e in lst if e[_L_OUT] == "info")
 
-    def login_sent_for(self) -> tuple[Any, Any]:
-        """(session IDs, send time of their ok login) of the sessions named in
-        :attr:`want_login_sent` (the report's kick delays): gathered while the checks ran, else
-        read from the user parts (a session's last login record counts, as in the checks)."""
-        import numpy as np
-        import pyarrow as pa
-
-        from harness.results.digest import hashed_in, kick_login_pairs
-
+    def spool_logins(self, spool: Any) -> None:
+        """Write to ``spool`` (digest.KickSpool) the sessions made by a login that its kicks may
+        name, with their send times, read from the user parts when the checks did not run
+        (a session's last login record counts, as in the checks)."""
         if self.stage == "judged":
-            return kick_login_pairs(*self.login_sent)
+            return  # written while the user parts were judged
         self.user.close()
-        want, ids, sent = self.want_login_sent, [], []
         for i in range(self.n):
             for chunk in self.user.chunks(i):
                 records = [t for data in chunk.get("AS", ()) for t in _session_records(_arrow_table(data), {})]
                 logins = [t for t in records + chunk.get("S", []) if t[9] == "login" and type(t[0]) is str]
-                keep = hashed_in([t[0] for t in logins], want)
-                picked = [t for t, k in zip(logins, keep) if k]
-                if picked:
-                    ids.append(pa.array([t[0] for t in picked], type=pa.string()))
-                    sent.append(np.array([t[4] for t in picked], dtype=np.int64))
-        return kick_login_pairs(ids, sent)
+                picked = [t for t, k in zip(logins, spool.passes([t[0] for t in logins])) if k]
+                spool.add_logins([t[0] for t in picked], [t[4] for t in picked])
 
     def add_ledger(self, path: Path) -> int:
         """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
@@ -687,21 +680,15 @@ class Spill:
             self.conn.remove(i)
             release_heap()
         self.user.close()
-        import numpy as np
-        import pyarrow as pa
-
-        from harness.results.digest import hashed_in
-
-        want, sent = self.want_login_sent, self.login_sent
+        spool = self.kick_spool
         for i in range(self.n):
             h2, rows = self._part(self.user, i, main.last_t)
-            if len(want):
-                keys = [k for k in h2.sessions if type(k) is str]
-                picked = [(k, h2.sessions[k]) for k, m in zip(keys, hashed_in(keys, want)) if m]
+            if spool is not None and spool.n:
+                sessions = h2.sessions
+                keys = [k for k in sessions if type(k) is str]
+                picked = [(k, sessions[k]) for k, m in zip(keys, spool.passes(keys)) if m]
                 picked = [(k, s.sent) for k, s in picked if s.via == "login"]
-                if picked:
-                    sent[0].append(pa.array([k for k, _ in picked], type=pa.string()))
-                    sent[1].append(np.array([t for _, t in picked], dtype=np.int64))
+                spool.add_logins([k for k, _ in picked], [t for _, t in picked])
             led = None
             if ledger is not None:
                 led = Ledger(rows or ())
@@ -712,6 +699,8 @@ class Spill:
             del h2, led, rows
             self.user.remove(i)
             release_heap()
+        if spool is not None:
+            spool.finish_logins()
 
     def close(self) -> None:
         """Remove the parts' folder (idempotent)."""

@@ -134,7 +134,7 @@ def _analyse(root: Path, *, full: bool = True, digest: Any = None) -> _Run:
         extra["gates"] = agg.latency_gates(config)
         extra["ran"] = d.scenario_names() - {"faults"} or agg.scenarios_run(pd.DataFrame(), summary) or None
         extra["excluded"] = {str(op): int(r["fail"] + r["info"]) for op, r in ops.iterrows()}
-        extra["kicks"] = d.kick_delays()
+        extra["kicks"] = d.kick_delay_sketch()
         extra["relogin_ms"] = d.ok_latencies("relogin")
         extra["switch_ms"] = d.ok_latencies("switch")
         extra["races"] = d.race_survivors()

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import matplotlib.patches
@@ -26,6 +27,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
+
+if TYPE_CHECKING:
+    from harness.results.digest import Sketch
 
 __all__ = [
     "FIGSIZE", "DPI", "new_figure", "save_png", "draw_message", "shade_faults",
@@ -729,13 +733,26 @@ def draw_race_survivors(ax: Axes, races: pd.DataFrame) -> None:
     ax.legend(title=f"policy: {', '.join(policies)}" if policies else None, loc="upper right")
 
 
-def draw_ms_histogram(ax: Axes, values_ms: np.ndarray, title: str, what: str,
+def draw_ms_histogram(ax: Axes, values_ms: "np.ndarray | Sketch", title: str, what: str,
                       bound_ms: float | None = None, empty_hint: str = "") -> None:
-    """Histogram of durations (ms) with p50/p99 markers and an optional bound line."""
+    """Histogram of durations (ms) with p50/p99 markers and an optional bound line.
+    ``values_ms``: the values, or a :class:`harness.results.digest.Sketch` of them (a long
+    run's kick delays: drawn from its buckets, its nearest-rank p50 / p99)."""
     ax.set_title(title)
-    v = np.asarray(values_ms, dtype="float64")
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
+    if hasattr(values_ms, "weighted"):
+        sk = values_ms
+        v, w = sk.weighted()
+        n = int(sk.n)
+        p50, p99 = sk.quantiles([0.5, 0.99]) if n else (math.nan, math.nan)
+    else:
+        v = np.asarray(values_ms, dtype="float64")
+        v = v[np.isfinite(v)]
+        w = None
+        n = len(v)
+        if n:
+            srt = np.sort(v)
+            p50, p99 = (srt[max(math.ceil(q * n - 1e-9), 1) - 1] for q in (0.5, 0.99))
+    if n == 0:
         draw_message(ax, "no data", sub=empty_hint or None)
         return
     lo, hi = float(v.min()), float(v.max())
@@ -746,13 +763,11 @@ def draw_ms_histogram(ax: Axes, values_ms: np.ndarray, title: str, what: str,
     else:
         bins = 40 if hi > lo else 1
         ax.set_xlabel(f"{what} (ms)")
-    ax.hist(v, bins=bins, color="#1f77b4", alpha=0.85, label=f"n = {len(v):,}")
+    ax.hist(v, bins=bins, weights=w, color="#1f77b4", alpha=0.85, label=f"n = {n:,}")
     if ax.get_xscale() == "log":
         _log_axis(ax.xaxis)
-    srt = np.sort(v)
-    for q, color in ((0.5, "#2ca02c"), (0.99, "#d62728")):
-        val = srt[max(math.ceil(q * len(srt) - 1e-9), 1) - 1]
-        ax.axvline(val, color=color, ls="--", lw=1.8, label=f"p{int(q * 100)} = {_fmt_ms(val)}")
+    for val, q, color in ((p50, 50, "#2ca02c"), (p99, 99, "#d62728")):
+        ax.axvline(val, color=color, ls="--", lw=1.8, label=f"p{q} = {_fmt_ms(val)}")
     if bound_ms is not None and bound_ms > 0:
         if bound_ms <= hi * 3:
             ax.axvline(bound_ms, color="black", lw=2, label=f"bound = {_fmt_ms(bound_ms)}")
@@ -770,7 +785,7 @@ SCENARIO_PANELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def chart_scenarios(races: pd.DataFrame, kicks: pd.DataFrame, relogin_ms: np.ndarray,
+def chart_scenarios(races: pd.DataFrame, kicks: "pd.DataFrame | Sketch", relogin_ms: np.ndarray,
                     switch_ms: np.ndarray, relogin_bound_ms: float | None, title: str,
                     ran: set[str] | None = None) -> Figure:
     """Chart 5: kick races (survivors, kick delay), relogin recovery, switch latency.
@@ -778,8 +793,12 @@ def chart_scenarios(races: pd.DataFrame, kicks: pd.DataFrame, relogin_ms: np.nda
     A panel appears when its scenario ran (``ran``: scenario names) or it has data;
     ``ran=None`` (unknown) keeps every panel that has data.
     """
-    kick_v = kicks["delay_ms"].to_numpy("float64") if not kicks.empty else np.empty(0)
-    has = {"races": not races.empty, "kicks": len(kick_v) > 0,
+    if isinstance(kicks, pd.DataFrame):
+        kick_v = kicks["delay_ms"].to_numpy("float64") if not kicks.empty else np.empty(0)
+        n_kicks = len(kick_v)
+    else:  # a Sketch of the delays (Digest.kick_delay_sketch)
+        kick_v, n_kicks = kicks, kicks.n
+    has = {"races": not races.empty, "kicks": n_kicks > 0,
            "relogin": len(relogin_ms) > 0, "switch": len(switch_ms) > 0}
     wanted = {p for p, ok in has.items() if ok}
     for scen in (ran or set()):
