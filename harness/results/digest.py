@@ -589,9 +589,10 @@ class Digest:
         self.faults: list[tuple[int, int, str]] = []
         self.races = _Races()
         self.kicks = _Kicks()  # (start, by, detail) of kicked_offline rows with by
-        #: (by sessions, start of their ok login rows), set by the scan (see kick_login_pairs)
+        #: (by sessions, start of their ok login rows), set by the scan of a run in memory (see
+        #: kick_login_pairs); a spilled run's are in the kick spool
         self.kick_login: tuple[pa.Array, np.ndarray] = kick_login_pairs((), ())
-        self.kick_login_from: Any = None  # or the checks' on-disk index, which tells it (checks.spill)
+        self.kick_login_from: Any = None  # a spilled run's checks index, which writes them to the spool
         self._kick_sketch: Sketch | None = None
 
     # ------------------------------------------------------------------ feeding
@@ -1083,10 +1084,7 @@ class Digest:
         """``aggregate.kick_delays`` (kicks whose ``by`` session has an ok login row) as
         (reasons, delay ms) chunks: one for a run in memory, one per partition of a spooled one."""
         sp = self.kicks.spool
-        if sp is None:
-            if self.kick_login_from is not None:
-                self.kick_login = self.kick_login_from.login_sent_for()
-                self.kick_login_from = None
+        if sp is None:  # kick_login was set by the scan
             k = self.kicks
             if len(k):
                 yield self._kick_join(k.start(), k.by(), k.detail(), *self.kick_login)

@@ -23,6 +23,8 @@ that keeps every join inside one part. The index is therefore split twice:
 3. **By user**: each user part is loaded (its sessions, with those connection facts) and
    judged by the checks that need users (``kick_exactly_once``, ``policy_limit``,
    ``last_login_wins``, ``expiry_on_time``), with the ledger rows of its users.
+   Each user part also writes, to the report's kick spool (``digest.KickSpool``), the sessions
+   its logins made that a kick may name, with their send times (the report's kick delays).
 
 Every check keeps one ``_Found`` across the parts, so counts, examples (the first ten of a
 kind) and notes come out as one result. Totals of the whole run that no part can tell on its
