@@ -500,14 +500,13 @@ class KickSpool:
 
 class _Kicks:
     """(start ns, by session, detail) of every ``kicked_offline`` row with a ``by``, as columns
-    (numpy and Arrow chunks: ~40 bytes a kick), and the Python ``hash`` of each ``by`` (int64),
-    with which the checks' parts pick the kicker sessions' logins without a set of strings; or,
-    in a big run, all of it in a :class:`KickSpool` on disk."""
+    (numpy and Arrow chunks: ~32 bytes a kick); in a big run, in a :class:`KickSpool` on disk
+    with the Python ``hash`` of each ``by`` (its partition and filter bit)."""
 
     __slots__ = ("store", "spool")
 
     def __init__(self) -> None:
-        self.store = _Chunks(("start", "by", "detail", "hash"))
+        self.store = _Chunks(("start", "by", "detail"))
         self.spool: KickSpool | None = None
 
     def spool_to(self, parts: int, folder: str | None) -> KickSpool:
@@ -518,11 +517,11 @@ class _Kicks:
     def extend(self, start: np.ndarray, by: pa.Array, detail: pa.Array | None) -> None:
         by = by.cast(pa.string())
         detail = pa.nulls(len(by), pa.string()) if detail is None else detail.cast(pa.string())
-        hashes = np.fromiter(map(hash, by.to_pylist()), dtype=np.int64, count=len(by))
         if self.spool is not None:
+            hashes = np.fromiter(map(hash, by.to_pylist()), dtype=np.int64, count=len(by))
             self.spool.add(np.asarray(start, dtype=np.int64), by, detail, hashes)
             return
-        self.store.add(start=np.asarray(start, dtype=np.int64), by=by, detail=detail, hash=hashes)
+        self.store.add(start=np.asarray(start, dtype=np.int64), by=by, detail=detail)
 
     def __len__(self) -> int:
         return len(self.store) + (self.spool.n if self.spool is not None else 0)
