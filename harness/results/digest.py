@@ -25,7 +25,7 @@ in approximate time order. It keeps:
 
 What grows with the run is its length (seconds x ops in the per-second table) and, with the row
 count, one per-event list: per ``kicked_offline`` row with a ``by``, its start, ``by`` session
-and detail (~40 bytes, as columns), for the kick-delay chart, joined at the report with the send
+and detail (~32 bytes, as columns), for the kick-delay chart, joined at the report with the send
 times of the logins they name. In a run big enough for the checks to spill their index to disk,
 those go to disk too (:class:`KickSpool`) and are joined one partition at a time. Races are
 counted per (survivors, devices, outcome, policy) as they come; nothing is kept per race.
