@@ -338,6 +338,36 @@ def test_the_heap_a_part_leaves_is_given_back_before_the_next_part(tmp_path, mon
     assert _notes(trimmed) == _notes(untrimmed)
 
 
+def test_a_judged_user_part_is_gone_before_the_next_one_is_loaded(tmp_path, monkeypatch):
+    """Only one part's sessions are in memory at a time: when the next user part is read, none
+    of the last one's is alive (the kicker sessions written for the report's kick delays once
+    kept a 10^7-row run's previous part, ~100 MiB, alive through the whole user stage)."""
+    import gc
+
+    import harness.results.checks.spill as spill
+    from harness.results.checks.history import _Sess
+
+    _journal(tmp_path, flows=400)
+    scan = scan_run(tmp_path, parts=3)  # with the digest: its kicks spooled, so the kicker logins are written
+    assert scan.digest.kicks.spool is not None and scan.digest.kicks.spool.n > 10
+    alive: list[tuple[str, int, int]] = []
+    orig = spill.Spill._part
+
+    def part(self, parts, i, last_t):
+        stage = "conn" if parts is self.conn else "user"
+        alive.append((stage, i, sum(1 for o in gc.get_objects() if type(o) is _Sess)))
+        h, rows = orig(self, parts, i, last_t)
+        if stage == "user":
+            assert h.sessions, "every user part holds sessions: the count above measures something"
+        return h, rows
+
+    monkeypatch.setattr(spill.Spill, "_part", part)
+    run_checks(tmp_path, history=scan.history)
+    assert [a[:2] for a in alive] == [("conn", 0), ("conn", 1), ("conn", 2), ("user", 0), ("user", 1), ("user", 2)]
+    assert [a[2] for a in alive] == [0] * 6, alive
+    assert sum(1 for o in gc.get_objects() if type(o) is _Sess) == 0
+
+
 def _rss_mib() -> float:
     import os
 
