@@ -439,22 +439,20 @@ class KickSpool:
             self._flush()
             self.sealed = True
 
-    def passes(self, ids: Sequence[Any]) -> np.ndarray:
-        """Mask of the session IDs that may be a kick's ``by`` (a false positive costs a row)."""
-        if not len(ids):
-            return np.zeros(0, dtype=bool)
-        h = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
-        slot = h & ((1 << _KICK_BITS) - 1)
-        return ((self.bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1).astype(bool)
-
     def add_logins(self, ids: Sequence[str], sent: Sequence[int]) -> None:
-        """Sessions (IDs that :meth:`passes`) and the send times of the logins that made them, in
-        the order the checks see them (a session given twice keeps its last time)."""
+        """Sessions made by a login and the send times of those logins, in the order the checks
+        see them (a session given twice keeps its last time). Only the IDs that pass the filter
+        of the kicks' ``by`` hashes are written (a false positive costs a row, nothing more)."""
         if not len(ids):
             return
         h = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
-        table = pa.table({"sid": pa.array(ids, type=pa.string()), "sent": np.asarray(sent, dtype=np.int64)})
-        self._write("logins", table, h % self.parts)
+        slot = h & ((1 << _KICK_BITS) - 1)
+        keep = np.flatnonzero((self.bits[slot >> 3] >> (slot & 7).astype(np.uint8)) & 1)
+        if not len(keep):
+            return
+        table = pa.table({"sid": pa.array([ids[i] for i in keep.tolist()], type=pa.string()),
+                          "sent": np.asarray(sent, dtype=np.int64)[keep]})
+        self._write("logins", table, h[keep] % self.parts)
 
     def finish_logins(self) -> None:
         self.seal()

@@ -238,14 +238,12 @@ def _session_records(table: Any, shared: dict) -> Iterator[tuple]:
 
 
 def _spool_kickers(spool: Any, sessions: Mapping) -> None:
-    """Write to ``spool`` the login-made sessions of one user part that a kick may name, with
-    their send times. A function of its own: its lists (and so the part's sessions, which they
+    """Give ``spool`` the login-made sessions of one user part with their send times (it keeps
+    those a kick may name). A function of its own: its lists (and so the part's sessions, which they
     reference) are gone when it returns, not kept by the judge loop's locals while the next part
     is loaded (that kept ~100 MiB of a 10^7-row run's first user part alive through the stage)."""
-    keys = [k for k in sessions if type(k) is str]
-    picked = [(k, sessions[k]) for k, m in zip(keys, spool.passes(keys)) if m]
-    picked = [(k, s.sent) for k, s in picked if s.via == "login"]
-    spool.add_logins([k for k, _ in picked], [t for _, t in picked])
+    made = [(k, s.sent) for k, s in sessions.items() if type(k) is str and s.via == "login"]
+    spool.add_logins([k for k, _ in made], [t for _, t in made])
 
 
 class _Parts:
@@ -646,8 +644,7 @@ class Spill:
             for chunk in self.user.chunks(i):
                 records = [t for data in chunk.get("AS", ()) for t in _session_records(_arrow_table(data), {})]
                 logins = [t for t in records + chunk.get("S", []) if t[9] == "login" and type(t[0]) is str]
-                picked = [t for t, k in zip(logins, spool.passes([t[0] for t in logins])) if k]
-                spool.add_logins([t[0] for t in picked], [t[4] for t in picked])
+                spool.add_logins([t[0] for t in logins], [t[4] for t in logins])
 
     def add_ledger(self, path: Path) -> int:
         """Route ``ledger.jsonl``'s rows to their users' parts; returns the lines skipped."""
