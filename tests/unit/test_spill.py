@@ -351,17 +351,21 @@ def test_a_judged_user_part_is_gone_before_the_next_one_is_loaded(tmp_path, monk
     scan = scan_run(tmp_path, parts=3)  # with the digest: its kicks spooled, so the kicker logins are written
     assert scan.digest.kicks.spool is not None and scan.digest.kicks.spool.n > 10
     alive: list[tuple[str, int, int]] = []
-    orig = spill.Spill._part
+    orig, orig_conn = spill.Spill._part, spill.Spill._conn_part
 
     def part(self, parts, i, last_t):
-        stage = "conn" if parts is self.conn else "user"
-        alive.append((stage, i, sum(1 for o in gc.get_objects() if type(o) is _Sess)))
+        assert parts is self.user, "connection parts are read by _conn_part"
+        alive.append(("user", i, sum(1 for o in gc.get_objects() if type(o) is _Sess)))
         h, rows = orig(self, parts, i, last_t)
-        if stage == "user":
-            assert h.sessions, "every user part holds sessions: the count above measures something"
+        assert h.sessions, "every user part holds sessions: the count above measures something"
         return h, rows
 
+    def conn_part(self, i, last_t, checks):
+        alive.append(("conn", i, sum(1 for o in gc.get_objects() if type(o) is _Sess)))
+        return orig_conn(self, i, last_t, checks)
+
     monkeypatch.setattr(spill.Spill, "_part", part)
+    monkeypatch.setattr(spill.Spill, "_conn_part", conn_part)
     run_checks(tmp_path, history=scan.history)
     assert [a[:2] for a in alive] == [("conn", 0), ("conn", 1), ("conn", 2), ("user", 0), ("user", 1), ("user", 2)]
     assert [a[2] for a in alive] == [0] * 6, alive
@@ -378,13 +382,13 @@ def test_what_a_connection_part_routes_is_on_disk_before_the_next_part_is_read(t
     _journal(tmp_path, flows=400)
     _more_trouble(tmp_path)
     left: list[int] = []
-    orig = spill.Spill._route
+    orig = spill.Spill._conn_part
 
-    def route(self, h1):
-        orig(self, h1)
+    def conn_part(self, i, last_t, checks):
+        orig(self, i, last_t, checks)
         left.append(sum(len(v) for buf in self.user.bufs for v in buf.values()))
 
-    monkeypatch.setattr(spill.Spill, "_route", route)
+    monkeypatch.setattr(spill.Spill, "_conn_part", conn_part)
     whole, split = _both(tmp_path, 4)
     assert left == [0, 0, 0, 0]
     assert _results(split) == _results(whole)
@@ -416,3 +420,113 @@ def test_release_heap_returns_freed_memory_to_the_system():
     after = _rss_mib()
     assert keep
     assert held - after > 100, (before, held, after)
+
+
+def _random_journal(root: Path, seed: int, rows: int = 900, own_ids: bool = False) -> None:
+    """Rows of every kind a connection part routes, drawn from small pools so that IDs, times
+    and connections collide: sessions made twice on one connection (by a relogin, then a
+    login), equal start times, connections without an ID, logouts on another connection,
+    kicks and expiries naming sessions made elsewhere, failed and unknown logins.
+    ``own_ids``: every session ID is one account's (the parts judge a session ID reused by
+    two accounts as two sessions: README.md "What a run leaves"), and its kicks, expiries and
+    logouts come on one connection (the parts take the first of each per connection part)."""
+    import random
+
+    rnd = random.Random(seed)
+    (root / "journal").mkdir(exist_ok=True)
+    conns = [f"c{i}" for i in range(14)] + ["", None]
+    users = [f"u{i}" for i in range(6)] + [None]
+    sids = [f"s{i}" for i in range(10)] + [None, ""]
+    ops = ["login"] * 5 + ["relogin"] * 2 + ["switch"] * 2 + ["disconnect"] * 2 + ["logout"] * 2 + [
+        "kicked_offline", "sig_expired", "heartbeat"]
+    for w in ("w0", "w1", "w2"):
+        with open(root / "journal" / f"{w}.jsonl", "w") as fh:
+            for n in range(rows // 3):
+                op = rnd.choice(ops)
+                start = T0 + rnd.randrange(40) * 1_000_000
+                end = start + rnd.choice((0, 1_000_000, 3_000_000, 20_000_000))
+                r = {"w": w, "n": n, "scenario": rnd.choice(("relogin_expiry", "mass_login")), "op": op,
+                     "user": rnd.choice(users), "platform": "Android", "instance": "i", "session": rnd.choice(sids),
+                     "intended": start, "start": start, "end": end,
+                     "outcome": rnd.choice(("ok", "ok", "ok", "fail", "info")), "code": rnd.choice((0, 0, 6206, 70013)),
+                     "detail": rnd.choice(("", "closed_by_client", "multi_device", None)), "conn": rnd.choice(conns)}
+                if own_ids and (op in ("kicked_offline", "sig_expired", "logout") or type(r["session"]) is str
+                                and r["session"]):
+                    r["session"] = f"{r['user']}.{rnd.choice(sids[:10])}"
+                    if op in ("kicked_offline", "sig_expired", "logout"):  # on one connection per session
+                        r["conn"] = conns[sum(map(ord, r["session"])) % 14]
+                if op == "login" and rnd.random() < 0.5:
+                    r["kicked"] = [rnd.choice(sids[:10])]
+                if op == "switch" and rnd.random() < 0.8:
+                    r["data"] = {"from_user": rnd.choice(users), "from_session": rnd.choice(sids), "login_user": r["user"],
+                                 "server_user": r["user"], "server_status": 1}
+                if op == "kicked_offline":
+                    r["by"] = rnd.choice(sids)
+                    if own_ids and r["by"]:
+                        r["by"] = f"{r['user']}.{r['by']}"
+                fh.write(json.dumps(r) + "\n")
+
+
+def _routed(root: Path, parts: int, columns: bool) -> tuple[list, set, dict]:
+    """What every user part holds once the connection parts are routed (by the columns, or by
+    the History of each whole part), the users with unknown logins, the connection checks'
+    results."""
+    from harness.results.checks.history import _Found
+    from harness.results.checks.relogin_recovers import relogin_recovers
+    from harness.results.checks.switch_consistency import switch_consistency
+
+    scan = scan_run(root, digest=False, parts=parts)
+    sp, last_t = scan.history.spill, scan.history.last_t
+    found = {"relogin_recovers": _Found("relogin_recovers"), "switch_consistency": _Found("switch_consistency")}
+    checks = {"relogin_recovers": lambda h: relogin_recovers(h, found=found["relogin_recovers"]),
+              "switch_consistency": lambda h: switch_consistency(h, found=found["switch_consistency"])}
+    sp.conn.close()
+    for i in range(parts):
+        if columns:
+            chunks = list(sp.conn.chunks(i))
+            assert chunks and all(set(c) <= {"A", "K", "E"} for c in chunks), "clean blocks: columns only"
+            sp._conn_part(i, last_t, checks)
+        else:
+            h1, _ = sp._part(sp.conn, i, last_t)
+            sp._route(h1)
+            for fn in checks.values():
+                fn(h1)
+    sp.user.close()
+    held = []
+    for i in range(parts):
+        h, _ = sp._part(sp.user, i, last_t)
+        h._prepare()
+        held.append((h.conn_logins, h.conn_disc, h.logouts, h.kicks, h.expiry_rows,
+                     {k: tuple(getattr(s, a) for a in s.__slots__) for k, s in h.sessions.items()}))
+    sp.close()
+    return held, set(sp.info_users), {k: _results({k: f.result()}) for k, f in found.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_routing_a_connection_part_by_its_columns_sends_what_its_whole_history_sends(tmp_path, seed):
+    """The connection stage reads a clean part as columns (Spill._route_columns) and builds
+    Python entries only for the connections its checks read; every user part must get exactly
+    the facts the part's whole History routes (Spill._route), entry for entry and in order."""
+    _random_journal(tmp_path, seed)
+    by_rows = _routed(tmp_path, 3, columns=False)
+    by_columns = _routed(tmp_path, 3, columns=True)
+    for q, (a, b) in enumerate(zip(by_rows[0], by_columns[0])):
+        for what, x, y in zip(("next logins", "disconnects", "logouts", "kicks", "expiries", "sessions"), a, b):
+            assert y == x, (q, what)
+    assert by_columns[1] == by_rows[1]
+    assert by_columns[2] == by_rows[2]
+    assert sum(len(p[0]) for p in by_rows[0]) > 20 and sum(len(p[2]) for p in by_rows[0]) > 5
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("damaged", [False, True])
+def test_colliding_ids_and_times_judge_the_same_in_parts(tmp_path, seed, damaged):
+    """The same random journals, judged whole: in parts as in memory, whether the connection
+    parts are read as columns or (a damaged line: row by row) through their whole History."""
+    _random_journal(tmp_path, seed, own_ids=True)
+    if damaged:
+        with open(tmp_path / "journal" / "w1.jsonl", "a") as fh:
+            fh.write('{"w": "w1", "n": \n')
+    whole, split = _both(tmp_path, 3)
+    assert _results(split) == _results(whole)
+    assert _notes(split) == _notes(whole)

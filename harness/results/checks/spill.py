@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results.checks.history import (
+    RELOGIN_SCENARIO,
     _L_CODE,
     _L_END,
     _L_OP,
@@ -152,8 +153,9 @@ def parts_for(journal_bytes: int) -> int:
 # until a part is read, where the same records come out as History._login and friends make them
 # (tests/unit/test_spill.py compares every check with the in-memory History).
 #: kinds whose records are Arrow tables: "A" (connection parts: login / relogin / switch,
-#: disconnect and logout rows), "AS" (user parts: the rows that made a session)
-_TABLE_KINDS = ("A", "AS")
+#: disconnect and logout rows), "AS" (user parts: the rows that made a session), "AR" (user
+#: parts: the connection rows a connection part routed to them, see Spill._route_columns)
+_TABLE_KINDS = ("A", "AS", "AR")
 _BULK_OPS = ("login", "relogin", "switch", "disconnect", "logout")
 _BULK_COLUMNS = ["op", "w", "n", "start", "end", "outcome", "session", "user", "code", "conn", "scenario", "detail",
                  "kicked", "platform", "expire_at", "instance"]
@@ -463,13 +465,18 @@ class Spill:
     def _part(self, parts: _Parts, i: int, last_t: int) -> tuple[History, list | None]:
         """Part ``i`` of ``parts`` as a History of its own (connection parts hold no sessions,
         races or REST kicks; user parts hold sessions with their connections' facts)."""
+        return self._part_of(parts.chunks(i), last_t)
+
+    def _part_of(self, chunks: Any, last_t: int) -> tuple[History, list | None]:
         h = History()
         h.last_t = last_t
         ledger_rows: list | None = None
         logins, disc, kicks, sessions = h.conn_logins, h.conn_disc, h.kicks, h.sessions
-        for chunk in parts.chunks(i):
+        for chunk in chunks:
             for data in chunk.get("A", ()):
                 self._fold_bulk(h, _arrow_table(data))
+            for data in chunk.get("AR", ()):  # routed by _route_columns: no switch is judged here
+                self._fold_bulk(h, _arrow_table(data), switches=False)
             for data in chunk.get("AS", ()):
                 for t in _session_records(_arrow_table(data), h._ints):
                     sid = t[0]
@@ -516,9 +523,10 @@ class Spill:
         return h, ledger_rows
 
     @staticmethod
-    def _fold_bulk(h: History, table: Any) -> None:
+    def _fold_bulk(h: History, table: Any, switches: bool = True) -> None:
         """A connection part's columns of login-ish, disconnect and logout rows into ``h``, as
-        ``History._login`` / ``_fold_columns`` index them."""
+        ``History._login`` / ``_fold_columns`` index them (``switches``: also the switch rows
+        as ``History.switches``, which only the connection checks read)."""
         names = ("op", "w", "n", "start", "end", "outcome", "session", "user", "code", "conn", "scenario", "detail",
                  "switch_data")
         logins, disc, logouts, shared = h.conn_logins, h.conn_disc, h.logouts, h._ints
@@ -542,7 +550,7 @@ class Spill:
                 logins[key] = [entry]
             else:
                 lst.append(entry)
-            if op == "switch":
+            if op == "switch" and switches:
                 h.switches.append((w, nn, user, sid, en, out, code, _s(det),
                                    pickle.loads(sw) if sw is not None else None, key))
 
@@ -570,6 +578,204 @@ class Spill:
                     if sid not in owner:
                         owner[sid] = m[1]
         return made, owner
+
+    def _conn_part(self, i: int, last_t: int, conn_checks: Mapping[str, Callable[[History], None]]) -> None:
+        """Judge connection part ``i`` and route its facts to the user parts.
+
+        A part whose rows all came as columns (every clean block) is routed on its columns
+        (:meth:`_route_columns`): only the connections the connection checks read become
+        Python entries. A part with rows a damaged block gave row by row goes through the
+        History of the whole part and :meth:`_route` (the same facts, found entry by entry)."""
+        chunks = list(self.conn.chunks(i))
+        if any(v for c in chunks for k, v in c.items() if k not in ("A", "K", "E")):
+            h1, _ = self._part_of(chunks, last_t)
+            del chunks
+            self._route(h1)  # first: which row made a session reads the feeding order (the checks sort)
+            for fn in conn_checks.values():
+                fn(h1)
+            return
+        tables = [_arrow_table(d) for c in chunks for d in c.get("A", ())]
+        h1, _ = self._part_of([{k: c[k] for k in ("K", "E") if k in c} for c in chunks], last_t)
+        del chunks
+        if not tables:
+            self._route(h1)
+            for fn in conn_checks.values():
+                fn(h1)
+            return
+        import pyarrow as pa
+
+        table = pa.concat_tables(tables).combine_chunks()
+        del tables
+        self._route_columns(h1, table, conn_checks)
+
+    def _route_columns(self, h1: History, table: Any, conn_checks: Mapping[str, Callable[[History], None]]) -> None:
+        """:meth:`_route` on a connection part's columns (``table``: its login-ish, disconnect
+        and logout rows in feeding order; ``h1``: its kicks and expiries). The same rules, as
+        array operations: a session is made per (connection, ID) by the connection's last ok
+        login row of that ID, else its first row that made one (``History._login``); its next
+        login is the first entry of its connection, sorted by (start, end), whose start is not
+        before the session was made and whose ID is another; the connection's first disconnect
+        by (time, outcome, detail); a session ID's owner is the user of its first connection's
+        session; a logout is an ID's first ok one."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = self.n
+        rows = table.num_rows
+
+        def col(name: str) -> Any:
+            return table.column(name).combine_chunks()
+
+        op = col("op")
+
+        def mask(arr: Any) -> Any:
+            return pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+
+        loginish = mask(pc.is_in(op, value_set=pa.array(("login", "relogin", "switch"))))
+        is_login = mask(pc.equal(op, "login"))
+        # connection keys as codes (a row without a connection: ("user", w, user), as _key)
+        conn = col("conn")
+        enc = pc.dictionary_encode(conn)
+        kc = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        keys: list = enc.dictionary.to_pylist()
+        fb = np.flatnonzero(~mask(pc.and_kleene(pc.is_valid(conn), pc.not_equal(conn, ""))))
+        if len(fb):
+            extra: dict = {}
+            fbi = pa.array(fb)
+            for j, w, user in zip(fb.tolist(), col("w").take(fbi).to_pylist(), col("user").take(fbi).to_pylist()):
+                key = _key(None, w, user)
+                c = extra.get(key)
+                if c is None:
+                    c = extra[key] = len(keys)
+                    keys.append(key)
+                kc[j] = c
+        senc_src = col("session")
+        senc = pc.dictionary_encode(senc_src)
+        sc = senc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        nsid = len(senc.dictionary) + 1
+        start = table["start"].to_numpy()
+        end = table["end"].to_numpy()
+        uq = _part_of(col("user"), n)  # each row's user's part
+        out = col("outcome")
+        sid = senc_src
+        # the rows that made a session (History._login)
+        made = loginish & mask(pc.and_kleene(pc.is_valid(sid), pc.not_equal(sid, ""))) & mask(pc.or_kleene(
+            pc.equal(out, "ok"), pc.and_kleene(pc.equal(op, "switch"),
+                                               pc.and_kleene(pc.equal(out, "fail"), pc.equal(col("code"), 0)))))
+        mr = np.flatnonzero(made)
+        group = kc[mr] * nsid + sc[mr] + 1
+        uniq, first_at = np.unique(group, return_index=True)
+        pick = mr[first_at]  # a (connection, ID)'s first row that made it ...
+        lm = mr[is_login[mr]]
+        if len(lm):  # ... unless a login row made it: then its last one
+            lg = kc[lm] * nsid + sc[lm] + 1
+            lu, last_at = np.unique(lg[::-1], return_index=True)
+            pick[np.searchsorted(uniq, lu)] = lm[::-1][last_at]
+        s_kc, s_sc, s_q, s_done = kc[pick], sc[pick], uq[pick], end[pick]
+        routed: list[list] = [[] for _ in range(n)]  # per user part: row numbers of the table
+        # each session's next login on its connection
+        ent = np.flatnonzero(loginish)
+        ent = ent[np.lexsort((ent, end[ent], start[ent], kc[ent]))]
+        ekc, esc = kc[ent], sc[ent]
+        if len(pick):
+            ranks = np.unique(np.concatenate((start[ent], s_done)), return_inverse=True)[1]
+            span = int(ranks.max()) + 2
+            pos = np.searchsorted(ekc * span + ranks[:len(ent)], s_kc * span + ranks[len(ent):], side="left")
+            key_end = np.searchsorted(ekc, s_kc, side="right")
+            cut = np.flatnonzero(np.concatenate(([True], (ekc[1:] != ekc[:-1]) | (esc[1:] != esc[:-1]))))
+            run_end = np.append(cut[1:], len(ent))[np.cumsum(np.isin(np.arange(len(ent)), cut)) - 1]
+            has = pos < key_end
+            p = pos[has]
+            p = np.where(esc[p] == s_sc[has], run_end[p], p)
+            ok = p < key_end[has]
+            nxt_rows, nxt_q = ent[p[ok]], s_q[has][ok]
+            for q in range(n):
+                routed[q].append(nxt_rows[nxt_q == q])
+        # each connection's first disconnect, to the parts of its sessions' users
+        dr = np.flatnonzero(mask(pc.equal(op, "disconnect")))
+        if len(dr) and len(pick):
+            dri = pa.array(dr)
+            order = pc.sort_indices(pa.table({
+                "k": kc[dr], "e": end[dr], "o": pc.fill_null(out.take(dri), ""),
+                "d": pc.fill_null(col("detail").take(dri), ""), "r": dr}),
+                sort_keys=[("k", "ascending"), ("e", "ascending"), ("o", "ascending"), ("d", "ascending"),
+                           ("r", "ascending")]).to_numpy()
+            dk = kc[dr][order]
+            firsts = dr[order][np.concatenate(([True], dk[1:] != dk[:-1]))]
+            disc_of = np.full(len(keys), -1, dtype=np.int64)
+            disc_of[kc[firsts]] = firsts
+            pairs = np.unique(s_kc * n + s_q)
+            d_rows, d_q = disc_of[pairs // n], pairs % n
+            for q in range(n):
+                routed[q].append(d_rows[(d_q == q) & (d_rows >= 0)])
+        # a session ID's owner: the user of its session on the connection seen first
+        key_first = np.full(len(keys), rows, dtype=np.int64)
+        np.minimum.at(key_first, ekc, ent)
+        owner_q = np.full(nsid, -1, dtype=np.int64)
+        owner_row = np.full(nsid, -1, dtype=np.int64)
+        if len(pick):
+            o = np.lexsort((key_first[s_kc], s_sc))
+            sfirst = o[np.concatenate(([True], s_sc[o][1:] != s_sc[o][:-1]))]
+            owner_q[s_sc[sfirst] + 1] = s_q[sfirst]
+            owner_row[s_sc[sfirst] + 1] = pick[sfirst]
+        # logouts: an ID's first ok one, to its owner's part (no owner here: to every part)
+        lr = np.flatnonzero(mask(pc.and_kleene(pc.equal(op, "logout"), pc.and_kleene(
+            pc.equal(out, "ok"), pc.is_valid(sid)))))
+        if len(lr):
+            lr = lr[np.unique(sc[lr], return_index=True)[1]]
+            lq = owner_q[sc[lr] + 1]
+            every = lr[lq < 0]
+            for q in range(n):
+                routed[q].append(lr[lq == q])
+                routed[q].append(every)
+        # kicks and expiries (records) by their sessions' owners
+        wanted = {sid_ for sid_ in h1.kicks if isinstance(sid_, str)}
+        wanted.update(e[1] for e in h1.expiry_rows if isinstance(e[1], str))
+        owner: dict[str, Any] = {}
+        if wanted:
+            names = list(wanted)
+            codes = pc.index_in(pa.array(names, type=pa.string()), value_set=senc.dictionary)
+            codes = codes.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            at = owner_row[codes + 1]
+            found = np.flatnonzero((codes >= 0) & (at >= 0))
+            if len(found):
+                users = col("user").take(pa.array(at[found])).to_pylist()
+                owner = {names[j]: u for j, u in zip(found.tolist(), users)}
+        b = self.user.buckets("K")
+        for sid_, lst in h1.kicks.items():
+            user = owner.get(sid_, _NOBODY) if isinstance(sid_, str) else _NOBODY
+            for k in lst:
+                b[hash(user if user is not _NOBODY else k[4]) % n].append((sid_, k))
+        b = self.user.buckets("E")
+        for e in h1.expiry_rows:
+            user = owner.get(e[1], _NOBODY) if isinstance(e[1], str) else _NOBODY
+            b[hash(user if user is not _NOBODY else e[3]) % n].append(e)
+        for q in range(n):
+            got = np.unique(np.concatenate(routed[q])) if routed[q] else ()
+            if len(got):
+                self.user.add_table(q, "AR", table.take(pa.array(got)))
+        routed = []
+        self.user.write_all()  # at once: see _route
+        # users with a login of unknown outcome
+        self.info_users.update(pc.unique(col("user").filter(pa.array(loginish & mask(pc.equal(out, "info"))))
+                                         ).to_pylist())
+        # the connection checks: on the connections they read (relogin_recovers: those with an
+        # expiry or a failed login in relogin_expiry; switch_consistency: switch rows and kicks)
+        look = np.zeros(len(keys) + 1, dtype=bool)
+        look[kc[mask(pc.and_kleene(pc.and_kleene(pc.equal(op, "login"), pc.equal(out, "fail")),
+                                   pc.equal(col("scenario"), RELOGIN_SCENARIO)))]] = True
+        if h1.expiry_rows:
+            at = {k: c for c, k in enumerate(keys)}
+            for e in h1.expiry_rows:
+                c = at.get(e[2])
+                if c is not None:
+                    look[c] = True
+        pickr = np.flatnonzero(look[kc] | mask(pc.equal(op, "switch")))
+        if len(pickr):
+            self._fold_bulk(h1, table.take(pa.array(pickr)))
+        for fn in conn_checks.values():
+            fn(h1)
 
     def _route(self, h1: History) -> None:
         """Send one connection part's facts to the user parts that need them: for every session
@@ -684,11 +890,7 @@ class Spill:
         ledger_bad = self.add_ledger(ledger) if ledger is not None else 0
         release_heap()  # what the scan's blocks left behind (10^7 rows: ~120 MiB before the first part)
         for i in range(self.n):
-            h1, _ = self._part(self.conn, i, main.last_t)
-            for fn in conn_checks.values():
-                fn(h1)
-            self._route(h1)
-            del h1
+            self._conn_part(i, main.last_t, conn_checks)
             self.conn.remove(i)
             release_heap()
         self.user.close()
