@@ -530,3 +530,28 @@ def test_colliding_ids_and_times_judge_the_same_in_parts(tmp_path, seed, damaged
     whole, split = _both(tmp_path, 3)
     assert _results(split) == _results(whole)
     assert _notes(split) == _notes(whole)
+
+
+def test_the_rare_rows_folded_from_columns_index_as_row_by_row(tmp_path, monkeypatch):
+    """Kicks, expiries, REST kicks and races of a clean block are indexed from column lists
+    (History._fold_rare), not one dict per row: the same index as feeding the rows one by one."""
+    from harness.results.checks.history import History
+    from tests.unit.test_scan import _rows_in_file_order, _state
+
+    _journal(tmp_path, flows=300)
+    _more_trouble(tmp_path)
+    calls = [0]
+    real = History._fold_rare
+
+    def counting(self, *a):
+        calls[0] += 1
+        return real(self, *a)
+
+    monkeypatch.setattr(History, "_fold_rare", counting)
+    scan = scan_run(tmp_path, digest=False, parts=1)
+    assert calls[0] > 0
+    ref = History()
+    _rows_in_file_order(tmp_path, ref)
+    got, want = _state(scan.history), _state(ref)
+    assert want["rest_kicks"] and want["races"] and want["expiry_rows"] and want["kicks"]
+    assert got == want

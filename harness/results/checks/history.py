@@ -605,8 +605,11 @@ class History:
         idx = pc.indices_nonzero(pc.or_(want, pc.is_valid(table["expect"]))).to_numpy()
         if not len(idx):
             return
-        names = table.column_names
         sub = table.take(pa.array(idx))
+        if set(handlers) == set(_RARE_OPS) and not pc.any(pc.is_valid(sub["expect"])).as_py():
+            self._fold_rare(sub, idx, nested)
+            return
+        names = table.column_names
         cols = [sub[c].to_pylist() for c in names]
         get_handler = handlers.get
         for k, i in enumerate(idx.tolist()):
@@ -620,6 +623,30 @@ class History:
             add = get_handler(opv) if type(opv) is str else None
             if add is not None:
                 add(row, opv, _intern(w), n, s_, e_, outcome)
+
+    def _fold_rare(self, sub: Any, idx: Any, nested: Mapping[int, dict]) -> None:
+        """The rows of the rare indexed ops (kicks, expiries, REST kicks, races; none with
+        ``expect``) from column lists, as their ``_add_*`` methods index them from dicts."""
+        names = ("op", "w", "n", "start", "end", "outcome", "session", "user", "by", "detail", "conn", "scenario",
+                 "race")
+        cols = [_pylist(sub[c], c in _LOW_CARD) for c in names]
+        kicks, expiries, expiry_rows = self.kicks, self.expiries, self.expiry_rows
+        races, rest_kicks = self.races, self.rest_kicks
+        for i, (op, w, n, st, en, out, sid, user, by, det, conn, scen, race) in zip(idx.tolist(), zip(*cols)):
+            if op == "kicked_offline":
+                key = _intern(conn) if type(conn) is str and conn else ("user", str(w), str(user))
+                kicks.setdefault(_s(sid), []).append((en, _s(by), _si(det), key, _s(user), _intern(w), n))
+            elif op == "sig_expired":
+                key = _intern(conn) if type(conn) is str and conn else ("user", str(w), str(user))
+                sid = _s(sid)
+                expiries.setdefault(sid, []).append(en)
+                expiry_rows.append((en, sid, key, _s(user), _si(scen), _intern(w), n))
+            elif op == "race":
+                row = nested.get(i)
+                races.append(_Race(_intern(w), n, _s(user), _s(race), en, row.get("data") if row is not None else None))
+            elif op == "rest_kick":
+                if out != "fail" and type(user) is str:
+                    rest_kicks.setdefault(user, []).append(st)
 
     def _add_expect(self, row: Mapping, op: Any, w: Any, n: Any, en: int, outcome: str, exp: Any) -> None:
         """A row that provoked ``expect`` on purpose: count it, or keep it as a violation
@@ -877,6 +904,8 @@ def _share_int(shared: dict[int, int], v: int) -> int:
     return got
 #: journal columns with a handful of distinct values: decoded once per block, interned once
 _LOW_CARD = frozenset({"w", "op", "outcome", "scenario", "platform", "detail"})
+#: the ops History indexes that are not bulk ops (History._fold_rare)
+_RARE_OPS = ("kicked_offline", "sig_expired", "rest_kick", "race")
 
 
 def _pylist(col: Any, low_card: bool) -> list:
